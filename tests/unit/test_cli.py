@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+from typer.testing import CliRunner
+
+from synth_ray.cli import app
+
+runner = CliRunner()
+
+
+def manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "manifest.json").read_text())
+
+
+def test_split_runs_skips_and_forces(tmp_path, demo_config_path) -> None:
+    rd = tmp_path / "run"
+    args = ["split", str(demo_config_path), f"run.dir={rd}"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    first = manifest(rd)["stages"]["split"]
+    assert first["status"] == "done"
+    assert first["rows"]["valid"] + first["rows"]["rejected"] == 418  # nothing lost
+    assert first["rows"]["test"] + sum(first["rows"][f"part-{k}"] for k in range(1, 5)) == (
+        first["rows"]["valid"]
+    )
+    test = pl.read_parquet(rd / "splits" / "test.parquet")
+    assert test.height == first["rows"]["test"]
+    assert (rd / "config.yaml").read_text().startswith("run:")
+
+    r = runner.invoke(app, args)  # current: skipped, manifest entry untouched
+    assert r.exit_code == 0 and manifest(rd)["stages"]["split"]["finished"] == first["finished"]
+
+    r = runner.invoke(app, [*args, "--force"])
+    assert r.exit_code == 0 and manifest(rd)["stages"]["split"]["finished"] > first["finished"]
+
+    r = runner.invoke(app, [*args, "split.seed=7"])  # inputs changed: rerun
+    assert manifest(rd)["stages"]["split"]["input_hash"] != first["input_hash"]
+
+
+def test_same_seed_gives_byte_identical_split_files(tmp_path, demo_config_path) -> None:
+    for name in ("a", "b"):
+        r = runner.invoke(app, ["split", str(demo_config_path), f"run.dir={tmp_path / name}"])
+        assert r.exit_code == 0, r.output
+    files = sorted(p.name for p in (tmp_path / "a" / "splits").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b" / "splits").iterdir())
+    for f in files:
+        assert (tmp_path / "a" / "splits" / f).read_bytes() == (
+            tmp_path / "b" / "splits" / f
+        ).read_bytes(), f
+
+
+def test_bad_config_exits_2_and_names_keys(tmp_path, demo_config_path) -> None:
+    r = runner.invoke(app, ["split", str(demo_config_path), "split.nmu_parts=3",
+                            "generation.sampling.top_p=2"])
+    assert r.exit_code == 2
+    assert "split.nmu_parts" in r.output and "generation.sampling.top_p" in r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_prints_resolved_config(demo_config_path) -> None:
+    r = runner.invoke(app, ["validate", str(demo_config_path), "run.name=x"])
+    assert r.exit_code == 0 and "name: x" in r.output

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from synth_ray.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    dump_config,
+    load_config,
+    validate_config,
+)
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "jobs" / "configs").glob("*.yaml"))
+
+
+def demo_dict(demo_config_path: Path) -> dict:
+    return yaml.safe_load(demo_config_path.read_text())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, ExperimentConfig)
+    # the resolved dump is itself a valid config that loads back to the same value
+    assert validate_config(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+def test_shipped_configs_exist() -> None:
+    assert {p.name for p in CONFIGS} >= {"demo.yaml"}
+
+
+def test_paper_defaults() -> None:
+    cfg = ExperimentConfig()
+    assert (cfg.generation.sampling.temperature, cfg.generation.sampling.top_p) == (0.7, 0.9)
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (16, 32, 0.1)
+    assert (cfg.split.seed, cfg.split.test_fraction, cfg.split.num_parts) == (42, 0.1, 4)
+    assert cfg.generation.system_prompt == "You are a helpful assistant."
+    assert cfg.resources.dashboard_host == "127.0.0.1"
+
+
+def test_typo_and_wrong_type_are_reported_together_with_key_paths(demo_config_path) -> None:
+    data = demo_dict(demo_config_path)
+    data["generation"]["sampling"]["temprature"] = 0.5  # typo
+    data["split"]["num_parts"] = "four"  # wrong type
+    data["sources"][1]["backend"] = "grpc"  # not allowed
+    with pytest.raises(ConfigError) as err:
+        validate_config(data)
+    problems = err.value.problems
+    assert any(p.startswith("generation.sampling.temprature:") for p in problems), problems
+    assert any(p.startswith("split.num_parts:") for p in problems), problems
+    assert any(p.startswith("sources.1.backend:") for p in problems), problems
+    assert len(problems) == 3
+
+
+def test_cross_references_are_checked(demo_config_path) -> None:
+    data = demo_dict(demo_config_path)
+    data["conditions"]["single_source"] = {"huge": "small-a"}
+    data["conditions"]["multi_source"] = {"small": ["small-a", "small-b", "nope"]}
+    data["sources"].append(dict(data["sources"][0]))
+    with pytest.raises(ConfigError) as err:
+        validate_config(data)
+    text = "\n".join(err.value.problems)
+    assert "conditions.single_source.huge: unknown bracket" in text
+    assert "conditions.multi_source.small: lists 3 sources but split.num_parts is 4" in text
+    assert "conditions.multi_source.small.2: unknown source 'nope'" in text
+    assert "sources.4.name: duplicate source name 'small-a'" in text
+
+
+def test_http_source_needs_endpoint(demo_config_path) -> None:
+    data = demo_dict(demo_config_path)
+    data["sources"][0]["backend"] = "http"
+    with pytest.raises(ConfigError, match="sources.0"):
+        validate_config(data)
+
+
+def test_overrides(demo_config_path) -> None:
+    cfg = load_config(
+        demo_config_path,
+        ["run.dir=/tmp/x", "generation.sampling.max_tokens=7", "sources.2.bracket=small",
+         "conditions.multi_source.small=[small-d, small-c, small-b, small-a]"],
+    )
+    assert cfg.run.dir == "/tmp/x"
+    assert cfg.generation.sampling.max_tokens == 7
+    assert cfg.multi_source_for("small") == ["small-d", "small-c", "small-b", "small-a"]
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("nodot", "key.sub=value"),
+        ("sources.9.name=x", "sources.9: no list item"),
+        ("run.name.deeper=1", "run.name.deeper: cannot set a key inside a scalar"),
+        ("training.learnign_rate=1", "training.learnign_rate:"),
+    ],
+)
+def test_bad_overrides(demo_config_path, override, fragment) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(demo_config_path, [override])
+    assert fragment in str(err.value)
+
+
+def test_apply_overrides_does_not_mutate_input() -> None:
+    data = {"run": {"dir": "a"}}
+    out = apply_overrides(data, ["run.dir=b"])
+    assert data["run"]["dir"] == "a" and out["run"]["dir"] == "b"
+
+
+def test_missing_file_and_bad_yaml(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_config_is_frozen() -> None:
+    cfg = ExperimentConfig()
+    with pytest.raises(ValidationError):
+        cfg.run.dir = "elsewhere"  # type: ignore[misc]
+
+
+def test_default_conditions_follow_config_order(demo_config_path) -> None:
+    data = demo_dict(demo_config_path)
+    data["conditions"] = {"human": True}
+    cfg = validate_config(data)
+    assert cfg.single_source_for("small") == "small-a"
+    assert cfg.multi_source_for("small") == ["small-a", "small-b", "small-c", "small-d"]
