@@ -111,6 +111,15 @@ class GenerationSection(Section):
     stall_timeout_s: float = Field(
         1800.0, gt=0, description="Fail a stage that makes no progress for this long."
     )
+    shard_rows: int = Field(
+        256, ge=1, description="Rows per shard written as generation goes (resume granularity)."
+    )
+    parallel_sources: int = Field(
+        1, ge=1, description="Sources generating at once; more need a cluster with room."
+    )
+    max_error_fraction: float = Field(
+        0.5, ge=0, le=1, description="Fail the stage when a source's error rows exceed this."
+    )
 
 
 class ConditionsSection(Section):
@@ -124,6 +133,10 @@ class ConditionsSection(Section):
     human: bool = True
     single_source: dict[str, str] = Field(default_factory=dict)
     multi_source: dict[str, list[str]] = Field(default_factory=dict)
+    exclude: list[Literal["empty", "truncated", "error"]] = Field(
+        default_factory=lambda: ["empty", "truncated", "error"],
+        description="Generation statuses left out of training sets ('error' always is).",
+    )
 
 
 class TargetSection(Section):

@@ -54,11 +54,24 @@ def _split_stage() -> Stage:
                  split_stage.inputs, split_stage.run)
 
 
+def _generate_stage() -> Stage:
+    from synth_ray import generate
+
+    return Stage("generate", "source models answer their parts (ray.data.llm)",
+                 generate.inputs, generate.run)
+
+
+def _build_stage() -> Stage:
+    from synth_ray import conditions
+
+    return Stage("build", "training sets per condition", conditions.inputs, conditions.run)
+
+
 def stage_table() -> list[Stage]:
     return [
         _split_stage(),
-        Stage("generate", "source models answer their parts", None, None, "issue 4"),
-        Stage("build", "training sets per condition", None, None, "issue 4"),
+        _generate_stage(),
+        _build_stage(),
         Stage("train", "one LoRA adapter per (target, condition)", None, None, "issue 5"),
         Stage("respond", "adapters answer test and safety prompts", None, None, "issue 6"),
         Stage("score", "perplexity, Self-BLEU-3, semantic diversity", None, None, "issue 6"),

@@ -1,0 +1,163 @@
+"""What a source must answer, and where its answers go: requests, shards, resume.
+
+Pure polars; no Ray. Each request is keyed by a content hash of (model, revision, sampling,
+messages) so a rerun with the same settings reuses every answered row, and a change of
+model or sampling invalidates exactly the rows it touches. Generation appends shards
+(`generations/<source>/shard-*.parquet`, each written atomically); `consolidate` folds them
+into `generations/<source>.parquet` with every requested row exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+
+from synth_ray.config import ExperimentConfig, SamplingSection, SourceSection
+from synth_ray.prompts import chat_messages
+from synth_ray.rundir import hash_json, write_parquet
+
+# Columns of a generation row, in order. `status` is ok | empty | truncated | error;
+# only ok rows go into training sets.
+GEN_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.Utf8,
+    "part": pl.Int32,
+    "gen_key": pl.Utf8,
+    "source": pl.Utf8,
+    "bracket": pl.Utf8,
+    "backend": pl.Utf8,
+    "model_id": pl.Utf8,
+    "revision": pl.Utf8,
+    "sampling": pl.Utf8,
+    "messages": pl.Utf8,
+    "response": pl.Utf8,
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "finish_reason": pl.Utf8,
+    "latency_s": pl.Float64,
+    "error": pl.Utf8,
+    "status": pl.Utf8,
+    "attempt_time": pl.Float64,
+}
+STATUS_OK = "ok"
+
+
+def parts_per_source(cfg: ExperimentConfig) -> dict[str, list[int]]:
+    """Which training parts each source must answer, from the conditions (PAPER.md):
+    the single-source model answers every part; in multi-source, part k is answered by
+    the k-th listed source. A source needed by both answers the union, once."""
+    need: dict[str, set[int]] = {}
+    for bracket in cfg.brackets():
+        single = cfg.single_source_for(bracket)
+        need.setdefault(single, set()).update(range(1, cfg.split.num_parts + 1))
+        for k, src in enumerate(cfg.multi_source_for(bracket), start=1):
+            need.setdefault(src, set()).add(k)
+    return {s.name: sorted(need[s.name]) for s in cfg.sources if s.name in need}
+
+
+def sampling_dict(sampling: SamplingSection) -> dict:
+    return sampling.model_dump()
+
+
+def gen_key(model: str, revision: str | None, sampling: dict, messages: list[dict]) -> str:
+    return hash_json({"model": model, "revision": revision, "sampling": sampling,
+                      "messages": messages})
+
+
+def row_seed(key: str, base: int | None) -> int | None:
+    """A per-request seed: reproducible, and different for every prompt."""
+    return None if base is None else (int(key[:8], 16) + base) % (2**31 - 1)
+
+
+def build_requests(
+    cfg: ExperimentConfig, source: SourceSection, parts: dict[int, pl.DataFrame]
+) -> pl.DataFrame:
+    """One request per row of the parts this source answers."""
+    sampling = sampling_dict(cfg.generation.sampling)
+    sampling_json = json.dumps(sampling, sort_keys=True)
+    rows = []
+    for k in sorted(parts):
+        for r in parts[k].iter_rows(named=True):
+            msgs = chat_messages(r["instruction"], r["context"], cfg.generation.system_prompt,
+                                 source.system_turn)
+            key = gen_key(source.model, source.revision, sampling, msgs)
+            rows.append({
+                "id": r["id"], "part": k, "gen_key": key, "source": source.name,
+                "bracket": source.bracket, "backend": source.backend, "model_id": source.model,
+                "revision": source.revision, "sampling": sampling_json,
+                "messages": json.dumps(msgs, ensure_ascii=False),
+                "seed": row_seed(key, sampling["seed"]),
+            })  # fmt: skip
+    schema = {k: GEN_SCHEMA[k] for k in
+              ("id", "part", "gen_key", "source", "bracket", "backend", "model_id", "revision",
+               "sampling", "messages")}
+    return pl.DataFrame(rows, schema={**schema, "seed": pl.Int64})
+
+
+def classify(response: str, finish_reason: str, error: str) -> str:
+    if error:
+        return "error"
+    if not response.strip():
+        return "empty"
+    if finish_reason == "length":
+        return "truncated"
+    return STATUS_OK
+
+
+class GenerationStore:
+    """Shards and the final file of one source in a run directory."""
+
+    def __init__(self, root: Path, source: str):
+        self.final = root / "generations" / f"{source}.parquet"
+        self.shards = root / "generations" / source
+
+    def _frames(self) -> list[pl.DataFrame]:
+        files = sorted(self.shards.glob("shard-*.parquet")) if self.shards.exists() else []
+        if self.final.exists():
+            files.insert(0, self.final)
+        return [pl.read_parquet(f).select(list(GEN_SCHEMA)) for f in files]
+
+    def answered(self) -> pl.DataFrame:
+        """Every row written so far, shards included (may hold repeats and errors)."""
+        frames = self._frames()
+        return pl.concat(frames) if frames else pl.DataFrame(schema=GEN_SCHEMA)
+
+    def pending(self, requests: pl.DataFrame) -> pl.DataFrame:
+        """Requests with no usable answer yet. Error rows count as unanswered: retried."""
+        done = self.answered().filter(pl.col("status") != "error").select("gen_key").unique()
+        return requests.join(done, on="gen_key", how="anti")
+
+    def write_shard(self, rows: pl.DataFrame) -> Path:
+        path = self.shards / f"shard-{time.time_ns()}.parquet"
+        write_parquet(rows.select(list(GEN_SCHEMA)).cast(GEN_SCHEMA), path)
+        return path
+
+    def consolidate(self, requests: pl.DataFrame) -> pl.DataFrame:
+        """Fold shards into the final file: exactly one row per request, the best answer
+        (a non-error one, else the latest error); a request never answered becomes an
+        error row, so no row goes missing silently."""
+        rows = self.answered().join(requests.select("gen_key", "id", "part"),
+                                    on=["gen_key", "id", "part"], how="semi")
+        best = (
+            rows.with_columns((pl.col("status") == "error").alias("_err"))
+            .sort(["_err", "attempt_time"], descending=[False, True])
+            .unique(subset=["gen_key", "id", "part"], keep="first", maintain_order=True)
+            .drop("_err")
+        )
+        missing = requests.join(best, on=["gen_key", "id", "part"], how="anti")
+        if missing.height:
+            filler = missing.drop("seed").with_columns(
+                response=pl.lit(""), prompt_tokens=pl.lit(0, pl.Int64),
+                completion_tokens=pl.lit(0, pl.Int64), finish_reason=pl.lit(""),
+                latency_s=pl.lit(None, pl.Float64),
+                error=pl.lit("no result: its batch failed (e.g. retries exhausted); see the log"),
+                status=pl.lit("error"), attempt_time=pl.lit(time.time()),
+            ).select(list(GEN_SCHEMA)).cast(GEN_SCHEMA)  # fmt: skip
+            best = pl.concat([best, filler])
+        final = best.sort(["part", "id"])
+        write_parquet(final, self.final)
+        shutil.rmtree(self.shards, ignore_errors=True)
+        return final
