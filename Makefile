@@ -13,7 +13,7 @@ test: setup
 	@bash scripts/test.sh $(ARGS)
 
 lint: setup
-	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	@.venv/bin/ruff check .
 
 clean-demo:
 	rm -rf runs/demo

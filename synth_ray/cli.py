@@ -11,7 +11,15 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from synth_ray.config import ConfigError, ExperimentConfig, load_config
-from synth_ray.pipeline import StageNotBuilt, execute, get_stage, open_run, stage_names, stage_table
+from synth_ray.pipeline import (
+    RunDirBusy,
+    StageNotBuilt,
+    execute,
+    get_stage,
+    open_run,
+    stage_names,
+    stage_table,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -54,7 +62,11 @@ def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
                 force: list[str]) -> None:
     cfg = _load(config, overrides)
     _setup_logging(Path(cfg.run.dir))
-    ctx = open_run(cfg)
+    try:
+        ctx = open_run(cfg)
+    except RunDirBusy as e:
+        log.error("%s", e)
+        raise typer.Exit(EXIT_FAILED) from None
     log.info("run %r in %s", cfg.run.name, ctx.run.root.resolve())
     for name in names:
         try:

@@ -65,7 +65,7 @@ class HttpSection(Section):
 
     base_url: str
     api_key_env: str | None = None
-    qps: float | None = Field(None, gt=0)
+    qps: int | None = Field(None, ge=1, description="Requests per second per replica.")
     concurrency: int = Field(1, ge=1)
     max_retries: int = Field(5, ge=0)
     base_retry_wait_s: float = Field(1.0, gt=0)

@@ -7,7 +7,9 @@ current is skipped unless forced. Stages not built yet say so and stop the pipel
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -18,6 +20,13 @@ from synth_ray.config import ExperimentConfig, dump_config
 from synth_ray.rundir import RunDir, atomic_write_text, hash_json
 
 log = logging.getLogger("synth_ray")
+
+
+_LOCKS: dict[str, Any] = {}  # run directory -> its open lock file, held by this process
+
+
+class RunDirBusy(RuntimeError):
+    """Another process holds the run directory."""
 
 
 class StageNotBuilt(RuntimeError):
@@ -92,10 +101,32 @@ def get_stage(name: str) -> Stage:
 
 
 def open_run(cfg: ExperimentConfig) -> Context:
+    """Open (make) the run directory and take its lock for the life of this process: two
+    drivers writing one run directory would answer the same rows twice."""
     run = RunDir(cfg.run.dir)
     run.root.mkdir(parents=True, exist_ok=True)
+    key = str(run.root.resolve())
+    if key not in _LOCKS:
+        _LOCKS[key] = _take_lock(run)
     atomic_write_text(run.path("config.yaml"), dump_config(cfg))
     return Context(cfg, run)
+
+
+def _take_lock(run: RunDir) -> Any:
+    lock = open(run.path(".lock"), "a+")  # noqa: SIM115 - held until the process exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        raise RunDirBusy(
+            f"run directory {run.root} is in use by another synth-ray process "
+            f"({lock.read().strip() or 'pid unknown'}); wait for it or use another run.dir"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 def execute(stage: Stage, ctx: Context, force: bool = False) -> str:

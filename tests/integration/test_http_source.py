@@ -1,0 +1,158 @@
+"""An HTTP source: a real vLLM OpenAI-compatible server on 127.0.0.1 serving a tiny model,
+reached through a local proxy that injects 429/502/503s, 500s and timeouts. Every row ends
+answered or with a recorded error, none lost or doubled; the API key never reaches a file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import polars as pl
+import pytest
+from aiohttp import ClientSession, ClientTimeout, web
+
+from synth_ray import tiny
+
+from .helpers import cli_env, free_port, run_cli, small_config
+
+pytestmark = pytest.mark.slow
+SECRET = "sk-test-0123456789-do-not-log"
+
+
+class FaultProxy:
+    """Forwards /v1/chat/completions; request n gets the fault `schedule[n]` if any."""
+
+    def __init__(self, upstream: str, schedule: dict[int, str]):
+        self.upstream, self.schedule = upstream, schedule
+        self.count = 0
+        self.served: dict[str, int] = {}
+        self.port = free_port()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.count += 1
+        fault = self.schedule.get(self.count, "ok")
+        self.served[fault] = self.served.get(fault, 0) + 1
+        if fault in ("429", "502", "503"):
+            return web.json_response({"error": {"message": "injected"}}, status=int(fault),
+                                     headers={"Retry-After": "0"})
+        if fault == "500":
+            return web.json_response({"error": {"message": "injected server error"}},
+                                     status=500)
+        if fault == "timeout":
+            await asyncio.sleep(6)
+        body = await request.read()
+        headers = {"Authorization": request.headers.get("Authorization", ""),
+                   "Content-Type": "application/json"}
+        async with ClientSession(timeout=ClientTimeout(total=60)) as s:
+            async with s.post(self.upstream + "/v1/chat/completions", data=body,
+                              headers=headers) as r:
+                return web.Response(body=await r.read(), status=r.status,
+                                    content_type="application/json")
+
+    def start(self) -> None:
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handle)
+        runner = web.AppRunner(app)
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+            loop.run_forever()
+
+        threading.Thread(target=serve, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def vllm_server():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+         "--model", tiny.resolve_model("tiny://small-c"), "--served-model-name", "tiny-c",
+         "--host", "127.0.0.1", "--port", str(port), "--api-key", SECRET,
+         "--dtype", "float32", "--max-model-len", "1024"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        assert proc.poll() is None, "vLLM server exited during start"
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("vLLM server did not become ready in 300 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def http_config(tmp_path, proxy_port: int):
+    source = {"name": "api-c", "model": "tiny-c", "bracket": "api", "backend": "http",
+              "http": {"base_url": f"http://127.0.0.1:{proxy_port}/v1",
+                       "api_key_env": "SYNTH_TEST_API_KEY", "max_retries": 4,
+                       "base_retry_wait_s": 0.05, "timeout_s": 3}}
+    return small_config(
+        tmp_path, sources=[source],
+        conditions={"human": True, "single_source": {"api": "api-c"},
+                    "multi_source": {"api": ["api-c"] * 4}, "exclude": ["empty", "error"]},
+    )
+
+
+def test_http_source_under_faults(vllm_server, tmp_path) -> None:
+    schedule = {3: "503", 5: "500", 8: "timeout", 11: "502", 14: "500", 17: "429"}
+    proxy = FaultProxy(vllm_server, schedule)
+    proxy.start()
+    cfg = http_config(tmp_path, proxy.port)
+    run_dir = tmp_path / "run"
+    env = cli_env(SYNTH_TEST_API_KEY=SECRET)
+    proc = run_cli("run", str(cfg), f"run.dir={run_dir}", env=env, timeout=900)
+    assert proc.returncode == 3, proc.stderr[-5000:]  # stops at `train` (not built yet)
+    gen = pl.read_parquet(run_dir / "generations" / "api-c.parquet")
+    n_test = pl.read_parquet(run_dir / "splits" / "test.parquet").height
+    assert gen.height == 48 - n_test  # every training row once (max_rows=48)
+    assert gen.select("id", "part").n_unique() == gen.height
+    errors = gen.filter(pl.col("status") == "error")
+    # each 500 (not retried) is one error row; 429/502/503 and the timeout were retried
+    assert errors.height == proxy.served["500"] == 2
+    assert all("injected server error" in e for e in errors["error"])
+    assert proxy.served["503"] == proxy.served["502"] == proxy.served["timeout"] == 1
+    ok = gen.filter(pl.col("status") != "error")
+    assert (ok["completion_tokens"] > 0).all() and ok["finish_reason"].is_in(
+        ["stop", "length"]).all()
+    assert (ok["latency_s"] > 0).all()
+
+    # a rerun sends only the failed rows again; the proxy is healthy now
+    before = proxy.count
+    proc = run_cli("generate", str(cfg), f"run.dir={run_dir}", "--force", env=env)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proxy.count - before == 2
+    again = pl.read_parquet(run_dir / "generations" / "api-c.parquet")
+    assert again.height == gen.height and (again["status"] != "error").all()
+
+    # the key is never written anywhere in the run directory, nor printed
+    for f in run_dir.rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+    assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_missing_api_key_is_a_clear_error_before_any_request(tmp_path) -> None:
+    proxy_port = free_port()  # nothing listens: no request may be sent
+    cfg = http_config(tmp_path, proxy_port)
+    run_dir = tmp_path / "run"
+    assert run_cli("split", str(cfg), f"run.dir={run_dir}").returncode == 0
+    proc = run_cli("generate", str(cfg), f"run.dir={run_dir}")
+    assert proc.returncode == 1
+    assert "SYNTH_TEST_API_KEY" in proc.stderr and "is not set" in proc.stderr
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["generate"]["status"] == "failed"
