@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from synth_ray.config import ExperimentConfig
 from synth_ray.data import validation_mask
 from synth_ray.generation_store import STATUS_OK
 from synth_ray.pipeline import Context, StageOutput
@@ -30,9 +31,9 @@ SUMMARY_PATH = "datasets/summary.json"
 OVERLAP_PATH = "datasets/source_overlap.parquet"
 
 
-def condition_names(ctx: Context) -> list[str]:
-    names = ["human"] if ctx.cfg.conditions.human else []
-    for bracket in ctx.cfg.brackets():
+def condition_names(cfg: ExperimentConfig) -> list[str]:
+    names = ["human"] if cfg.conditions.human else []
+    for bracket in cfg.brackets():
         names += [f"single-{bracket}", f"multi-{bracket}"]
     return names
 
@@ -127,7 +128,7 @@ def describe(rows: pl.DataFrame, excluded: dict[str, int]) -> dict[str, Any]:
 
 
 def inputs(ctx: Context) -> dict[str, Any]:
-    gens = sorted({s for c in condition_names(ctx) if c != "human"
+    gens = sorted({s for c in condition_names(ctx.cfg) if c != "human"
                    for s in part_sources(ctx, c).values()})
     return {
         "parts": [hash_file(ctx.run.path(part_path(k)))
@@ -145,7 +146,7 @@ def run(ctx: Context) -> StageOutput:
     mask = validation_mask(ids, ctx.cfg.split.validation_fraction, ctx.cfg.split.seed)
     val_ids = {i for i, m in zip(ids, mask) if m}
     outputs, rows, summary = [], {}, {}
-    for name in condition_names(ctx):
+    for name in condition_names(ctx.cfg):
         df, excluded = build_condition(ctx, name, parts, val_ids)
         path = f"datasets/{name}.parquet"
         write_parquet(df, ctx.run.path(path))

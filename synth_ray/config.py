@@ -148,6 +148,9 @@ class TargetSection(Section):
     use_gpu: bool = False
     effective_batch_size: int = Field(64, ge=1)
     per_device_batch_size: int = Field(8, ge=1)
+    cpus_per_worker: int = Field(
+        1, ge=1, description="CPUs per training worker (its torch threads); 1 GPU each if use_gpu."
+    )
     gradient_checkpointing: bool = False
     cpu_offload: bool = False
     trust_remote_code: bool = False
@@ -174,8 +177,18 @@ class TrainingSection(Section):
         "response", description="'all' = the authors' whole-chat loss; 'response' = common choice."
     )
     early_stopping_patience: int = Field(5, ge=1)
-    eval_every_steps: int = Field(50, ge=1)
+    eval_every_steps: int = Field(
+        50, ge=1, description="Optimizer steps between validation + checkpoint."
+    )
+    max_grad_norm: float = Field(1.0, gt=0)
     dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+    max_failures: int = Field(2, ge=-1, description="Worker failures a run survives (-1: any).")
+    parallel_trials: int = Field(
+        1, ge=1, description="Adapters trained at once (Ray Tune trials); 1 on a laptop."
+    )
+    zero3_param_persistence_threshold: int | None = Field(
+        None, ge=0, description="DeepSpeed stage3_param_persistence_threshold (None: its own)."
+    )
 
 
 class SelfBleuSection(Section):

@@ -76,12 +76,19 @@ def _build_stage() -> Stage:
     return Stage("build", "training sets per condition", conditions.inputs, conditions.run)
 
 
+def _train_stage() -> Stage:
+    from synth_ray.train import trainer
+
+    return Stage("train", "one LoRA adapter per (target, condition) with Ray Train",
+                 trainer.inputs, trainer.run)
+
+
 def stage_table() -> list[Stage]:
     return [
         _split_stage(),
         _generate_stage(),
         _build_stage(),
-        Stage("train", "one LoRA adapter per (target, condition)", None, None, "issue 5"),
+        _train_stage(),
         Stage("respond", "adapters answer test and safety prompts", None, None, "issue 6"),
         Stage("score", "perplexity, Self-BLEU-3, semantic diversity", None, None, "issue 6"),
         Stage("judge", "harmfulness, quality, danger zone, SPB", None, None, "issue 7"),

@@ -1,0 +1,220 @@
+"""The per-worker training loop, with no Ray in it: it runs under Ray Train's TorchTrainer
+(trainer.py), in a plain process (the benchmark), or on a GPU machine without Ray.
+
+Gradient accumulation, clipping, a warm-up + decay schedule, validation every
+`eval_every_steps` optimizer steps with early stopping (patience, keep the best), and
+resumable state. `report(metrics, save)` is the caller's hook: Ray Train's report, a print.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+# Dense bf16 peak FLOP/s, for MFU. LoRA costs about 4N FLOPs per token: 2N forward,
+# 2N for the activation gradients, none for the frozen weights' gradients.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    micro_in_epoch: int = 0  # micro-batches of `epoch` already consumed
+    best_val: float = math.inf
+    best_step: int = 0
+    bad_evals: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Plan:
+    micro_per_epoch: int
+    accum: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
+def plan_steps(n_train: int, per_device: int, world: int, accum: int, epochs: float,
+               warmup_ratio: float) -> Plan:
+    micro = math.ceil(n_train / (per_device * world))
+    per_epoch = max(1, math.ceil(micro / accum))
+    total = max(1, math.ceil(per_epoch * epochs))
+    return Plan(micro, accum, per_epoch, total, int(round(total * warmup_ratio)))
+
+
+def peak_flops() -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def mfu(tokens_per_s: float, n_params: int, peak: float | None) -> float | None:
+    return None if not peak else tokens_per_s * 4 * n_params / peak
+
+
+class TorchStep:
+    """Plain PyTorch optimizer step (the model may be DDP-wrapped)."""
+
+    def __init__(self, model, optimizer, scheduler, accum: int, max_grad_norm: float):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.accum, self.max_grad_norm = accum, max_grad_norm
+
+    def sync_context(self, boundary: bool):
+        # DDP all-reduces on every backward unless told not to: only on the last micro-batch.
+        if not boundary and hasattr(self.model, "no_sync"):
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        (loss / self.accum).backward()
+        if boundary:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+
+class DeepSpeedStep:
+    """A DeepSpeed engine: it accumulates, clips and steps by its own config."""
+
+    def __init__(self, engine):
+        self.model = engine
+
+    def sync_context(self, boundary: bool):
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        self.model.backward(loss)
+        self.model.step()
+
+    def lr(self) -> float:
+        return self.model.get_lr()[0]
+
+
+def build_optimizer(model, learning_rate: float, weight_decay: float, scheduler: str,
+                    plan: Plan):
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate)
+    sched = get_scheduler(scheduler, opt, num_warmup_steps=plan.warmup_steps,
+                          num_training_steps=plan.total_steps)
+    return opt, sched
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def sum_across_workers(x: float, device) -> float:
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    if _distributed():
+        torch.distributed.all_reduce(t)
+    return float(t[0])
+
+
+def mean_across_workers(total: float, count: float, device) -> float:
+    t = torch.tensor([total, count], dtype=torch.float64, device=device)
+    if _distributed():
+        torch.distributed.all_reduce(t)
+    return float(t[0] / t[1]) if t[1] else math.nan
+
+
+@torch.no_grad()
+def evaluate(model, loader, device) -> float:
+    """Token-weighted mean validation loss over every worker's shard."""
+    model.eval()
+    total, count = 0.0, 0.0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        n = float((batch["labels"][:, 1:] != -100).sum())
+        total += float(model(**batch).loss) * n
+        count += n
+    model.train()
+    return mean_across_workers(total, count, device)
+
+
+def run_loop(
+    stepper, train_loader, sampler, val_loader, plan: Plan, state: TrainState, *,
+    device, eval_every: int, patience: int, n_params: int,
+    report: Callable[[dict[str, float], bool], None],
+    on_best: Callable[[], None], fault_hook: Callable[[int], None] | None = None,
+) -> TrainState:
+    """Train until `plan.total_steps` or early stop. `report(metrics, save_checkpoint)` is
+    called on every optimizer step; `on_best()` when validation loss improves."""
+    model = stepper.model
+    model.train()
+    peak = peak_flops()
+    while state.step < plan.total_steps and not state.stopped_early:
+        sampler.set_epoch(state.epoch)  # same shuffle on resume
+        t0, tokens = time.perf_counter(), 0
+        for i, batch in enumerate(train_loader):
+            if i < state.micro_in_epoch:
+                continue  # consumed before the checkpoint we resumed from
+            boundary = (i + 1) % plan.accum == 0 or i + 1 == len(train_loader)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with stepper.sync_context(boundary):
+                loss = model(**batch).loss
+                stepper.backward(loss, boundary)
+            tokens += int(batch["attention_mask"].sum())
+            state.micro_in_epoch = i + 1
+            if not boundary:
+                continue
+            state.step += 1
+            # A step's time runs from the end of the previous one, so the previous step's
+            # validation, report and checkpoint count against throughput too.
+            now = time.perf_counter()
+            dt, t0 = now - t0, now
+            step_tokens = sum_across_workers(tokens, device)
+            tokens = 0
+            metrics = {"step": state.step, "epoch": state.epoch, "loss": float(loss.detach()),
+                       "lr": stepper.lr(), "tokens": step_tokens, "step_time_s": dt,
+                       "tokens_per_s": step_tokens / dt if dt else 0.0}
+            tps = metrics["tokens_per_s"]
+            if (m := mfu(tps, n_params, peak)) is not None:
+                metrics["mfu"] = m
+            save = state.step % eval_every == 0 or state.step >= plan.total_steps
+            if save:
+                val = evaluate(model, val_loader, device) if val_loader else float(loss)
+                metrics["val_loss"] = val
+                if val < state.best_val:
+                    state.best_val, state.best_step, state.bad_evals = val, state.step, 0
+                    on_best()
+                else:
+                    state.bad_evals += 1
+                    state.stopped_early = state.bad_evals >= patience
+            state.history.append(metrics)
+            report(metrics, save)
+            if fault_hook:
+                fault_hook(state.step)
+            if state.step >= plan.total_steps or state.stopped_early:
+                break
+        else:
+            state.epoch += 1
+            state.micro_in_epoch = 0
+    return state
+

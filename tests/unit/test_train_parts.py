@@ -1,0 +1,94 @@
+"""The Ray-free parts of training: example encoding, batching, step plan, adapter checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import AutoTokenizer
+
+from synth_ray import tiny
+from synth_ray.config import ExperimentConfig, TargetSection
+from synth_ray.train.data import IGNORE, collate, encode_example
+from synth_ray.train.deepspeed import zero3_config
+from synth_ray.train.loop import mfu, plan_steps
+from synth_ray.train.lora import AdapterError, check_adapter
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return AutoTokenizer.from_pretrained(tiny.tokenizer_path())
+
+
+def test_response_only_labels(tok) -> None:
+    ex = encode_example(tok, "Name a colour.", "", "Red.", "You are a helpful assistant.", 512)
+    prompt = tok.apply_chat_template(
+        [{"role": "system", "content": "You are a helpful assistant."},
+         {"role": "user", "content": "Name a colour."}], tokenize=False,
+        add_generation_prompt=True)
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    assert ex["labels"][:n_prompt] == [IGNORE] * n_prompt
+    answer = ex["labels"][n_prompt:]
+    assert tok.decode(answer) == "Red.<|eot_id|>"  # the model learns to end its turn
+    assert ex["input_ids"][n_prompt:] == answer
+    whole = encode_example(tok, "Name a colour.", "", "Red.", "You are a helpful assistant.",
+                           512, loss_on="all")
+    assert whole["labels"] == whole["input_ids"] == ex["input_ids"]
+
+
+def test_truncation_and_collate(tok) -> None:
+    ex = encode_example(tok, "word " * 50, "", "answer " * 50, None, 40)
+    assert len(ex["input_ids"]) == len(ex["labels"]) == 40
+    short = encode_example(tok, "Hi", "", "Yo", None, 40)
+    batch = collate([ex, short], pad_id=tok.pad_token_id)
+    assert batch["input_ids"].shape == (2, 40)
+    n = len(short["input_ids"])
+    assert batch["attention_mask"][1].tolist() == [1] * n + [0] * (40 - n)
+    assert (batch["labels"][1, n:] == IGNORE).all()
+
+
+def test_plan_steps_matches_effective_batch() -> None:
+    # 13,509 rows, 8 workers x 8 per device, effective 64 -> accum 1, 212 steps an epoch
+    p = plan_steps(13_509, 8, 8, 1, 3, 0.03)
+    assert (p.micro_per_epoch, p.steps_per_epoch, p.total_steps, p.warmup_steps) == (
+        212, 212, 636, 19)
+    p = plan_steps(100, 4, 1, 4, 1, 0.0)  # 25 micro-batches, 4 per step -> 7 steps
+    assert (p.micro_per_epoch, p.steps_per_epoch) == (25, 7)
+
+
+def test_mfu_formula() -> None:
+    # 8B params at 1,000 tok/s on a 989 TFLOP/s card: 4 * 8e9 * 1e3 / 989e12
+    assert mfu(1000.0, 8_000_000_000, 989e12) == pytest.approx(0.032356, rel=1e-4)
+    assert mfu(1000.0, 10, None) is None
+
+
+def _adapter(tmp_path, tensors) -> str:
+    tmp_path.mkdir(parents=True)
+    save_file(tensors, str(tmp_path / "adapter_model.safetensors"))
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 2}))
+    return str(tmp_path)
+
+
+def test_check_adapter_catches_empty_and_zero(tmp_path) -> None:
+    a = torch.randn(2, 8)
+    good = {"x.lora_A.weight": a, "x.lora_B.weight": torch.randn(8, 2)}
+    assert check_adapter(_adapter(tmp_path / "ok", good))["tensors"] == 2
+    with pytest.raises(AdapterError, match="empty tensor"):
+        check_adapter(_adapter(tmp_path / "empty", {**good, "x.lora_B.weight": torch.empty(0)}))
+    with pytest.raises(AdapterError, match="all zero"):
+        check_adapter(_adapter(tmp_path / "untrained",
+                               {**good, "x.lora_B.weight": torch.zeros(8, 2)}))
+    with pytest.raises(AdapterError, match="no adapter_model"):
+        check_adapter(tmp_path / "missing")
+
+
+def test_zero3_config_from_sections() -> None:
+    cfg = ExperimentConfig()
+    target = TargetSection(name="t", model="m", strategy="deepspeed", num_workers=16,
+                           per_device_batch_size=1, effective_batch_size=128, cpu_offload=True)
+    ds = zero3_config(cfg.training, target, accum=8)
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * 16 == 128
+    assert ds["bf16"]["enabled"] and ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
