@@ -19,6 +19,7 @@ import gc
 import os
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -44,16 +45,16 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     import ray
 
     from synth_ray.cluster import ensure_ray
-    from synth_ray.generate import _normalise, _stream, vllm_processor
+    from synth_ray.generate import EngineSpec, _normalise, _stream, vllm_processor
     from synth_ray.generation_store import GenerationStore, build_requests
 
     t0 = time.perf_counter()
     ensure_ray(cfg.resources)
     source = cfg.sources[0]
     requests = build_requests(cfg, source, {1: rows})
-    proc = vllm_processor(cfg, source)
+    proc = vllm_processor(cfg, EngineSpec.of_source(source))
     ds = proc(ray.data.from_arrow(requests.rename({"messages": "messages_json"}).to_arrow()))
-    store = GenerationStore(__import__("pathlib").Path(tempfile.mkdtemp()), source.name)
+    store = GenerationStore(Path(tempfile.mkdtemp()), source.name)
     tokens = 0
     for batch in _stream(ds, cfg.generation.shard_rows, 3600):
         frame = _normalise(batch)

