@@ -62,9 +62,12 @@ def sampling_dict(sampling: SamplingSection) -> dict:
     return sampling.model_dump()
 
 
-def gen_key(model: str, revision: str | None, sampling: dict, messages: list[dict]) -> str:
-    return hash_json({"model": model, "revision": revision, "sampling": sampling,
-                      "messages": messages})
+def gen_key(source: str, model: str, revision: str | None, sampling: dict,
+            messages: list[dict]) -> str:
+    """Content key of one request. The source's name is part of it: two sources (or two
+    adapters) may serve the same weights, and each must still answer every row."""
+    return hash_json({"source": source, "model": model, "revision": revision,
+                      "sampling": sampling, "messages": messages})
 
 
 def row_seed(key: str, base: int | None) -> int | None:
@@ -83,7 +86,7 @@ def build_requests(
         for r in parts[k].iter_rows(named=True):
             msgs = chat_messages(r["instruction"], r["context"], cfg.generation.system_prompt,
                                  source.system_turn)
-            key = gen_key(source.model, source.revision, sampling, msgs)
+            key = gen_key(source.name, source.model, source.revision, sampling, msgs)
             rows.append({
                 "id": r["id"], "part": k, "gen_key": key, "source": source.name,
                 "bracket": source.bracket, "backend": source.backend, "model_id": source.model,

@@ -71,7 +71,8 @@ def build_requests(cfg: ExperimentConfig, target: TargetSection, adapters: dict[
         weights = hash_file(path / ADAPTER_FILE)  # a retrained adapter answers again
         for r in test.iter_rows(named=True):
             msgs = chat_messages(r["instruction"], r["context"], cfg.generation.system_prompt)
-            key = gen_key(f"{target.model}+lora:{weights}", target.revision, sampling, msgs)
+            key = gen_key(name, f"{target.model}+lora:{weights}", target.revision, sampling,
+                          msgs)
             rows.append({
                 "id": r["id"], "part": 0, "gen_key": key, "source": name, "bracket": None,
                 "backend": "vllm", "model_id": target.model, "revision": target.revision,

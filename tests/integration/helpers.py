@@ -9,10 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import yaml
+
+from synth_ray.conditions import COLUMNS
+from synth_ray.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "jobs" / "configs" / "demo.yaml"
+TARGET = {"name": "tiny-target", "model": "tiny://target", "num_workers": 2,
+          "effective_batch_size": 8, "per_device_batch_size": 4}
+TRAINING = {"epochs": 3, "learning_rate": 2.0e-3, "eval_every_steps": 5, "max_length": 256,
+            "dtype": "float32", "warmup_ratio": 0.0, "early_stopping_patience": 100}
 
 
 def small_config(tmp_path: Path, name: str = "cfg", **sections) -> Path:
@@ -45,3 +53,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_datasets(run_dir: Path, conditions: list[str], n: int = 64) -> None:
+    """Training sets (human answers for every condition: plumbing, not a study) and a
+    held-out test set of 12 other rows."""
+    all_rows = load_dataset("tiny://dolly-sample").rows
+    (run_dir / "splits").mkdir(parents=True, exist_ok=True)
+    all_rows.slice(n, 12).with_columns(part=pl.lit(0, pl.Int32)).write_parquet(
+        run_dir / "splits" / "test.parquet")
+    rows = all_rows.head(n)
+    df = rows.with_columns(
+        part=pl.lit(1, pl.Int32), source=pl.lit("human"), condition=pl.lit("x"),
+        bracket=pl.lit(None, pl.Utf8),
+        split=pl.when(pl.int_range(pl.len()) % 8 == 0).then(pl.lit("validation"))
+        .otherwise(pl.lit("train")),
+    ).select(COLUMNS)  # fmt: skip
+    (run_dir / "datasets").mkdir(parents=True, exist_ok=True)
+    for c in conditions:
+        df.with_columns(condition=pl.lit(c)).write_parquet(run_dir / "datasets" / f"{c}.parquet")

@@ -10,36 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import polars as pl
 import pytest
 import torch
 
 from synth_ray import tiny
-from synth_ray.conditions import COLUMNS
-from synth_ray.data import load_dataset
 from synth_ray.train.lora import check_adapter
 
-from .helpers import cli_env, run_cli, small_config
+from .helpers import TARGET, TRAINING, cli_env, run_cli, small_config, write_datasets
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
-TARGET = {"name": "tiny-target", "model": "tiny://target", "num_workers": 2,
-          "effective_batch_size": 8, "per_device_batch_size": 4}
-TRAINING = {"epochs": 3, "learning_rate": 2.0e-3, "eval_every_steps": 5, "max_length": 256,
-            "dtype": "float32", "warmup_ratio": 0.0, "early_stopping_patience": 100}
-
-
-def write_datasets(run_dir: Path, conditions: list[str], n: int = 64) -> None:
-    rows = load_dataset("tiny://dolly-sample").rows.head(n)
-    df = rows.with_columns(
-        part=pl.lit(1, pl.Int32), source=pl.lit("human"), condition=pl.lit("x"),
-        bracket=pl.lit(None, pl.Utf8),
-        split=pl.when(pl.int_range(pl.len()) % 8 == 0).then(pl.lit("validation"))
-        .otherwise(pl.lit("train")),
-    ).select(COLUMNS)  # fmt: skip
-    (run_dir / "datasets").mkdir(parents=True, exist_ok=True)
-    for c in conditions:
-        df.with_columns(condition=pl.lit(c)).write_parquet(run_dir / "datasets" / f"{c}.parquet")
 
 
 def summary(run_dir: Path, condition: str) -> dict:
@@ -47,22 +27,9 @@ def summary(run_dir: Path, condition: str) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.fixture(scope="module")
-def grid_run(tmp_path_factory):
-    """Two conditions (single-small, multi-small) as a Tune grid of 2-worker DDP runs."""
-    tmp = tmp_path_factory.mktemp("train")
-    cfg = small_config(tmp, targets=[TARGET], training=TRAINING,
-                       conditions={"human": False, "single_source": {"small": "small-a"},
-                                   "multi_source": {"small": ["small-a", "small-b"] * 2}})
-    run_dir = tmp / "run"
-    write_datasets(run_dir, ["single-small", "multi-small"])
-    proc = run_cli("train", str(cfg), f"run.dir={run_dir}", timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    return run_dir
-
-
-def test_two_workers_loss_falls_and_grid_makes_two_adapters(grid_run) -> None:
-    for condition in ("single-small", "multi-small"):
+def test_two_workers_loss_falls_and_grid_makes_three_adapters(grid_run) -> None:
+    _, grid_run = grid_run
+    for condition in ("human", "single-small", "multi-small"):
         s = summary(grid_run, condition)
         assert s["world_size"] == 2 and s["grad_accum"] == 1
         assert s["steps"] == s["total_steps"] == 21  # 56 train rows / (4 x 2) = 7 x 3 epochs
@@ -84,6 +51,7 @@ def test_adapter_in_vllm_matches_transformers_merged(grid_run, tmp_path) -> None
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _, grid_run = grid_run
     base = tiny.resolve_model("tiny://target")
     adapter = str(grid_run / "adapters" / "tiny-target" / "multi-small")
     tok = AutoTokenizer.from_pretrained(base)

@@ -92,3 +92,12 @@ def test_classify() -> None:
     assert classify("  ", "stop", "") == "empty"
     assert classify("text", "length", "") == "truncated"
     assert classify("", "", "Engine died") == "error"
+
+
+def test_sources_with_the_same_model_get_their_own_keys(demo_config_path) -> None:
+    data = yaml.safe_load(demo_config_path.read_text())
+    data["sources"][1]["model"] = data["sources"][0]["model"]  # two names, one model
+    cfg = validate_config(data)
+    a = build_requests(cfg, cfg.source("small-a"), parts_frame())
+    b = build_requests(cfg, cfg.source("small-b"), parts_frame())
+    assert set(a["gen_key"]).isdisjoint(b["gen_key"])

@@ -1,0 +1,100 @@
+"""Evaluation on CPU: the adapters trained by test_train's grid (3 conditions) and the
+vanilla target answer the test set from one vLLM engine; perplexity through vLLM prompt
+log-probs equals transformers, with and without an adapter."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import polars as pl
+import pytest
+import torch
+
+from synth_ray import tiny
+from synth_ray.evaluate.perplexity import hf_response_logprobs, perplexity, token_spans
+
+from .helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def evaluated(grid_run):
+    cfg, run_dir = grid_run
+    for stage in ("respond", "score"):
+        proc = run_cli(stage, str(cfg), f"run.dir={run_dir}", timeout=1200)
+        assert proc.returncode == 0, proc.stderr[-6000:]
+    return cfg, run_dir
+
+
+def _models(run_dir, adapter: str | None):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tiny.resolve_model("tiny://target")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if adapter:
+        path = run_dir / "adapters" / "tiny-target" / adapter
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    return model, AutoTokenizer.from_pretrained(base)
+
+
+def test_one_engine_answers_for_every_adapter_and_applies_it(evaluated) -> None:
+    _, run_dir = evaluated
+    resp = pl.read_parquet(run_dir / "responses" / "tiny-target" / "test.parquet")
+    counts = dict(resp.group_by("source").len().iter_rows())
+    assert counts == {"vanilla": 12, "human": 12, "single-small": 12, "multi-small": 12}
+    assert (resp["error"] == "").all()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["respond"]["targets"]["tiny-target"]["rows"] == 48
+    for adapter in ("multi-small", None):  # None: the vanilla rows, via the zero adapter
+        model, tok = _models(run_dir, adapter)
+        rows = resp.filter(pl.col("source") == (adapter or "vanilla")).head(4)
+        for r in rows.iter_rows(named=True):
+            prompt = tok.apply_chat_template(json.loads(r["messages"]), tokenize=False,
+                                             add_generation_prompt=True)
+            ids = tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+            out = model.generate(ids, max_new_tokens=8, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+            assert tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True) == \
+                r["response"], (adapter, r["id"])
+
+
+def test_vllm_perplexity_equals_transformers(evaluated) -> None:
+    """Tolerance: 1e-4 relative on perplexity (fp32 on both sides)."""
+    _, run_dir = evaluated
+    scores = pl.read_parquet(run_dir / "eval" / "tiny-target" / "perplexity.parquet")
+    resp = pl.read_parquet(run_dir / "responses" / "tiny-target" / "test.parquet")
+    test = pl.read_parquet(run_dir / "splits" / "test.parquet")
+    assert (scores["error"] == "").all()
+    assert set(scores.filter(pl.col("view") == "outputs")["condition"]) == {
+        "vanilla", "human", "single-small", "multi-small", "human-reference"}
+    from synth_ray.prompts import chat_messages
+
+    checks = 0
+    for view, condition, scorer in (("outputs", "single-small", None),
+                                    ("human", "multi-small", "multi-small")):
+        model, tok = _models(run_dir, scorer)
+        for s in scores.filter((pl.col("view") == view) & (pl.col("condition") == condition)
+                               ).head(3).iter_rows(named=True):
+            if view == "outputs":
+                r = resp.filter((pl.col("source") == condition) & (pl.col("id") == s["id"]))
+                msgs, text = json.loads(r["messages"][0]), r["response"][0]
+            else:
+                r = test.filter(pl.col("id") == s["id"])
+                msgs = chat_messages(r["instruction"][0], r["context"][0],
+                                     "You are a helpful assistant.")
+                text = r["response"][0]
+            p, a = token_spans(tok, msgs, text)
+            want = perplexity(hf_response_logprobs(model, p, a))
+            assert s["n_tokens"] == len(a)
+            assert math.isclose(s["perplexity"], want, rel_tol=1e-4), (view, s, want)
+            checks += 1
+    assert checks == 6
+    summary = json.loads((run_dir / "eval" / "tiny-target" / "summary.json").read_text())
+    assert summary["perplexity"]["outputs"]["tests"]["kruskal"]["p"] >= 0
+    div = pl.read_parquet(run_dir / "eval" / "tiny-target" / "diversity.parquet")
+    assert set(div["condition"]) == {"vanilla", "human", "single-small", "multi-small",
+                                     "human-reference"}
+    assert div["semantic_diversity"].is_between(0, 2).all()
