@@ -44,8 +44,9 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     import polars as pl
     import ray
 
+    from synth_ray.answering import _normalise, _stream
     from synth_ray.cluster import ensure_ray
-    from synth_ray.generate import EngineSpec, _normalise, _stream, vllm_processor
+    from synth_ray.engines import EngineSpec, vllm_processor
     from synth_ray.generation_store import GenerationStore, build_requests
 
     t0 = time.perf_counter()

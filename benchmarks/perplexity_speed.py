@@ -65,8 +65,9 @@ def main() -> None:
            for o, (p, a) in zip(outs, spans)]
     del llm
 
+    from synth_ray.answering import score_rows
     from synth_ray.cluster import ensure_ray
-    from synth_ray.generate import EngineSpec, score_rows
+    from synth_ray.engines import EngineSpec
 
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "jobs", "configs",
                                    "demo.yaml"))

@@ -53,6 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--report-every", type=int, default=10)
     args = ap.parse_args()
 
     import polars as pl
@@ -72,7 +73,8 @@ def main() -> None:
         [f"run.dir={run_dir}", "conditions.human=true", "sources=[]", "conditions.single_source={}",
          "conditions.multi_source={}", f"targets.0.per_device_batch_size={args.batch}",
          f"targets.0.effective_batch_size={args.batch}", f"targets.0.cpus_per_worker={threads}",
-         "training.eval_every_steps=1000000", "training.learning_rate=1e-3"],
+         "training.eval_every_steps=1000000", "training.learning_rate=1e-3",
+         f"training.report_every_steps={args.report_every}"],
     )
     ctx = open_run(cfg)
     rows = load_dataset("tiny://dolly-sample").rows.head(args.rows).with_columns(
@@ -96,7 +98,8 @@ def main() -> None:
     hist = json.loads((Path(job["output"]) / "training_summary.json").read_text())["history"]
     steady = hist[2:]
     ray_tps = sum(h["tokens"] for h in steady) / sum(h["step_time_s"] for h in steady)
-    print(f"rows={args.rows} batch={args.batch} threads={threads} steps={len(hist)}")
+    print(f"rows={args.rows} batch={args.batch} threads={threads} steps={len(hist)} "
+          f"report_every={args.report_every}")
     print(f"plain PEFT loop      {base:9.1f} tok/s")
     print(f"Ray Train, 1 worker  {ray_tps:9.1f} tok/s")
     print(f"ratio Ray Train / plain: {ray_tps / base:.2f}x")

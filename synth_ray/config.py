@@ -180,6 +180,10 @@ class TrainingSection(Section):
     eval_every_steps: int = Field(
         50, ge=1, description="Optimizer steps between validation + checkpoint."
     )
+    report_every_steps: int = Field(
+        10, ge=1, description="Optimizer steps between ray.train.report calls (each is a "
+        "barrier; every step's metrics still land in the history and loss curve).",
+    )
     max_grad_norm: float = Field(1.0, gt=0)
     dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
     max_failures: int = Field(2, ge=-1, description="Worker failures a run survives (-1: any).")

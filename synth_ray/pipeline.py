@@ -8,11 +8,11 @@ current is skipped unless forced. Stages not built yet say so and stop the pipel
 from __future__ import annotations
 
 import fcntl
+import importlib
 import logging
 import os
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,67 +51,36 @@ class Context:
 class Stage:
     name: str
     doc: str
-    inputs: Callable[[Context], Any] | None  # JSON-able description of everything read
-    fn: Callable[[Context], StageOutput] | None
-    tracked_in: str = ""  # where the work on an unbuilt stage is tracked
+    module: str | None  # defines inputs(ctx) -> JSON-able, run(ctx) -> StageOutput
+    tracked_in: str = ""  # where the work on a stage not built yet is tracked
+
+    def impl(self):
+        """The stage's module, imported only when the stage runs (keeps the CLI quick)."""
+        return importlib.import_module(self.module)
 
 
-def _split_stage() -> Stage:
-    from synth_ray import split_stage
-
-    return Stage("split", "Dolly-style rows -> 4 training parts + held-out test",
-                 split_stage.inputs, split_stage.run)
-
-
-def _generate_stage() -> Stage:
-    from synth_ray import generate
-
-    return Stage("generate", "source models answer their parts (ray.data.llm)",
-                 generate.inputs, generate.run)
-
-
-def _build_stage() -> Stage:
-    from synth_ray import conditions
-
-    return Stage("build", "training sets per condition", conditions.inputs, conditions.run)
-
-
-def _train_stage() -> Stage:
-    from synth_ray.train import trainer
-
-    return Stage("train", "one LoRA adapter per (target, condition) with Ray Train",
-                 trainer.inputs, trainer.run)
-
-
-def _respond_stage() -> Stage:
-    from synth_ray.evaluate import respond
-
-    return Stage("respond", "every adapter and the vanilla target answer the test set",
-                 respond.inputs, respond.run)
-
-
-def _score_stage() -> Stage:
-    from synth_ray.evaluate import score
-
-    return Stage("score", "perplexity, Self-BLEU-3, semantic diversity, significance",
-                 score.inputs, score.run)
+STAGES = [
+    Stage("split", "Dolly-style rows -> 4 training parts + held-out test",
+          "synth_ray.split_stage"),
+    Stage("generate", "source models answer their parts (ray.data.llm)", "synth_ray.generate"),
+    Stage("build", "training sets per condition", "synth_ray.conditions"),
+    Stage("train", "one LoRA adapter per (target, condition) with Ray Train",
+          "synth_ray.train.trainer"),
+    Stage("respond", "every adapter and the vanilla target answer the test set",
+          "synth_ray.evaluate.respond"),
+    Stage("score", "perplexity, Self-BLEU-3, semantic diversity, significance",
+          "synth_ray.evaluate.score"),
+    Stage("judge", "harmfulness, quality, danger zone, self-preference bias", None, "issue 7"),
+    Stage("report", "tables, plots and one HTML page", None, "issue 8"),
+]
 
 
 def stage_table() -> list[Stage]:
-    return [
-        _split_stage(),
-        _generate_stage(),
-        _build_stage(),
-        _train_stage(),
-        _respond_stage(),
-        _score_stage(),
-        Stage("judge", "harmfulness, quality, danger zone, SPB", None, None, "issue 7"),
-        Stage("report", "tables, plots, index.html", None, None, "issue 8"),
-    ]
+    return list(STAGES)
 
 
 def stage_names() -> list[str]:
-    return [s.name for s in stage_table()]
+    return [s.name for s in STAGES]
 
 
 def get_stage(name: str) -> Stage:
@@ -152,12 +121,13 @@ def _take_lock(run: RunDir) -> Any:
 
 def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
     """Run one stage unless current. Returns 'done', 'skipped'; raises on failure."""
-    if stage.fn is None:
+    if stage.module is None:
         raise StageNotBuilt(
             f"stage '{stage.name}' ({stage.doc}) is not built yet in this version of "
             f"synth-ray (tracked in {stage.tracked_in}); nothing was run for it"
         )
-    input_hash = hash_json(stage.inputs(ctx)) if stage.inputs else ""
+    impl = stage.impl()
+    input_hash = hash_json(impl.inputs(ctx))
     if not force and ctx.run.is_current(stage.name, input_hash):
         log.info("[%s] up to date in %s (inputs %s): skipped; --force to redo",
                  stage.name, ctx.run.root, input_hash)
@@ -166,7 +136,7 @@ def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
     ctx.run.mark_running(stage.name, input_hash)
     t0 = time.time()
     try:
-        out = stage.fn(ctx)
+        out = impl.run(ctx)
     except BaseException as e:
         ctx.run.mark_failed(stage.name, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
         raise

@@ -35,18 +35,18 @@ FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temp file beside `path`; on clean exit fsync and rename it onto `path`.
+def _replacing(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on clean exit fsync it and rename it onto `path`.
 
     On any exception the temp file is removed and `path` keeps its previous content.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
@@ -54,6 +54,13 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """A file object whose content appears at `path` only once it is complete."""
+    with _replacing(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -63,20 +70,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Atomic write for libraries that want a path (polars, pyarrow): `writer(tmp_path)`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _replacing(path) as tmp:
+        writer(tmp)
 
 
 def write_parquet(df: Any, path: str | Path) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 
 import polars as pl
 
+from synth_ray.answering import answer
 from synth_ray.config import ExperimentConfig, TargetSection
-from synth_ray.generate import EngineSpec, answer, vllm_processor
+from synth_ray.engines import EngineSpec, vllm_processor
 from synth_ray.generation_store import GEN_SCHEMA, GenerationStore, gen_key, row_seed
 from synth_ray.pipeline import Context, StageOutput
 from synth_ray.prompts import chat_messages

@@ -20,11 +20,11 @@ from typing import Any
 
 import polars as pl
 
+from synth_ray.answering import score_rows
 from synth_ray.config import ExperimentConfig
 from synth_ray.evaluate.perplexity import token_spans
 from synth_ray.evaluate.respond import VANILLA, adapters_of, lora_engine, responses_path
 from synth_ray.evaluate.stats import compare_groups, summarize
-from synth_ray.generate import score_rows
 from synth_ray.pipeline import Context, StageOutput
 from synth_ray.rundir import atomic_write_text, hash_file, write_parquet
 from synth_ray.split_stage import TEST_PATH

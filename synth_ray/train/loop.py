@@ -161,12 +161,14 @@ def evaluate(model, loader, device) -> float:
 
 def run_loop(
     stepper, train_loader, sampler, val_loader, plan: Plan, state: TrainState, *,
-    device, eval_every: int, patience: int, n_params: int,
+    device, eval_every: int, patience: int, n_params: int, report_every: int = 1,
     report: Callable[[dict[str, float], bool], None],
     on_best: Callable[[], None], fault_hook: Callable[[int], None] | None = None,
 ) -> TrainState:
     """Train until `plan.total_steps` or early stop. `report(metrics, save_checkpoint)` is
-    called on every optimizer step; `on_best()` when validation loss improves."""
+    called every `report_every` optimizer steps and at every validation (with a
+    checkpoint); `on_best()` when validation loss improves. Every step's metrics go into
+    `state.history`."""
     model = stepper.model
     model.train()
     peak = peak_flops()
@@ -209,7 +211,8 @@ def run_loop(
                     state.bad_evals += 1
                     state.stopped_early = state.bad_evals >= patience
             state.history.append(metrics)
-            report(metrics, save)
+            if save or state.step % report_every == 0:
+                report(metrics, save)
             if fault_hook:
                 fault_hook(state.step)
             if state.step >= plan.total_steps or state.stopped_early:

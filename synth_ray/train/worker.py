@@ -173,7 +173,8 @@ def train_func(job: dict[str, Any]) -> None:
 
     state = run_loop(stepper, train_loader, sampler, val_loader, plan, state, device=device,
                      eval_every=tr.eval_every_steps, patience=tr.early_stopping_patience,
-                     n_params=n_params, report=report, on_best=on_best,
+                     n_params=n_params, report_every=tr.report_every_steps,
+                     report=report, on_best=on_best,
                      fault_hook=_fault_hook(rank))
     final = best if best is not None else lora_state()
     if rank == 0:

@@ -8,13 +8,8 @@ import time
 import polars as pl
 import pytest
 
-from synth_ray.generate import (
-    StallError,
-    _http_post,
-    _normalise,
-    _stream,
-    _vllm_post,
-)
+from synth_ray.answering import StallError, _normalise, _stream
+from synth_ray.engines import _http_post, _vllm_post
 from synth_ray.generation_store import GEN_SCHEMA
 
 CARRIED = {"id": "r1", "part": 2, "gen_key": "k1", "source": "s", "bracket": "b",

