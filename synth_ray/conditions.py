@@ -4,6 +4,10 @@
 - single-<bracket>: the bracket's single source (its Llama) answers every part.
 - multi-<bracket>: part k is answered by the k-th source listed for the bracket.
 
+`datasets/summary.json` describes each training set: rows, exclusions, response lengths,
+Self-BLEU-3 of the responses (individual and aggregated), and the n-gram overlap between the
+sources of a bracket.
+
 Generated rows that are not `ok` (empty, cut off by max_tokens, failed) are left out and
 counted per reason. A seeded `split.validation_fraction` of the instruction ids is held out
 for validation, the same ids in every condition so validation losses compare.
@@ -18,8 +22,9 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.config import ExperimentConfig
+from synth_ray.config import ExperimentConfig, SelfBleuSection
 from synth_ray.data import validation_mask
+from synth_ray.evaluate.self_bleu import aggregated_self_bleu, individual_self_bleu
 from synth_ray.generation_store import STATUS_OK
 from synth_ray.pipeline import Context, StageOutput
 from synth_ray.rundir import atomic_write_text, hash_file, write_parquet
@@ -110,9 +115,16 @@ def source_overlap(ctx: Context) -> pl.DataFrame:
                                       "source_b": pl.Utf8, "jaccard_trigrams": pl.Float64})
 
 
-def describe(rows: pl.DataFrame, excluded: dict[str, int]) -> dict[str, Any]:
+def describe(rows: pl.DataFrame, excluded: dict[str, int], sb: SelfBleuSection) -> dict[str, Any]:
     words = rows["response"].map_elements(lambda t: len(t.split()), return_dtype=pl.Int64)
+    texts = rows["response"].to_list()
+    individual, _ = individual_self_bleu(texts, sb.individual_samples, sb.seed,
+                                         sb.min_sentence_words, sb.max_order)
+    aggregated, _ = aggregated_self_bleu(texts, sb.aggregated_samples, sb.seed,
+                                         sb.min_sentence_words, sb.max_order)
     return {
+        "self_bleu_individual": individual,
+        "self_bleu_aggregated": aggregated,
         "rows": rows.height,
         "train": int((rows["split"] == "train").sum()),
         "validation": int((rows["split"] == "validation").sum()),
@@ -152,7 +164,7 @@ def run(ctx: Context) -> StageOutput:
         write_parquet(df, ctx.run.path(path))
         outputs.append(path)
         rows[name] = df.height
-        summary[name] = describe(df, excluded)
+        summary[name] = describe(df, excluded, ctx.cfg.evaluation.self_bleu)
     overlap = source_overlap(ctx)
     write_parquet(overlap, ctx.run.path(OVERLAP_PATH))
     summary_doc = {"conditions": summary, "source_overlap": overlap.to_dicts()}

@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 
 import polars as pl
+import pytest
 import yaml
 
 from synth_ray import conditions
@@ -68,6 +69,17 @@ def test_conditions_have_right_rows_from_right_sources(tmp_path, demo_config_pat
         assert row["response"].endswith(f"about part {row['part']}")
         assert row["response"].startswith(row["source"])
     assert out.extra["conditions"]["multi-small"]["excluded"] == {"truncated": 1}
+    # Self-BLEU of the training responses, against the naive definition
+    import random
+
+    from synth_ray.evaluate.self_bleu import naive_self_bleu, split_sentences
+
+    texts = single["response"].to_list()
+    pool = random.Random(42).sample(texts, min(ctx.cfg.evaluation.self_bleu.aggregated_samples,
+                                               len(texts)))
+    sents = [s for t in pool for s in split_sentences(t)]
+    assert out.extra["conditions"]["single-small"]["self_bleu_aggregated"] == pytest.approx(
+        naive_self_bleu(sents), abs=1e-9)
     # validation ids: 5% of 80 = 4, the same instructions in every condition
     vals = [set(pl.read_parquet(tmp_path / "datasets" / f"{c}.parquet")
                 .filter(pl.col("split") == "validation")["id"]) for c in
