@@ -4,8 +4,8 @@
 setup:
 	@bash scripts/setup.sh
 
-# Exit code 3 means the pipeline stopped at a stage this version does not build yet
-# (it says which); the stages before it ran for real.
+# Exit code 3: a stage this version does not build yet was skipped (the log says which);
+# every other stage ran for real and the report was written.
 demo: setup
 	@.venv/bin/synth-ray run jobs/configs/demo.yaml $(ARGS) || [ $$? -eq 3 ]
 
@@ -14,6 +14,12 @@ test: setup
 
 lint: setup
 	@.venv/bin/ruff check .
+
+# Speed figures for docs/benchmarks.md (minutes; each prints ratios against its baseline).
+bench: setup
+	@for b in generation_throughput train_throughput self_bleu_speed perplexity_speed; do \
+	  echo "== $$b"; .venv/bin/python benchmarks/$$b.py || exit 1; done
+	@.venv/bin/python benchmarks/generation_gpu_hours.py jobs/configs/paper-8b.yaml
 
 clean-demo:
 	rm -rf runs/demo

@@ -4,7 +4,9 @@ resume, fold, summarise; and fail with a clear message when it stalls."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from typing import Any
@@ -17,6 +19,16 @@ from synth_ray.generation_store import GEN_SCHEMA, GenerationStore
 from synth_ray.pipeline import Context
 
 log = logging.getLogger("synth_ray")
+
+# Test-only fault injection: the driver SIGKILLs itself after writing this many shards, a
+# crash at an exact point of the stream (tests/integration/test_generate.py).
+CRASH_ENV = "SYNTH_RAY_TEST_CRASH_AFTER_SHARDS"
+
+
+def _crash_point(shards_written: int) -> None:
+    limit = os.environ.get(CRASH_ENV)
+    if limit and shards_written >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class StallError(RuntimeError):
@@ -86,6 +98,7 @@ def answer(ctx: Context, stage: str, label: str, requests: pl.DataFrame,
         for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
             store.write_shard(_normalise(batch))
             written += len(batch)
+            _crash_point(written // cfg.generation.shard_rows)
             log.info("[%s] %s: %d/%d rows (%.1f rows/s)", stage, label, written, todo.height,
                      written / max(time.time() - t0, 1e-9))
     final = store.consolidate(requests)

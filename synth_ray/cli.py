@@ -68,19 +68,25 @@ def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
         log.error("%s", e)
         raise typer.Exit(EXIT_FAILED) from None
     log.info("run %r in %s", cfg.run.name, ctx.run.root.resolve())
+    not_built = []
     for name in names:
         try:
             execute(get_stage(name), ctx, force=name in force)
         except StageNotBuilt as e:
+            # later stages that do not need this one (the report) still run
             log.warning("%s", e)
-            if len(names) > 1:
-                rest = names[names.index(name):]
-                log.warning("pipeline stopped before: %s", ", ".join(rest))
-            raise typer.Exit(EXIT_NOT_BUILT) from None
+            not_built.append(name)
         except Exception as e:
             log.error("[%s] failed: %s: %s (run dir %s)", name, type(e).__name__, e, ctx.run.root)
             raise typer.Exit(EXIT_FAILED) from None
     log.info("run directory: %s", ctx.run.root.resolve())
+    report = ctx.run.path("report", "index.html")
+    if "report" in names and report.exists():
+        log.info("report: %s", report.resolve())
+    if not_built:
+        log.warning("not run, because this version does not build them yet: %s",
+                    ", ".join(not_built))
+        raise typer.Exit(EXIT_NOT_BUILT)
 
 
 def _stage_command(name: str, doc: str) -> None:
@@ -104,9 +110,17 @@ def run_all(
     config: Path = typer.Argument(..., help="Experiment YAML"),
     overrides: list[str] = OverridesArg,
     force: list[str] = typer.Option([], "--force", help="Stage to redo (repeatable)."),
+    until: str = typer.Option(None, "--until", help="Last stage to run, e.g. build."),
 ) -> None:
     """Run every stage in order, skipping those whose outputs are current."""
-    _run_stages(stage_names(), config, overrides, force)
+    names = stage_names()
+    if until is not None:
+        if until not in names:
+            console.print(f"[red]error:[/red] --until: unknown stage {until!r}; stages: "
+                          f"{', '.join(names)}", markup=True, highlight=False)
+            raise typer.Exit(EXIT_CONFIG)
+        names = names[: names.index(until) + 1]
+    _run_stages(names, config, overrides, force)
 
 
 @app.command("validate")

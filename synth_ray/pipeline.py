@@ -71,7 +71,7 @@ STAGES = [
     Stage("score", "perplexity, Self-BLEU-3, semantic diversity, significance",
           "synth_ray.evaluate.score"),
     Stage("judge", "harmfulness, quality, danger zone, self-preference bias", None, "issue 7"),
-    Stage("report", "tables, plots and one HTML page", None, "issue 8"),
+    Stage("report", "tables, plots and one HTML page", "synth_ray.report"),
 ]
 
 

@@ -98,3 +98,21 @@ def test_vllm_perplexity_equals_transformers(evaluated) -> None:
     assert set(div["condition"]) == {"vanilla", "human", "single-small", "multi-small",
                                      "human-reference"}
     assert div["semantic_diversity"].is_between(0, 2).all()
+
+
+def test_report_reproduces_the_run_numbers(evaluated) -> None:
+    cfg, run_dir = evaluated
+    proc = run_cli("report", str(cfg), f"run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    md = (run_dir / "report" / "tables.md").read_text()
+    summary = json.loads((run_dir / "eval" / "tiny-target" / "summary.json").read_text())
+    for condition, s in summary["perplexity"]["outputs"]["summary"].items():
+        row = next(line for line in md.splitlines() if line.startswith(f"| {condition} | "))
+        assert f"{s['mean']:.4g}" in row and f"{s['median']:.4g}" in row
+    for d in summary["diversity"]:
+        assert f"{d['lexical_diversity_aggregated']:.4g}" in md
+    assert "judge" in md and "not build" in md  # says what is missing, shows no numbers
+    page = (run_dir / "report" / "index.html").read_text()
+    assert page.count("<table>") == md.count("\n|---") and "perplexity_tiny-target.png" in page
+    png = (run_dir / "report" / "plots" / "perplexity_tiny-target.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000

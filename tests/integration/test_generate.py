@@ -3,12 +3,12 @@ the conditions built from them, and a run killed part-way that resumes without l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -38,10 +38,9 @@ def full_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gen")
     cfg = small_config(tmp)
     run_dir = tmp / "run"
-    proc = run_cli("run", str(cfg), f"run.dir={run_dir}", timeout=900)
-    # exit 3: the pipeline stopped at `train`, which this version does not build yet
-    assert proc.returncode == 3, proc.stderr[-5000:]
-    assert "stage 'train'" in proc.stderr and "not built yet" in proc.stderr
+    proc = run_cli("run", str(cfg), f"run.dir={run_dir}", "--until", "build", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "train" not in json.loads((run_dir / "manifest.json").read_text())["stages"]
     return cfg, run_dir
 
 
@@ -92,28 +91,29 @@ def test_conditions_take_each_part_from_its_source(full_run) -> None:
 def test_killed_generation_resumes_without_loss(full_run, tmp_path) -> None:
     cfg, full_dir = full_run
     run_dir = tmp_path / "run"
+    # the driver kills itself (SIGKILL) right after writing its third shard of 2 rows
     proc = subprocess.Popen(
         [sys.executable, "-m", "synth_ray.cli", "run", str(cfg), f"run.dir={run_dir}",
-         "generation.shard_rows=2", "generation.batch_size=2"],
-        cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+         "--until", "build", "generation.shard_rows=2", "generation.batch_size=2"],
+        cwd=REPO, env=cli_env(SYNTH_RAY_TEST_CRASH_AFTER_SHARDS="3"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    shards = run_dir / "generations" / "small-a"
-    deadline = time.time() + 600
     try:
-        while time.time() < deadline and not list(shards.glob("shard-*.parquet")):
-            assert proc.poll() is None, "generation ended before it could be interrupted"
-            time.sleep(0.2)
+        assert proc.wait(timeout=600) == -signal.SIGKILL
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-        proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the Ray processes the driver started
+    shards = run_dir / "generations" / "small-a"
     written = pl.concat([pl.read_parquet(p) for p in shards.glob("shard-*.parquet")])
-    assert 0 < written.height < requests_of(cfg, run_dir, "small-a").height
+    assert written.height == 6  # three shards of two rows, all complete
+    assert written.height < requests_of(cfg, run_dir, "small-a").height
+    assert not (run_dir / "generations" / "small-a.parquet").exists()
+    assert not (run_dir / "generations" / "small-b.parquet").exists()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["generate"]["status"] == "running"  # not taken as complete
 
-    done = run_cli("run", str(cfg), f"run.dir={run_dir}", timeout=900)
-    assert done.returncode == 3, done.stderr[-5000:]
+    done = run_cli("run", str(cfg), f"run.dir={run_dir}", "--until", "build", timeout=900)
+    assert done.returncode == 0, done.stderr[-5000:]
     summary = json.loads((run_dir / "manifest.json").read_text())["stages"]["generate"]
     a = summary["sources"]["small-a"]
     assert a["sent"] == a["rows"] - written.select("gen_key").n_unique()  # only the rest

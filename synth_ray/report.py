@@ -1,0 +1,230 @@
+"""Stage `report`: the paper's tables and plots from the run's own files.
+
+Writes report/tables.md, report/index.html and report/plots/*.png. Every table is built
+from the run directory (manifest, datasets/summary.json, adapters/*/training_summary.json,
+eval/*/summary.json, eval/*/perplexity.parquet); a section whose stage has not produced
+its files says so instead of showing numbers. The report names the config and library
+versions it came from, so two runs can be compared.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from synth_ray.pipeline import Context, StageOutput
+from synth_ray.rundir import atomic_write_text, atomic_write_with, hash_file
+
+CONDITION_ORDER = ["vanilla", "single", "multi", "human", "human-reference"]
+
+
+def _order(name: str) -> tuple[int, str]:
+    head = name.split("-", 1)[0] if name != "human-reference" else name
+    return (CONDITION_ORDER.index(head) if head in CONDITION_ORDER else 9, name)
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "nan" if v != v else f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def generation_section(ctx: Context) -> str:
+    rec = ctx.run.stage("generate")
+    if not rec or rec.get("status") != "done":
+        return "_Generation has not run._"
+    rows = [[name, s["rows"], s["status"].get("ok", 0), s["status"].get("truncated", 0),
+             s["status"].get("empty", 0), s["status"].get("error", 0), s["completion_tokens"],
+             s["tokens_per_s"], s["wall_s"]] for name, s in rec["sources"].items()]
+    return md_table(["source", "rows", "ok", "truncated", "empty", "error", "output tokens",
+                     "tokens/s", "wall s"], rows)
+
+
+def datasets_section(ctx: Context) -> str:
+    doc = _json(ctx.run.path("datasets", "summary.json"))
+    if not doc:
+        return "_Training sets have not been built._"
+    rows = [[c, d["rows"], d["train"], d["validation"], ", ".join(d["sources"]),
+             d["response_words"]["mean"], d.get("self_bleu_aggregated", float("nan")),
+             json.dumps(d["excluded"])] for c, d in sorted(doc["conditions"].items(),
+                                                          key=lambda kv: _order(kv[0]))]
+    return md_table(["condition", "rows", "train", "validation", "sources",
+                     "mean words", "Self-BLEU-3 (aggr.)", "excluded"], rows)
+
+
+def training_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
+    files = sorted(ctx.run.path("adapters").glob("*/*/training_summary.json"))
+    if not files:
+        return "_No adapter has been trained._", []
+    rows, images = [], []
+    for f in files:
+        s = json.loads(f.read_text())
+        rows.append([s["target"], s["condition"], s["seed"], s["steps"], s["best_step"],
+                     s["best_val_loss"], "yes" if s["stopped_early"] else "no", s["strategy"]])
+        curve = f.parent / "loss_curve.png"
+        if curve.exists():
+            name = f"loss_{f.parent.parent.name}_{f.parent.name}.png"
+            shutil.copyfile(curve, plots / name)
+            images.append(name)
+    return md_table(["target", "condition", "seed", "steps", "best step", "best val. loss",
+                     "stopped early", "strategy"], rows), images
+
+
+def perplexity_plot(scores: pl.DataFrame, path: Path, title: str) -> None:
+    """Distribution of per-sample perplexity per condition (cf. the paper's Figure C.1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    part = scores.filter((pl.col("view") == "outputs") & pl.col("perplexity").is_not_null())
+    conds = sorted(set(part["condition"]), key=_order)
+    data = [part.filter(pl.col("condition") == c)["perplexity"].to_list() for c in conds]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ax.boxplot(data, showfliers=True)
+    ax.set_xticks(range(1, len(conds) + 1), conds, rotation=20)
+    ax.set_yscale("log")
+    ax.set_ylabel("perplexity under the vanilla target")
+    ax.set_title(title)
+    fig.tight_layout()
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def evaluation_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
+    parts, images = [], []
+    for target in ctx.cfg.targets:
+        summary = _json(ctx.run.path("eval", target.name, "summary.json"))
+        if not summary:
+            parts.append(f"### {target.name}\n\n_Not scored yet._")
+            continue
+        ppl = summary["perplexity"]["outputs"]
+        rows = [[c, s["n"], s["n_kept"], s["mean"], s["median"], s["ci_low"], s["ci_high"]]
+                for c, s in sorted(ppl["summary"].items(), key=lambda kv: _order(kv[0]))]
+        kw = ppl["tests"]["kruskal"]
+        tests = (f"Kruskal-Wallis H = {kw['H']:.3g}, p = {kw['p']:.3g}" if kw else
+                 "Kruskal-Wallis: fewer than two groups")
+        pairs = md_table(["a", "b", "U", "p (Bonferroni)"],
+                         [[p["a"], p["b"], p["U"], p["p_bonferroni"]]
+                          for p in ppl["tests"]["pairs"]])
+        div = [[d["condition"], d["lexical_diversity_individual"],
+                d["lexical_diversity_aggregated"], d["self_bleu_document"],
+                d["semantic_diversity"], d["responses"]]
+               for d in sorted(summary["diversity"], key=lambda d: _order(d["condition"]))]
+        human = summary["perplexity"]["human"]["summary"]
+        human_rows = [[c, s["n"], s["mean"], s["median"]] for c, s in sorted(human.items())]
+        scores_path = ctx.run.path("eval", target.name, "perplexity.parquet")
+        if scores_path.exists():
+            name = f"perplexity_{target.name}.png"
+            perplexity_plot(pl.read_parquet(scores_path), plots / name,
+                            f"{target.name}: perplexity of outputs")
+            images.append(name)
+        parts.append("\n\n".join([
+            f"### {target.name}",
+            "Perplexity of outputs, scored by the vanilla target (mean with Tukey-fence "
+            "outliers removed, median, 95% bootstrap CI):",
+            md_table(["condition", "n", "kept", "mean", "median", "CI low", "CI high"], rows),
+            tests + ". Pairwise Mann-Whitney U:", pairs,
+            "Perplexity of the human test responses under each fine-tuned adapter:",
+            md_table(["adapter", "n", "mean", "median"], human_rows),
+            "Diversity of outputs (lexical = 100 - Self-BLEU-3):",
+            md_table(["condition", "lexical (individual)", "lexical (aggregated)",
+                      "Self-BLEU-3 (documents)", "semantic", "responses"], div),
+        ]))
+    return "\n\n".join(parts) or "_No target configured._", images
+
+
+def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
+    manifest = ctx.run.manifest()
+    versions = next((s.get("versions") for s in manifest["stages"].values()
+                     if s.get("versions")), {})
+    stages = md_table(["stage", "status", "wall s", "summary"],
+                      [[n, s.get("status"), s.get("wall_s", ""), s.get("summary", "")]
+                       for n, s in manifest["stages"].items()])
+    training, train_imgs = training_section(ctx, plots)
+    evaluation, eval_imgs = evaluation_section(ctx, plots)
+    judge_note = ("_Harmfulness, quality, the danger zone and self-preference bias come from "
+                  "the `judge` stage, which this version does not build yet._")
+    md = "\n\n".join([
+        f"# synth-ray report: {ctx.cfg.run.name}",
+        f"Run directory `{ctx.run.root}`; config `config.yaml` (hash "
+        f"{hash_file(ctx.run.path('config.yaml'))}); versions: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
+        "## Stages", stages,
+        "## Generation", generation_section(ctx),
+        "## Training sets", datasets_section(ctx),
+        "## Training", training,
+        "## Evaluation", evaluation,
+        "## Safety and self-preference", judge_note,
+    ]) + "\n"
+    return md, train_imgs + eval_imgs
+
+
+def to_html(md: str, images: list[str], title: str) -> str:
+    """A self-contained page: the markdown's tables as HTML tables, then the plots."""
+    body, table = [], []
+
+    def flush() -> None:
+        if table:
+            head, *rest = table
+            cells = lambda r, t: "".join(f"<{t}>{html.escape(c.strip())}</{t}>"  # noqa: E731
+                                         for c in r.strip("|").split("|"))
+            body.append("<table><tr>" + cells(head, "th") + "</tr>" + "".join(
+                "<tr>" + cells(r, "td") + "</tr>" for r in rest if not r.startswith("|---"))
+                + "</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    body += [f'<p><img src="plots/{html.escape(i)}" alt="{html.escape(i)}"></p>'
+             for i in images]
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
+             "padding:2px 6px;font-size:90%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def inputs(ctx: Context) -> dict[str, Any]:
+    files = [p for pattern in ("datasets/summary.json", "adapters/*/*/training_summary.json",
+                               "eval/*/summary.json", "eval/*/perplexity.parquet")
+             for p in sorted(ctx.run.root.glob(pattern))]
+    stages = {n: s.get("input_hash") for n, s in ctx.run.manifest()["stages"].items()
+              if n != "report"}
+    return {"files": {str(p.relative_to(ctx.run.root)): hash_file(p) for p in files},
+            "stages": stages}
+
+
+def run(ctx: Context) -> StageOutput:
+    plots = ctx.run.path("report", "plots")
+    plots.mkdir(parents=True, exist_ok=True)
+    md, images = build_markdown(ctx, plots)
+    atomic_write_text(ctx.run.path("report", "tables.md"), md)
+    atomic_write_text(ctx.run.path("report", "index.html"),
+                      to_html(md, images, f"synth-ray: {ctx.cfg.run.name}"))
+    index = ctx.run.path("report", "index.html").resolve()
+    return StageOutput(["report/tables.md", "report/index.html"], {"plots": len(images)},
+                       f"report at {index}")
