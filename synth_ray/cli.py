@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from synth_ray.config import ConfigError, ExperimentConfig, load_config
 from synth_ray.pipeline import (
@@ -54,7 +55,7 @@ def _load(config: Path, overrides: list[str] | None) -> ExperimentConfig:
     try:
         return load_config(config, overrides or [])
     except ConfigError as e:
-        console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        console.print("[red]error:[/red]", escape(str(e)), highlight=False)
         raise typer.Exit(EXIT_CONFIG) from None
 
 
@@ -116,8 +117,9 @@ def run_all(
     names = stage_names()
     if until is not None:
         if until not in names:
-            console.print(f"[red]error:[/red] --until: unknown stage {until!r}; stages: "
-                          f"{', '.join(names)}", markup=True, highlight=False)
+            console.print("[red]error:[/red]", escape(f"--until: unknown stage {until!r}; "
+                                                      f"stages: {', '.join(names)}"),
+                          highlight=False)
             raise typer.Exit(EXIT_CONFIG)
         names = names[: names.index(until) + 1]
     _run_stages(names, config, overrides, force)

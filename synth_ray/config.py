@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from synth_ray.overrides import apply_overrides, parse_overrides  # noqa: F401 - re-exported
+
 PAPER_SYSTEM_PROMPT = "You are a helpful assistant."
 LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -326,48 +328,6 @@ def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
 def _format_loc(loc: tuple) -> str:
     # pydantic puts validator names (e.g. 'function-after[...]') in loc; they are not keys.
     return ".".join(str(p) for p in loc if not str(p).startswith(("function-", "tagged-")))
-
-
-def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
-    """Parse 'key.sub=value' strings; the value is read as YAML (so 3, true, [a, b] work)."""
-    parsed = []
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError([f"{item!r}: an override must look like key.sub=value"], "overrides")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as e:
-            raise ConfigError([f"{key}: value {raw!r} is not valid YAML ({e})"], "overrides") from e
-        parsed.append((key.strip().split("."), value))
-    return parsed
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Return a copy of `data` with overrides applied; list items are addressed by index."""
-    import copy
-
-    out = copy.deepcopy(data)
-    for path, value in parse_overrides(overrides):
-        node: Any = out
-        for i, part in enumerate(path):
-            last = i == len(path) - 1
-            where = ".".join(path[: i + 1])
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError([f"{where}: no list item {part!r}"], "overrides")
-                if last:
-                    node[int(part)] = value
-                else:
-                    node = node[int(part)]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = value
-                else:
-                    node = node.setdefault(part, {})
-            else:
-                raise ConfigError([f"{where}: cannot set a key inside a scalar"], "overrides")
-    return out
 
 
 def validate_config(data: Any, source: str = "config") -> ExperimentConfig:
