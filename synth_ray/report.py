@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.pipeline import Context, StageOutput
+from synth_ray.pipeline import Context, StageOutput, stage_names
 from synth_ray.rundir import atomic_write_text, atomic_write_with, hash_file
 
 CONDITION_ORDER = ["vanilla", "single", "multi", "human", "human-reference"]
@@ -152,9 +152,11 @@ def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     manifest = ctx.run.manifest()
     versions = next((s.get("versions") for s in manifest["stages"].values()
                      if s.get("versions")), {})
+    recorded = manifest["stages"]
     stages = md_table(["stage", "status", "wall s", "summary"],
-                      [[n, s.get("status"), s.get("wall_s", ""), s.get("summary", "")]
-                       for n, s in manifest["stages"].items()])
+                      [[n, recorded[n].get("status"), recorded[n].get("wall_s", ""),
+                        recorded[n].get("summary", "")]
+                       for n in stage_names() if n in recorded and n != "report"])
     training, train_imgs = training_section(ctx, plots)
     evaluation, eval_imgs = evaluation_section(ctx, plots)
     judge_note = ("_Harmfulness, quality, the danger zone and self-preference bias come from "

@@ -154,7 +154,7 @@ def train_func(job: dict[str, Any]) -> None:
         if not save:
             ray.train.report(metrics)
             return
-        current = lora_state() if not zero3 else None
+        current = lora_state() if rank == 0 and not zero3 else None  # DDP: replicas agree
         with tempfile.TemporaryDirectory() as d:
             d = Path(d)
             if zero3:  # every rank writes its own shard; Ray Train merges the folders
