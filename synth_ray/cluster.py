@@ -26,6 +26,8 @@ def ensure_ray(res: ResourcesSection) -> None:
     kwargs: dict = {"log_to_driver": True, "configure_logging": False}
     if res.ray_address:
         kwargs["address"] = res.ray_address
+    elif os.environ.get("RAY_ADDRESS"):
+        pass  # inside `ray job submit`: join the job's cluster, which has its own resources
     else:
         kwargs.update(
             num_cpus=res.num_cpus, num_gpus=res.num_gpus, dashboard_host=res.dashboard_host

@@ -1,0 +1,63 @@
+"""`ray job submit` against a local head started the way cluster.yaml starts one: token
+auth on, dashboard and job server on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .helpers import REPO, cli_env, free_port
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    env = cli_env(RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}")
+    subprocess.run([BIN / "ray", "get-auth-token", "--generate"], env=env, check=True,
+                   capture_output=True)
+    port, dash = free_port(), free_port()
+    subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", "--dashboard-host",
+                    "127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
+                    "--disable-usage-stats"], env=env, check=True, capture_output=True,
+                   timeout=180)
+    try:
+        yield f"http://127.0.0.1:{dash}", dash, env
+    finally:
+        subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True)
+
+
+def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(ray_head,
+                                                                      tmp_path) -> None:
+    url, dash, env = ray_head
+    listening = {c.laddr.ip for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == dash}
+    assert listening == {"127.0.0.1"}
+    with pytest.raises(urllib.error.HTTPError) as err:  # no token, no jobs
+        urllib.request.urlopen(url + "/api/jobs/", timeout=10)
+    assert err.value.code in (401, 403)
+
+    run_dir = tmp_path / "run"
+    one_source = ("sources=[{name: small-a, model: 'tiny://small-a', bracket: small}]")
+    proc = subprocess.run(
+        [BIN / "ray", "job", "submit", "--address", url, "--working-dir", ".", "--",
+         "python", "jobs/pipeline.py", "jobs/configs/demo.yaml", f"run.dir={run_dir}",
+         "--until", "build", "dataset.max_rows=40", one_source,
+         "conditions.single_source={small: small-a}",
+         "conditions.multi_source={small: [small-a, small-a, small-a, small-a]}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert "succeeded" in proc.stdout + proc.stderr
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert [stages[s]["status"] for s in ("split", "generate", "build")] == ["done"] * 3
+    for out in (o for s in ("split", "generate", "build") for o in stages[s]["outputs"]):
+        assert (run_dir / out).stat().st_size > 0, out
