@@ -172,8 +172,10 @@ class TrainingSection(Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     epochs: float = Field(3, gt=0)
-    seed: int = 42
-    seeds: list[int] = Field(default_factory=lambda: [42])
+    seeds: list[int] = Field(
+        default_factory=lambda: [42], min_length=1,
+        description="One adapter per seed (the paper: 42); several give error bars.",
+    )
     max_length: int = Field(1024, ge=8)
     loss_on: Literal["response", "all"] = Field(
         "response", description="'all' = the authors' whole-chat loss; 'response' = common choice."
