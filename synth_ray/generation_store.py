@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from synth_ray.config import ExperimentConfig, SamplingSection, SourceSection
+from synth_ray.config import ExperimentConfig, SourceSection
 from synth_ray.prompts import chat_messages
 from synth_ray.rundir import hash_json, write_parquet
 
@@ -43,6 +43,12 @@ GEN_SCHEMA: dict[str, pl.DataType] = {
     "attempt_time": pl.Float64,
 }
 STATUS_OK = "ok"
+# A request: the provenance columns of GEN_SCHEMA plus its sampling seed.
+REQUEST_SCHEMA: dict[str, pl.DataType] = {
+    **{k: GEN_SCHEMA[k] for k in ("id", "part", "gen_key", "source", "bracket", "backend",
+                                  "model_id", "revision", "sampling", "messages")},
+    "seed": pl.Int64,
+}
 
 
 def parts_per_source(cfg: ExperimentConfig) -> dict[str, list[int]]:
@@ -58,10 +64,6 @@ def parts_per_source(cfg: ExperimentConfig) -> dict[str, list[int]]:
     return {s.name: sorted(need[s.name]) for s in cfg.sources if s.name in need}
 
 
-def sampling_dict(sampling: SamplingSection) -> dict:
-    return sampling.model_dump()
-
-
 def gen_key(source: str, model: str, revision: str | None, sampling: dict,
             messages: list[dict]) -> str:
     """Content key of one request. The source's name is part of it: two sources (or two
@@ -75,29 +77,32 @@ def row_seed(key: str, base: int | None) -> int | None:
     return None if base is None else (int(key[:8], 16) + base) % (2**31 - 1)
 
 
+def request_row(row_id: str, part: int, source: str, key_model: str, model_id: str,
+                revision: str | None, bracket: str | None, backend: str, sampling: dict,
+                messages: list[dict]) -> dict:
+    """One request in REQUEST_SCHEMA. `key_model` is what the answer depends on (for an
+    adapter: base model + adapter weights), `model_id` what the provenance names."""
+    key = gen_key(source, key_model, revision, sampling, messages)
+    return {"id": row_id, "part": part, "gen_key": key, "source": source, "bracket": bracket,
+            "backend": backend, "model_id": model_id, "revision": revision,
+            "sampling": json.dumps(sampling, sort_keys=True),
+            "messages": json.dumps(messages, ensure_ascii=False),
+            "seed": row_seed(key, sampling["seed"])}
+
+
 def build_requests(
     cfg: ExperimentConfig, source: SourceSection, parts: dict[int, pl.DataFrame]
 ) -> pl.DataFrame:
     """One request per row of the parts this source answers."""
-    sampling = sampling_dict(cfg.generation.sampling)
-    sampling_json = json.dumps(sampling, sort_keys=True)
-    rows = []
-    for k in sorted(parts):
-        for r in parts[k].iter_rows(named=True):
-            msgs = chat_messages(r["instruction"], r["context"], cfg.generation.system_prompt,
-                                 source.system_turn)
-            key = gen_key(source.name, source.model, source.revision, sampling, msgs)
-            rows.append({
-                "id": r["id"], "part": k, "gen_key": key, "source": source.name,
-                "bracket": source.bracket, "backend": source.backend, "model_id": source.model,
-                "revision": source.revision, "sampling": sampling_json,
-                "messages": json.dumps(msgs, ensure_ascii=False),
-                "seed": row_seed(key, sampling["seed"]),
-            })  # fmt: skip
-    schema = {k: GEN_SCHEMA[k] for k in
-              ("id", "part", "gen_key", "source", "bracket", "backend", "model_id", "revision",
-               "sampling", "messages")}
-    return pl.DataFrame(rows, schema={**schema, "seed": pl.Int64})
+    sampling = cfg.generation.sampling.model_dump()
+    rows = [
+        request_row(r["id"], k, source.name, source.model, source.model, source.revision,
+                    source.bracket, source.backend, sampling,
+                    chat_messages(r["instruction"], r["context"], cfg.generation.system_prompt,
+                                  source.system_turn))
+        for k in sorted(parts) for r in parts[k].iter_rows(named=True)
+    ]
+    return pl.DataFrame(rows, schema=REQUEST_SCHEMA)
 
 
 def classify(response: str, finish_reason: str, error: str) -> str:

@@ -9,7 +9,6 @@ provenance, shards, resume and error rules as generation (`generate.answer`).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,14 @@ import polars as pl
 from synth_ray.answering import answer
 from synth_ray.config import ExperimentConfig, TargetSection
 from synth_ray.engines import EngineSpec, vllm_processor
-from synth_ray.generation_store import GEN_SCHEMA, GenerationStore, gen_key, row_seed
+from synth_ray.generation_store import REQUEST_SCHEMA, GenerationStore, request_row
 from synth_ray.pipeline import Context, StageOutput
 from synth_ray.prompts import chat_messages
 from synth_ray.rundir import hash_file
 from synth_ray.split_stage import TEST_PATH
 from synth_ray.tiny import resolve_model
 from synth_ray.train.lora import ADAPTER_FILE, peft_config
-from synth_ray.train.trainer import adapter_name, condition_names
+from synth_ray.train.trainer import adapter_grid
 
 log = logging.getLogger("synth_ray")
 VANILLA = "vanilla"
@@ -53,10 +52,8 @@ def adapters_of(ctx: Context, target: TargetSection) -> dict[str, Path]:
     """Adapter name -> folder: the vanilla one first, then one per condition and seed."""
     cfg = ctx.cfg
     out = {VANILLA: vanilla_adapter(ctx, target)}
-    for condition in condition_names(cfg):
-        for seed in cfg.training.seeds:
-            name = adapter_name(cfg, condition, seed)
-            out[name] = ctx.run.path("adapters", target.name, name)
+    for _, _, name in adapter_grid(cfg):
+        out[name] = ctx.run.path("adapters", target.name, name)
     missing = [n for n, p in out.items() if not (p / ADAPTER_FILE).exists()]
     if missing:
         raise FileNotFoundError(f"target {target.name!r}: no trained adapter for {missing}; "
@@ -72,19 +69,10 @@ def build_requests(cfg: ExperimentConfig, target: TargetSection, adapters: dict[
         weights = hash_file(path / ADAPTER_FILE)  # a retrained adapter answers again
         for r in test.iter_rows(named=True):
             msgs = chat_messages(r["instruction"], r["context"], cfg.generation.system_prompt)
-            key = gen_key(name, f"{target.model}+lora:{weights}", target.revision, sampling,
-                          msgs)
-            rows.append({
-                "id": r["id"], "part": 0, "gen_key": key, "source": name, "bracket": None,
-                "backend": "vllm", "model_id": target.model, "revision": target.revision,
-                "sampling": json.dumps(sampling, sort_keys=True),
-                "messages": json.dumps(msgs, ensure_ascii=False),
-                "seed": row_seed(key, sampling["seed"]), "lora_path": str(path.resolve()),
-            })  # fmt: skip
-    keep = ["id", "part", "gen_key", "source", "bracket", "backend", "model_id", "revision",
-            "sampling", "messages"]
-    schema = {**{k: GEN_SCHEMA[k] for k in keep}, "seed": pl.Int64, "lora_path": pl.Utf8}
-    return pl.DataFrame(rows, schema=schema)
+            row = request_row(r["id"], 0, name, f"{target.model}+lora:{weights}", target.model,
+                              target.revision, None, "vllm", sampling, msgs)
+            rows.append({**row, "lora_path": str(path.resolve())})
+    return pl.DataFrame(rows, schema={**REQUEST_SCHEMA, "lora_path": pl.Utf8})
 
 
 def lora_engine(cfg: ExperimentConfig, target: TargetSection, n_adapters: int) -> EngineSpec:
@@ -103,10 +91,9 @@ def inputs(ctx: Context) -> dict[str, Any]:
     cfg = ctx.cfg
     adapters = {}
     for t in cfg.targets:
-        for c in condition_names(cfg):
-            for s in cfg.training.seeds:
-                f = ctx.run.path("adapters", t.name, adapter_name(cfg, c, s), ADAPTER_FILE)
-                adapters[f"{t.name}/{c}/{s}"] = hash_file(f) if f.exists() else None
+        for _, _, name in adapter_grid(cfg):
+            f = ctx.run.path("adapters", t.name, name, ADAPTER_FILE)
+            adapters[f"{t.name}/{name}"] = hash_file(f) if f.exists() else None
     return {"test": hash_file(ctx.run.path(TEST_PATH)), "adapters": adapters,
             "sampling": cfg.evaluation.sampling.model_dump(), "lora": cfg.lora.model_dump(),
             "system_prompt": cfg.generation.system_prompt,

@@ -27,23 +27,27 @@ def adapter_name(cfg: ExperimentConfig, condition: str, seed: int) -> str:
     return condition if len(cfg.training.seeds) == 1 else f"{condition}-seed{seed}"
 
 
+def adapter_grid(cfg: ExperimentConfig) -> list[tuple[str, int, str]]:
+    """(condition, seed, adapter name) of every adapter a target gets."""
+    return [(c, s, adapter_name(cfg, c, s))
+            for c in condition_names(cfg) for s in cfg.training.seeds]
+
+
 def jobs(ctx: Context) -> list[dict[str, Any]]:
     cfg = ctx.cfg
     out = []
     root = ctx.run.root.resolve()
     for target in cfg.targets:
-        for condition in condition_names(cfg):
-            for seed in cfg.training.seeds:
-                name = adapter_name(cfg, condition, seed)
-                out.append({
-                    "config": cfg.model_dump(mode="json"), "target": target.name,
-                    "condition": condition, "seed": seed,
-                    "dataset": str(root / "datasets" / f"{condition}.parquet"),
-                    "model_path": resolve_model(target.model),
-                    "output": str(root / "adapters" / target.name / name),
-                    "run_name": f"{target.name}--{name}",
-                    "storage": str(root / "ray_train"),
-                })  # fmt: skip
+        for condition, seed, name in adapter_grid(cfg):
+            out.append({
+                "config": cfg.model_dump(mode="json"), "target": target.name,
+                "condition": condition, "seed": seed,
+                "dataset": str(root / "datasets" / f"{condition}.parquet"),
+                "model_path": resolve_model(target.model),
+                "output": str(root / "adapters" / target.name / name),
+                "run_name": f"{target.name}--{name}",
+                "storage": str(root / "ray_train"),
+            })  # fmt: skip
     return out
 
 
