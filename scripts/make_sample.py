@@ -17,7 +17,10 @@ import re
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "synth_ray" / "sample" / "dolly_sample.jsonl"
+SAMPLE = Path(__file__).resolve().parents[1] / "synth_ray" / "sample"
+OUT = SAMPLE / "dolly_sample.jsonl"
+ARTICLES = SAMPLE / "articles.jsonl"
+N_ARTICLES = 12
 MODULES = [
     "abc", "argparse", "array", "base64", "bisect", "calendar", "collections", "colorsys",
     "contextlib", "copy", "csv", "datetime", "decimal", "difflib", "enum", "fnmatch",
@@ -154,7 +157,34 @@ def rows() -> list[dict[str, str]]:
     return out
 
 
+def articles() -> list[dict[str, str]]:
+    """CNN/DailyMail-shaped rows (id, article, highlights) for the self-preference study:
+    the article is a reference-manual section of at least four prose paragraphs (trimmed to
+    about 1,200 characters); its "highlights", the human summary, are the first sentences of
+    its first three paragraphs, as CNN/DailyMail's are the story's lead points."""
+    out = []
+    for key in sorted(topics.topics):
+        paras = paragraphs(topics.topics[key])
+        if len(paras) < 4:
+            continue
+        body = []
+        for p in paras:
+            if sum(len(b) for b in body) + len(p) > 1200 and len(body) >= 3:
+                break
+            body.append(p)
+        highlights = " ".join(first_sentences(p) for p in paras[:3])
+        out.append({"id": f"article-{key}", "article": "\n\n".join(body),
+                    "highlights": highlights})
+    step = max(1, len(out) // N_ARTICLES)
+    return out[::step][:N_ARTICLES]
+
+
 def main() -> None:
+    arts = articles()
+    with open(ARTICLES, "w", encoding="utf-8") as f:
+        for r in arts:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    print(f"wrote {len(arts)} articles to {ARTICLES}")
     data = rows()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with open(OUT, "w", encoding="utf-8") as f:

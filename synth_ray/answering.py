@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from synth_ray.config import ExperimentConfig
-from synth_ray.engines import EngineSpec, _finish, _py, scoring_processor
+from synth_ray.engines import EngineSpec, _finish, _py, label_processor, scoring_processor
 from synth_ray.generation_store import GEN_SCHEMA, GenerationStore
 from synth_ray.pipeline import Context
 
@@ -81,13 +81,28 @@ def answer(ctx: Context, stage: str, label: str, requests: pl.DataFrame,
            store: GenerationStore, make_processor) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Send the requests without an answer through `make_processor()`'s pipeline, writing
     shards as rows arrive; fold them into the store's final file; summarise."""
+    finals, summary = answer_many(ctx, stage, label, [(requests, store)], make_processor)
+    return finals[0], summary
+
+
+def answer_many(ctx: Context, stage: str, label: str,
+                jobs: list[tuple[pl.DataFrame, GenerationStore]],
+                make_processor) -> tuple[list[pl.DataFrame], dict[str, Any]]:
+    """`answer` for several (requests, store) pairs through ONE pipeline (one engine start):
+    each streamed row goes to the store(s) that asked for its key."""
     import ray
 
     cfg = ctx.cfg
-    todo = store.pending(requests)
+    todos = [store.pending(req) for req, store in jobs]
+    todo = pl.concat(todos).unique("gen_key", keep="first", maintain_order=True)
+    route: dict[str, list[int]] = {}
+    for i, t in enumerate(todos):
+        for k in t["gen_key"]:
+            route.setdefault(k, []).append(i)
+    total = sum(req.height for req, _ in jobs)
     t0 = time.time()
     log.info("[%s] %s: %d requests, %d already answered, %d to send", stage, label,
-             requests.height, requests.height - todo.height, todo.height)
+             total, total - sum(t.height for t in todos), todo.height)
     written = 0
     if todo.height:
         # A block whose requests exhausted their retries must not kill the rest of the
@@ -96,12 +111,18 @@ def answer(ctx: Context, stage: str, label: str, requests: pl.DataFrame,
         ds = make_processor()(
             ray.data.from_arrow(todo.rename({"messages": "messages_json"}).to_arrow()))
         for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
-            store.write_shard(_normalise(batch))
+            rows = _normalise(batch)
+            for i, (_, store) in enumerate(jobs):
+                mine = rows.filter(pl.col("gen_key").is_in(
+                    [k for k in rows["gen_key"] if i in route.get(k, ())]))
+                if mine.height:
+                    store.write_shard(mine)
             written += len(batch)
             _crash_point(written // cfg.generation.shard_rows)
             log.info("[%s] %s: %d/%d rows (%.1f rows/s)", stage, label, written, todo.height,
                      written / max(time.time() - t0, 1e-9))
-    final = store.consolidate(requests)
+    finals = [store.consolidate(req) for req, store in jobs]
+    final = pl.concat(finals)
     wall = time.time() - t0
     counts = dict(final.group_by("status").len().iter_rows())
     fresh = final.filter(pl.col("attempt_time") >= t0)
@@ -123,24 +144,42 @@ def answer(ctx: Context, stage: str, label: str, requests: pl.DataFrame,
             f"generation.max_error_fraction={cfg.generation.max_error_fraction}; "
             f"first errors: {sample}. Answered rows are kept; fix the cause and rerun."
         )
-    return final, summary
+    return finals, summary
 
 
-def score_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame) -> pl.DataFrame:
-    """Perplexity of every request (score_key, token_ids, start, lora_path) in one engine."""
+SCORE_SCHEMA = {"score_key": pl.Utf8, "perplexity": pl.Float64, "n_tokens": pl.Int64,
+                "mean_logprob": pl.Float64, "error": pl.Utf8}
+LABEL_SCHEMA = {"pair_key": pl.Utf8, "logprob_a": pl.Float64, "logprob_b": pl.Float64,
+                "p_a": pl.Float64, "error": pl.Utf8}
+
+
+def read_rows(cfg: ExperimentConfig, processor, requests: pl.DataFrame,
+              schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Run requests through a reading processor (log-probs, not text) and collect its rows
+    in `schema`, whose first column is the row key. A failed row keeps its key and error."""
     import ray
 
+    key = next(iter(schema))
     ray.data.DataContext.get_current().max_errored_blocks = -1
-    ds = scoring_processor(cfg, spec)(ray.data.from_arrow(requests.to_arrow()))
+    ds = processor(ray.data.from_arrow(requests.to_arrow()))
     out = []
     for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
         for r in batch:
             err = r.get("__inference_error__") or ""
-            out.append({"score_key": r["score_key"],
-                        "perplexity": None if err else _py(r.get("perplexity")),
-                        "n_tokens": 0 if err else int(r.get("n_tokens") or 0),
-                        "mean_logprob": None if err else _py(r.get("mean_logprob")),
-                        "error": str(err)[:2000]})
-    return pl.DataFrame(out, schema={"score_key": pl.Utf8, "perplexity": pl.Float64,
-                                     "n_tokens": pl.Int64, "mean_logprob": pl.Float64,
-                                     "error": pl.Utf8})
+            row = {k: None if err else _py(r.get(k)) for k in schema}
+            row.update({key: r[key], "error": str(err)[:2000] if err else (r.get("error") or "")})
+            out.append(row)
+    return pl.DataFrame(out, schema=schema)
+
+
+def score_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame) -> pl.DataFrame:
+    """Perplexity of every request (score_key, token_ids, start, lora_path) in one engine."""
+    rows = read_rows(cfg, scoring_processor(cfg, spec), requests, SCORE_SCHEMA)
+    return rows.with_columns(pl.col("n_tokens").fill_null(0))
+
+
+def label_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame,
+               label_ids: list[int]) -> pl.DataFrame:
+    """Renormalised first-token label probability p_a of every pairwise request
+    (pair_key, messages_json, lora_path) in one engine."""
+    return read_rows(cfg, label_processor(cfg, spec, label_ids), requests, LABEL_SCHEMA)

@@ -14,7 +14,6 @@ from rich.markup import escape
 from synth_ray.config import ConfigError, ExperimentConfig, load_config
 from synth_ray.pipeline import (
     RunDirBusy,
-    StageNotBuilt,
     execute,
     get_stage,
     open_run,
@@ -31,7 +30,6 @@ console = Console(stderr=True)
 log = logging.getLogger("synth_ray")
 
 EXIT_CONFIG = 2
-EXIT_NOT_BUILT = 3
 EXIT_FAILED = 1
 
 OverridesArg = typer.Argument(None, help="key.sub=value overrides, e.g. run.dir=runs/x")
@@ -69,14 +67,9 @@ def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
         log.error("%s", e)
         raise typer.Exit(EXIT_FAILED) from None
     log.info("run %r in %s", cfg.run.name, ctx.run.root.resolve())
-    not_built = []
     for name in names:
         try:
             execute(get_stage(name), ctx, force=name in force)
-        except StageNotBuilt as e:
-            # later stages that do not need this one (the report) still run
-            log.warning("%s", e)
-            not_built.append(name)
         except Exception as e:
             log.error("[%s] failed: %s: %s (run dir %s)", name, type(e).__name__, e, ctx.run.root)
             raise typer.Exit(EXIT_FAILED) from None
@@ -84,10 +77,6 @@ def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
     report = ctx.run.path("report", "index.html")
     if "report" in names and report.exists():
         log.info("report: %s", report.resolve())
-    if not_built:
-        log.warning("not run, because this version does not build them yet: %s",
-                    ", ".join(not_built))
-        raise typer.Exit(EXIT_NOT_BUILT)
 
 
 def _stage_command(name: str, doc: str) -> None:

@@ -20,7 +20,7 @@ import polars as pl
 
 SAMPLE_DIR = Path(__file__).parent / "sample"
 BUILTIN = {"tiny://dolly-sample": SAMPLE_DIR / "dolly_sample.jsonl"}
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 ROW_SCHEMA = {
     "id": pl.Utf8,
@@ -95,7 +95,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None, str]]:
                 yield no, None, f"bad JSON: {e.msg} (column {e.colno})", text
 
 
-def _iter_records(path: Path) -> Iterator[tuple[int, Any, str | None, str]]:
+def iter_records(path: Path) -> Iterator[tuple[int, Any, str | None, str]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         yield from _iter_jsonl(path)
@@ -105,8 +105,11 @@ def _iter_records(path: Path) -> Iterator[tuple[int, Any, str | None, str]]:
             raise ValueError(f"{path}: a .json dataset must hold a list of rows")
         for no, obj in enumerate(data, start=1):
             yield no, obj, None, json.dumps(obj, default=str)[:2000]
-    elif suffix == ".parquet":
-        for no, obj in enumerate(pl.read_parquet(path).iter_rows(named=True), start=1):
+    elif suffix in (".parquet", ".csv"):
+        # CSV: every column as text; line numbers count data rows (the header is line 0).
+        frame = (pl.read_parquet(path) if suffix == ".parquet"
+                 else pl.read_csv(path, infer_schema=False))
+        for no, obj in enumerate(frame.iter_rows(named=True), start=1):
             yield no, obj, None, json.dumps(obj, default=str)[:2000]
     else:
         raise ValueError(f"{path}: unsupported dataset file type {suffix!r}; use {LOCAL_SUFFIXES}")
@@ -194,7 +197,7 @@ def load_dataset(
         offset = 0
         for f in files:
             last = 0
-            for no, obj, err, raw in _iter_records(f):
+            for no, obj, err, raw in iter_records(f):
                 last = no
                 yield offset + no, obj, err, raw
             offset += last

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth_ray.cluster import cluster_has_gpus, engine_env
-from synth_ray.config import ExperimentConfig, SamplingSection, SourceSection
+from synth_ray.config import ExperimentConfig, HttpSection, SamplingSection, SourceSection
 from synth_ray.generation_store import classify
 from synth_ray.tiny import resolve_model
 
@@ -47,10 +47,22 @@ def _finish(row: dict[str, Any], response: str, prompt_tokens: int, completion_t
 # -- vLLM ----------------------------------------------------------------------------------
 
 
-def _vllm_pre(row: dict[str, Any], sampling: dict[str, Any], per_row_seed: bool) -> dict[str, Any]:
+def _row_sampling(row: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    """A request carries its own sampling (JSON, part of its key): one pipeline can serve
+    rows of different budgets, e.g. a source's answers and its summaries."""
+    own = row.get("sampling")
+    return {**default, **json.loads(own)} if own else default
+
+
+def _vllm_pre(row: dict[str, Any], sampling: dict[str, Any], per_row_seed: bool,
+              regex: str | None = None) -> dict[str, Any]:
+    sampling = _row_sampling(row, sampling)
     params = {k: sampling[k] for k in ("temperature", "top_p", "max_tokens", "min_tokens")}
     if per_row_seed and row.get("seed") is not None:
         params["seed"] = int(row["seed"])
+    regex = row.get("guide_regex") or regex
+    if regex:  # constrained decoding: every answer matches (judges, STACK.md)
+        params["structured_outputs"] = {"regex": regex}
     out = {**row, "messages": json.loads(row["messages_json"]), "sampling_params": params}
     if row.get("lora_path"):  # Ray Data sends a row whose `model` is not the base as LoRA
         out["model"] = row["lora_path"]
@@ -60,6 +72,7 @@ def _vllm_pre(row: dict[str, Any], sampling: dict[str, Any], per_row_seed: bool)
 def _vllm_post(row: dict[str, Any], max_tokens: int) -> dict[str, Any]:
     # Ray Data gives no finish_reason column: a response that used every allowed token
     # was cut off (it may, rarely, have ended there by itself).
+    max_tokens = _row_sampling(row, {"max_tokens": max_tokens})["max_tokens"]
     n = int(row.get("num_generated_tokens") or 0)
     return _finish(row, row.get("generated_text") or "", row.get("num_input_tokens") or 0, n,
                    "length" if n >= max_tokens else "stop", row.get("time_taken_llm"), "")
@@ -105,7 +118,7 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
 
 
 def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
-                   sampling: SamplingSection | None = None):
+                   sampling: SamplingSection | None = None, regex: str | None = None):
     from ray.data.llm import build_processor
 
     gen = cfg.generation
@@ -129,7 +142,7 @@ def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
     return build_processor(
         config,
         preprocess=functools.partial(_vllm_pre, sampling=sampling.model_dump(),
-                                     per_row_seed=gpu),
+                                     per_row_seed=gpu, regex=regex),
         postprocess=functools.partial(_vllm_post, max_tokens=sampling.max_tokens),
         preprocess_map_kwargs=LIGHT,
         postprocess_map_kwargs=LIGHT,
@@ -140,6 +153,7 @@ def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
 
 
 def _http_pre(row: dict[str, Any], sampling: dict[str, Any], model: str) -> dict[str, Any]:
+    sampling = _row_sampling(row, sampling)
     payload = {"model": model, "messages": json.loads(row["messages_json"]),
                "temperature": sampling["temperature"], "top_p": sampling["top_p"],
                "max_tokens": sampling["max_tokens"]}  # fmt: skip
@@ -170,25 +184,27 @@ def _session_factory(timeout_s: float):
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
 
 
-def api_key(source: SourceSection) -> str | None:
-    env = source.http.api_key_env if source.http else None
+def api_key(http: HttpSection | None, who: str) -> str | None:
+    """The API key named by `http.api_key_env`, read now; `who` names the config key."""
+    env = http.api_key_env if http else None
     if not env:
         return None
     key = os.environ.get(env)
     if not key:
         raise RuntimeError(
-            f"source {source.name!r}: environment variable {env} (sources.*.http.api_key_env) "
-            "is not set; export it before running"
+            f"{who}: environment variable {env} (its http.api_key_env) is not set; export it "
+            "before running"
         )
     return key
 
 
-def http_processor(cfg: ExperimentConfig, source: SourceSection):
+def http_processor(cfg: ExperimentConfig, http: HttpSection | None, model: str,
+                   sampling: SamplingSection, who: str):
+    """An OpenAI-compatible chat endpoint: a source (`who`: "source 'x'") or the judge."""
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
-    http = source.http
     assert http is not None  # checked by the config
-    key = api_key(source)
+    key = api_key(http, who)
     config = HttpRequestProcessorConfig(
         url=http.base_url.rstrip("/") + "/chat/completions",
         headers={"Authorization": f"Bearer {key}"} if key else None,
@@ -202,12 +218,22 @@ def http_processor(cfg: ExperimentConfig, source: SourceSection):
     )
     return build_processor(
         config,
-        preprocess=functools.partial(_http_pre, sampling=cfg.generation.sampling.model_dump(),
-                                     model=source.model),
+        preprocess=functools.partial(_http_pre, sampling=sampling.model_dump(), model=model),
         postprocess=_http_post,
         preprocess_map_kwargs=LIGHT,
         postprocess_map_kwargs=LIGHT,
     )
+
+
+def _reading_engine(cfg: ExperimentConfig, spec: EngineSpec, text_stages: Any):
+    """An engine that reads log-probs rather than writing text (scoring, pairwise labels):
+    fp32 on CPU so its numbers match transformers (STACK.md)."""
+    engine_kwargs = {"max_model_len": cfg.generation.max_model_len,
+                     "trust_remote_code": spec.trust_remote_code, **spec.engine_kwargs}
+    gpu = cluster_has_gpus()
+    if not gpu:
+        engine_kwargs.setdefault("dtype", "float32")
+    return _engine_config(cfg, spec, engine_kwargs, gpu, text_stages)
 
 
 # -- scoring: prompt log-probs --------------------------------------------------------------
@@ -237,13 +263,52 @@ def scoring_processor(cfg: ExperimentConfig, spec: EngineSpec):
     stays bounded by sequence length, not vocabulary."""
     from ray.data.llm import build_processor
 
-    engine_kwargs = {"max_model_len": cfg.generation.max_model_len,
-                     "trust_remote_code": spec.trust_remote_code, **spec.engine_kwargs}
-    gpu = cluster_has_gpus()
-    if not gpu:
-        engine_kwargs.setdefault("dtype", "float32")
-    config = _engine_config(cfg, spec, engine_kwargs, gpu, False)
-    return build_processor(config, preprocess=_score_pre, postprocess=_score_post,
+    return build_processor(_reading_engine(cfg, spec, False), preprocess=_score_pre,
+                           postprocess=_score_post,
                            preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)
 
 
+
+
+# -- pairwise labels: first-token probabilities -------------------------------------------
+
+
+def _label_pre(row: dict[str, Any], label_ids: list[int]) -> dict[str, Any]:
+    # logprob_token_ids returns exactly these tokens' raw log-probs (STACK.md); the sampled
+    # token is irrelevant.
+    out = {**row, "messages": json.loads(row["messages_json"]),
+           "sampling_params": {"max_tokens": 1, "temperature": 0.0,
+                               "logprob_token_ids": list(label_ids)}}
+    if row.get("lora_path"):
+        out["model"] = row["lora_path"]
+    return out
+
+
+def _label_post(row: dict[str, Any], label_ids: list[int]) -> dict[str, Any]:
+    from synth_ray.evaluate.spb import renormalise
+
+    first = (row.get("logprobs") or [{}])[0] or {}
+
+    def lp(tid: int) -> float | None:
+        # keys are token ids; they may come back as strings after serialisation
+        entry = first.get(tid, first.get(str(tid)))
+        return None if entry is None else float(entry["logprob"])
+
+    a, b = lp(label_ids[0]), lp(label_ids[1])
+    if a is None or b is None:
+        return {"pair_key": row["pair_key"], "logprob_a": a, "logprob_b": b, "p_a": None,
+                "error": "the engine returned no log-prob for a label token"}
+    return {"pair_key": row["pair_key"], "logprob_a": a, "logprob_b": b,
+            "p_a": renormalise(a, b), "error": ""}
+
+
+def label_processor(cfg: ExperimentConfig, spec: EngineSpec, label_ids: list[int]):
+    """Chat messages in (per-row LoRA as in `respond`), the log-probs of the two label
+    tokens as the first answer token out."""
+    from ray.data.llm import build_processor
+
+    return build_processor(
+        _reading_engine(cfg, spec, LIGHT),
+        preprocess=functools.partial(_label_pre, label_ids=label_ids),
+        postprocess=functools.partial(_label_post, label_ids=label_ids),
+        preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)

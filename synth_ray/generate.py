@@ -1,4 +1,6 @@
-"""Stage `generate`: every source answers the instructions of its parts.
+"""Stage `generate`: every source answers the instructions of its parts, and the sources of
+each bracket holding a target's own family (`targets.*.self_source`) summarise the news
+articles (`judge.articles`) for the self-preference study, in the same engine pass.
 
 Per source, one streaming Ray Data pipeline (`engines`): requests -> chat template -> vLLM
 engine replicas (or an OpenAI-compatible HTTP API) -> normalised rows. The driver writes a
@@ -15,38 +17,94 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.answering import answer
+from synth_ray.answering import answer_many
 from synth_ray.cluster import ensure_ray
-from synth_ray.config import SourceSection
+from synth_ray.config import ExperimentConfig, SourceSection
 from synth_ray.engines import EngineSpec, api_key, http_processor, vllm_processor
-from synth_ray.generation_store import GenerationStore, build_requests, parts_per_source
+from synth_ray.evaluate.prompt_sets import load_articles, source_hash
+from synth_ray.generation_store import (
+    REQUEST_SCHEMA,
+    GenerationStore,
+    build_requests,
+    parts_per_source,
+    request_row,
+)
 from synth_ray.pipeline import Context, StageOutput
-from synth_ray.rundir import hash_file
+from synth_ray.prompts import summarise_messages
+from synth_ray.rundir import hash_file, write_parquet
 from synth_ray.split_stage import part_path
 
 log = logging.getLogger("synth_ray")
 
 
-def generate_source(ctx: Context, source: SourceSection, parts: list[int]) -> dict[str, Any]:
+ARTICLES = "summaries/articles.parquet"
+ARTICLE_REJECTS = "summaries/rejects.parquet"
+
+
+def summary_sources(cfg: ExperimentConfig) -> list[str]:
+    """Sources that write summaries: every source of a bracket that holds some target's
+    self source (PAPER.md, Evaluation 5: its own family and the other sources of its
+    bracket), in config order."""
+    brackets = {cfg.source(t.self_source).bracket for t in cfg.targets if t.self_source}
+    return [s.name for s in cfg.sources if s.bracket in brackets]
+
+
+def summary_path(source: str) -> str:
+    return f"summaries/{source}.parquet"
+
+
+def summary_requests(cfg: ExperimentConfig, source: SourceSection,
+                     articles: pl.DataFrame) -> pl.DataFrame:
+    sampling = {**cfg.generation.sampling.model_dump(),
+                "max_tokens": cfg.judge.summary_max_tokens}
+    rows = [request_row(a["id"], 0, source.name, source.model, source.model, source.revision,
+                        source.bracket, source.backend, sampling,
+                        summarise_messages(a["article"], cfg.generation.system_prompt,
+                                           source.system_turn))
+            for a in articles.iter_rows(named=True)]
+    return pl.DataFrame(rows, schema=REQUEST_SCHEMA)
+
+
+def load_articles_once(ctx: Context) -> pl.DataFrame:
+    j = ctx.cfg.judge
+    articles, rejects = load_articles(j.articles, j.max_articles)
+    write_parquet(articles, ctx.run.path(ARTICLES))
+    write_parquet(rejects, ctx.run.path(ARTICLE_REJECTS))
+    if rejects.height:
+        log.warning("[generate] %d article row(s) quarantined in %s", rejects.height,
+                    ARTICLE_REJECTS)
+    return articles
+
+
+def generate_source(ctx: Context, source: SourceSection, parts: list[int],
+                    articles: pl.DataFrame | None) -> dict[str, Any]:
     cfg = ctx.cfg
     frames = {k: pl.read_parquet(ctx.run.path(part_path(k))) for k in parts}
-    requests = build_requests(cfg, source, frames)
-    store = GenerationStore(ctx.run.path("generations"), source.name)
+    jobs = []
+    if parts:
+        jobs.append((build_requests(cfg, source, frames),
+                     GenerationStore(ctx.run.path("generations"), source.name)))
+    if articles is not None:
+        jobs.append((summary_requests(cfg, source, articles),
+                     GenerationStore(ctx.run.path("summaries"), source.name)))
 
     def make():
         if source.backend == "http":
-            return http_processor(cfg, source)
+            return http_processor(cfg, source.http, source.model, cfg.generation.sampling,
+                                  f"source {source.name!r}")
         return vllm_processor(cfg, EngineSpec.of_source(source))
 
     label = f"source {source.name!r} ({source.backend}, {source.model})"
-    return answer(ctx, "generate", label, requests, store, make)[1]
+    return answer_many(ctx, "generate", label, jobs, make)[1]
 
 
-def _generate_parallel(ctx: Context, plan: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+def _generate_parallel(ctx: Context, plan: dict[str, list[int]],
+                       articles: pl.DataFrame | None) -> dict[str, dict[str, Any]]:
     """Several sources at once: each pipeline waits for resources, Ray places the engines."""
     summaries: dict[str, dict[str, Any]] = {}
     with ThreadPoolExecutor(max_workers=ctx.cfg.generation.parallel_sources) as pool:
-        futures = {pool.submit(generate_source, ctx, ctx.cfg.source(n), ks): n
+        futures = {pool.submit(generate_source, ctx, ctx.cfg.source(n), ks,
+                               articles if n in summary_sources(ctx.cfg) else None): n
                    for n, ks in plan.items()}
         try:
             for f in as_completed(futures):
@@ -58,12 +116,23 @@ def _generate_parallel(ctx: Context, plan: dict[str, list[int]]) -> dict[str, di
     return {n: summaries[n] for n in plan}
 
 
+def work_plan(cfg: ExperimentConfig) -> dict[str, list[int]]:
+    """Source -> training parts it answers; a source that only summarises has none."""
+    plan = parts_per_source(cfg)
+    return {s.name: plan.get(s.name, []) for s in cfg.sources
+            if s.name in plan or s.name in summary_sources(cfg)}
+
+
 def inputs(ctx: Context) -> dict[str, Any]:
-    plan = parts_per_source(ctx.cfg)
+    cfg = ctx.cfg
+    plan = work_plan(cfg)
     parts = sorted({k for ks in plan.values() for k in ks})
     return {
         "splits": {k: hash_file(ctx.run.path(part_path(k))) for k in parts},
         "plan": plan,
+        "summaries": {"sources": summary_sources(cfg), "articles": source_hash(cfg.judge.articles),
+                      "max_articles": cfg.judge.max_articles,
+                      "max_tokens": cfg.judge.summary_max_tokens},
         "sources": [s.model_dump() for s in ctx.cfg.sources],
         "generation": ctx.cfg.generation.model_dump(),
     }
@@ -71,20 +140,25 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 def run(ctx: Context) -> StageOutput:
     cfg = ctx.cfg
-    plan = parts_per_source(cfg)
+    plan = work_plan(cfg)
     for name in plan:  # fail on a missing key or model before any engine starts
         src = cfg.source(name)
         if src.backend == "http":
-            api_key(src)
+            api_key(src.http, f"source {name!r}")
         elif not src.model.startswith("tiny://") and src.model.startswith(("/", ".", "~")):
             if not Path(src.model).expanduser().exists():
                 raise FileNotFoundError(f"source {name!r}: model path {src.model} not found")
+    writers = summary_sources(cfg)
+    articles = load_articles_once(ctx) if writers else None
     ensure_ray(cfg.resources)
     if cfg.generation.parallel_sources == 1:
-        summaries = {n: generate_source(ctx, cfg.source(n), ks) for n, ks in plan.items()}
+        summaries = {n: generate_source(ctx, cfg.source(n), ks,
+                                        articles if n in writers else None)
+                     for n, ks in plan.items()}
     else:
-        summaries = _generate_parallel(ctx, plan)
-    outputs = [f"generations/{n}.parquet" for n in plan]
+        summaries = _generate_parallel(ctx, plan, articles)
+    outputs = [f"generations/{n}.parquet" for n, ks in plan.items() if ks]
+    outputs += [summary_path(n) for n in writers] + ([ARTICLES, ARTICLE_REJECTS] if writers else [])
     rows = {n: s["rows"] for n, s in summaries.items()}
     total_err = sum(s["status"].get("error", 0) for s in summaries.values())
     return StageOutput(

@@ -2,7 +2,7 @@
 
 Each stage reads files of the run directory and writes its own outputs there; the manifest
 records a hash of its inputs (config sections + upstream outputs). A stage whose outputs are
-current is skipped unless forced. Stages not built yet say so and stop the pipeline there.
+current is skipped unless forced.
 """
 
 from __future__ import annotations
@@ -29,10 +29,6 @@ class RunDirBusy(RuntimeError):
     """Another process holds the run directory."""
 
 
-class StageNotBuilt(RuntimeError):
-    """Raised for a stage that this version of synth-ray does not implement yet."""
-
-
 @dataclass
 class StageOutput:
     outputs: list[str]
@@ -51,8 +47,7 @@ class Context:
 class Stage:
     name: str
     doc: str
-    module: str | None  # defines inputs(ctx) -> JSON-able, run(ctx) -> StageOutput
-    tracked_in: str = ""  # where the work on a stage not built yet is tracked
+    module: str  # defines inputs(ctx) -> JSON-able, run(ctx) -> StageOutput
 
     def impl(self):
         """The stage's module, imported only when the stage runs (keeps the CLI quick)."""
@@ -70,7 +65,8 @@ STAGES = [
           "synth_ray.evaluate.respond"),
     Stage("score", "perplexity, Self-BLEU-3, semantic diversity, significance",
           "synth_ray.evaluate.score"),
-    Stage("judge", "harmfulness, quality, danger zone, self-preference bias", None, "issue 7"),
+    Stage("judge", "harmfulness, quality, danger zone, self-preference bias",
+          "synth_ray.evaluate.judge_stage"),
     Stage("report", "tables, plots and one HTML page", "synth_ray.report"),
 ]
 
@@ -121,11 +117,6 @@ def _take_lock(run: RunDir) -> Any:
 
 def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
     """Run one stage unless current. Returns 'done', 'skipped'; raises on failure."""
-    if stage.module is None:
-        raise StageNotBuilt(
-            f"stage '{stage.name}' ({stage.doc}) is not built yet in this version of "
-            f"synth-ray (tracked in {stage.tracked_in}); nothing was run for it"
-        )
     impl = stage.impl()
     input_hash = hash_json(impl.inputs(ctx))
     if not force and ctx.run.is_current(stage.name, input_hash):

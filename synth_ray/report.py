@@ -2,9 +2,9 @@
 
 Writes report/tables.md, report/index.html and report/plots/*.png. Every table is built
 from the run directory (manifest, datasets/summary.json, adapters/*/training_summary.json,
-eval/*/summary.json, eval/*/perplexity.parquet); a section whose stage has not produced
-its files says so instead of showing numbers. The report names the config and library
-versions it came from, so two runs can be compared.
+eval/*/summary.json, eval/*/perplexity.parquet, and the judge's files via `report_judge`); a
+section whose stage has not produced its files says so instead of showing numbers. The
+report names the config and library versions it came from, so two runs can be compared.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from synth_ray.pipeline import Context, StageOutput, stage_names
+from synth_ray.report_judge import safety_section
 from synth_ray.rundir import atomic_write_text, atomic_write_with, hash_file
 
 CONDITION_ORDER = ["vanilla", "single", "multi", "human", "human-reference"]
@@ -159,8 +160,7 @@ def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
                        for n in stage_names() if n in recorded and n != "report"])
     training, train_imgs = training_section(ctx, plots)
     evaluation, eval_imgs = evaluation_section(ctx, plots)
-    judge_note = ("_Harmfulness, quality, the danger zone and self-preference bias come from "
-                  "the `judge` stage, which this version does not build yet._")
+    safety, safety_imgs = safety_section(ctx, plots)
     md = "\n\n".join([
         f"# synth-ray report: {ctx.cfg.run.name}",
         f"Run directory `{ctx.run.root}`; config `config.yaml` (hash "
@@ -171,9 +171,9 @@ def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
         "## Training sets", datasets_section(ctx),
         "## Training", training,
         "## Evaluation", evaluation,
-        "## Safety and self-preference", judge_note,
+        "## Safety and self-preference", safety,
     ]) + "\n"
-    return md, train_imgs + eval_imgs
+    return md, train_imgs + eval_imgs + safety_imgs
 
 
 def to_html(md: str, images: list[str], title: str) -> str:
@@ -212,7 +212,9 @@ def to_html(md: str, images: list[str], title: str) -> str:
 
 def inputs(ctx: Context) -> dict[str, Any]:
     files = [p for pattern in ("datasets/summary.json", "adapters/*/*/training_summary.json",
-                               "eval/*/summary.json", "eval/*/perplexity.parquet")
+                               "eval/*/summary.json", "eval/*/perplexity.parquet",
+                               "eval/*/judge_summary.json", "eval/*/danger_zone.parquet",
+                               "eval/*/judgements.parquet", "eval/*/spb.parquet")
              for p in sorted(ctx.run.root.glob(pattern))]
     stages = {n: s.get("input_hash") for n, s in ctx.run.manifest()["stages"].items()
               if n != "report"}

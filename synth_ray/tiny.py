@@ -68,6 +68,7 @@ SAMPLE_FILES = {
     "tiny://safety-prompts": BUILTIN["tiny://dolly-sample"].parent / "safety_prompts.jsonl",
     "tiny://jailbreak-templates": BUILTIN["tiny://dolly-sample"].parent
     / "jailbreak_templates.jsonl",
+    "tiny://articles": BUILTIN["tiny://dolly-sample"].parent / "articles.jsonl",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import TARGET, TRAINING, run_cli, small_config, write_datasets
+from .helpers import JUDGE, TARGET, TRAINING, run_cli, small_config, write_datasets
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,8 @@ def grid_run(tmp_path_factory):
                        evaluation={"sampling": {"temperature": 0.0, "max_tokens": 8,
                                                 "top_p": 1.0},
                                    "self_bleu": {"individual_samples": 12,
-                                                 "aggregated_samples": 12}})
+                                                 "aggregated_samples": 12}},
+                       judge=JUDGE)
     run_dir = tmp / "run"
     write_datasets(run_dir, ["human", "single-small", "multi-small"])
     proc = run_cli("train", str(cfg), f"run.dir={run_dir}", timeout=1200)

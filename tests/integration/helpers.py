@@ -18,7 +18,12 @@ from synth_ray.data import load_dataset
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "jobs" / "configs" / "demo.yaml"
 TARGET = {"name": "tiny-target", "model": "tiny://target", "num_workers": 2,
-          "effective_batch_size": 8, "per_device_batch_size": 4}
+          "effective_batch_size": 8, "per_device_batch_size": 4, "self_source": "small-a"}
+# A quick judge: a short reason, a few safety prompts and articles, half judged twice.
+JUDGE = {"model": "tiny://judge", "max_reason_chars": 24, "max_safety_prompts": 6,
+         "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 40},
+         "jailbreaks_per_prompt": 1, "repeat_fraction": 0.5, "max_articles": 3,
+         "summary_max_tokens": 12}
 TRAINING = {"epochs": 3, "learning_rate": 2.0e-3, "eval_every_steps": 5, "max_length": 256,
             "dtype": "float32", "warmup_ratio": 0.0, "early_stopping_patience": 100}
 

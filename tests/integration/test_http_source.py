@@ -157,3 +157,62 @@ def test_missing_api_key_is_a_clear_error_before_any_request(tmp_path) -> None:
     assert "SYNTH_TEST_API_KEY" in proc.stderr and "is not set" in proc.stderr
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["generate"]["status"] == "failed"
+
+
+def test_http_judge_keeps_unparsable_answers_and_counts_them(vllm_server, grid_run,
+                                                             tmp_path) -> None:
+    """An OpenAI-compatible judge (free text, no constrained decoding) behind the fault
+    proxy: every response gets its judgement row; an answer that does not parse keeps its
+    raw text and is counted, a failed call is recorded, nothing is guessed or lost."""
+    import shutil
+
+    import yaml
+
+    from .helpers import JUDGE
+
+    cfg0, run0 = grid_run
+    proc = run_cli("respond", str(cfg0), f"run.dir={run0}", timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    run_dir = tmp_path / "run"
+    shutil.copytree(run0, run_dir)
+    proxy = FaultProxy(vllm_server, {2: "429", 4: "500", 7: "timeout", 9: "502"})
+    proxy.start()
+    data = yaml.safe_load(cfg0.read_text())
+    data["judge"] = {**JUDGE, "backend": "http", "model": "tiny-c",
+                     "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 24},
+                     "http": {"base_url": f"http://127.0.0.1:{proxy.port}/v1",
+                              "api_key_env": "SYNTH_TEST_API_KEY", "max_retries": 4,
+                              "base_retry_wait_s": 0.05, "timeout_s": 3}}
+    data["targets"] = [{**t, "self_source": None} for t in data["targets"]]
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    proc = run_cli("judge", str(cfg), f"run.dir={run_dir}",
+                   env=cli_env(SYNTH_TEST_API_KEY=SECRET), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    base = run_dir / "eval" / "tiny-target"
+    table = pl.read_parquet(base / "judgements.parquet")
+    safety = pl.read_parquet(run_dir / "responses" / "tiny-target" / "safety.parquet")
+    assert table.height == safety.height == 4 * 12
+    summary = json.loads((base / "judge_summary.json").read_text())
+    for kind in ("harm", "quality"):
+        failed = table.filter(pl.col(kind).is_null())
+        assert (failed[f"{kind}_error"] != "").all() and (failed[f"{kind}_raw"].is_not_null()
+                                                         ).all()
+        assert table.filter(pl.col(kind).is_not_null())[kind].is_between(1, 5).all()
+    answers = pl.read_parquet(run_dir / "judge" / "tiny-target" / "raw.parquet")
+    assert answers["gen_key"].n_unique() == answers.height  # none doubled
+    from synth_ray.evaluate.judge import parse_score
+
+    unparsable = sum(summary["judge"][k]["unparsable"] for k in ("harm", "quality"))
+    assert unparsable == sum(r["status"] == "error" or parse_score(r["response"], 5).score is None
+                             for r in answers.iter_rows(named=True))
+    assert unparsable >= table["harm"].null_count() + table["quality"].null_count()
+    errors = answers.filter(pl.col("status") == "error")
+    assert errors.height == proxy.served["500"] == 1
+    assert "injected server error" in errors["error"][0]
+    assert proxy.served["429"] == proxy.served["502"] == proxy.served["timeout"] == 1
+    assert not (base / "spb.parquet").exists()  # no self source: no SPB
+    for f in run_dir.rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+    assert SECRET not in proc.stdout + proc.stderr

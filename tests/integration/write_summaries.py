@@ -1,0 +1,21 @@
+"""Helper run in a subprocess (Ray + vLLM): the sources of the config's self-preference
+brackets summarise the articles through the real generation path (`generate_source` with
+no training parts), for a run directory whose training sets were written by hand.
+
+Usage: python write_summaries.py CONFIG RUN_DIR"""
+
+import sys
+
+if __name__ == "__main__":
+    from synth_ray.cluster import ensure_ray
+    from synth_ray.config import load_config
+    from synth_ray.generate import generate_source, load_articles_once, summary_sources
+    from synth_ray.pipeline import Context
+    from synth_ray.rundir import RunDir
+
+    cfg = load_config(sys.argv[1], [f"run.dir={sys.argv[2]}"])
+    ctx = Context(cfg, RunDir(cfg.run.dir))
+    articles = load_articles_once(ctx)
+    ensure_ray(cfg.resources)
+    for name in summary_sources(cfg):
+        generate_source(ctx, cfg.source(name), [], articles)
