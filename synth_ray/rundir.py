@@ -10,6 +10,7 @@ input hash matches is skipped.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -34,25 +35,51 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
+class DiskFullError(OSError):
+    """A write ran out of space (or hit a file-size or quota limit)."""
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _is_full(e: BaseException) -> bool:
+    # polars and pyarrow wrap the OS error in their own types; the text survives
+    return (isinstance(e, OSError) and e.errno in FULL) or any(
+        m in str(e) for m in ("No space left on device", "Disk quota exceeded",
+                              "File too large"))
+
+
 @contextlib.contextmanager
 def _replacing(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on clean exit fsync it and rename it onto `path`.
 
-    On any exception the temp file is removed and `path` keeps its previous content.
+    On any exception the temp file is removed and `path` keeps its previous content; a
+    full disk becomes a DiskFullError that says so.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        if _is_full(e):
+            raise DiskFullError(errno.ENOSPC, f"disk full: cannot create a file beside {path} "
+                                "(the previous complete file, if any, is intact); free space "
+                                "and rerun") from e
+        raise
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _is_full(e) and not isinstance(e, DiskFullError):
+            raise DiskFullError(errno.ENOSPC, f"disk full while writing {path}: nothing was "
+                                "replaced (the previous complete file, if any, is intact); "
+                                "free space and rerun") from e
         raise
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.answering import answer_many, label_rows
+from synth_ray.answering import EngineWindow, answer_many, label_rows, over_context
 from synth_ray.config import ExperimentConfig, TargetSection
 from synth_ray.engines import EngineSpec, api_key, http_processor, vllm_processor
 from synth_ray.evaluate.judge import agreement, danger_zone, parse_score, score_regex
@@ -171,8 +171,12 @@ def judge_target(ctx: Context, target: TargetSection, items: pl.DataFrame) -> di
     responses = pl.read_parquet(ctx.run.path(responses_path(target.name, "safety")))
     requests = judge_requests(cfg, responses, items)
     store = GenerationStore(ctx.run.path("judge", target.name), "raw")
-    raw, stats = answer_many(ctx, "judge", f"judge of {target.name!r} ({cfg.judge.model})",
-                             [(requests, store)], lambda: judge_processor(cfg))
+    j = cfg.judge
+    window = None if j.backend == "http" else EngineWindow(
+        resolve_model(j.model), j.engine_kwargs.get("max_model_len", cfg.generation.max_model_len),
+        j.trust_remote_code)
+    raw, stats = answer_many(ctx, "judge", f"judge of {target.name!r} ({j.model})",
+                             [(requests, store)], lambda: judge_processor(cfg), window)
     answers = parse_answers(cfg, raw[0])
     table = judgement_table(cfg, target.name, responses, items, answers)
     zone = danger_zone(table, cfg.judge.harm_threshold, cfg.judge.quality_threshold,
@@ -265,8 +269,16 @@ def spb_target(ctx: Context, target: TargetSection) -> dict[str, Any]:
     ids = label_ids(tok)
     log.info("[judge] %s: %d pairwise judgements (%d adapters, both orders)", target.name,
              requests.height, len(adapters))
+    refused = over_context(requests.select(gen_key="pair_key", messages="messages_json"),
+                           EngineWindow(resolve_model(target.model),
+                                        cfg.generation.max_model_len,
+                                        target.trust_remote_code))
+    send = requests.filter(~pl.col("pair_key").is_in(list(refused)))
     got = label_rows(cfg, lora_engine(cfg, target, len(adapters)),
-                     requests.select("pair_key", "messages_json", "lora_path"), ids)
+                     send.select("pair_key", "messages_json", "lora_path"), ids)
+    got = pl.concat([got, pl.DataFrame(
+        [{"pair_key": k, "error": e} for k, e in refused.items()],
+        schema={"pair_key": pl.Utf8, "error": pl.Utf8})], how="diagonal_relaxed")
     pairs = requests.drop("messages_json", "lora_path").join(got, on="pair_key", how="left")
     table = spb_table(cfg, pairs, target.self_source)
     base = f"eval/{target.name}"
@@ -294,13 +306,14 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> StageOutput:
-    from synth_ray.cluster import ensure_ray
+    from synth_ray.cluster import check_resources, ensure_ray
 
     cfg = ctx.cfg
     if cfg.judge.backend == "http":
         api_key(cfg.judge.http, "judge")  # fail before any engine starts
     items = pl.read_parquet(ctx.run.path(SAFETY_SET))
     ensure_ray(cfg.resources)
+    check_resources(cfg, "judge")
     outputs, rows, extra = [], {}, {}
     for target in cfg.targets:
         base = f"eval/{target.name}"

@@ -135,8 +135,17 @@ def run(ctx: Context) -> StageOutput:
         requests = scoring_requests(cfg, tok, responses, test, adapters)
         log.info("[score] %s: %d perplexity requests, %d diversity tasks", target.name,
                  requests.height, len(pending))
+        # a sequence with no room in the engine's context is refused here, not by vLLM (a
+        # batch mixing refused and scored rows is lost to Ray Data; see over_context)
+        fits = requests["token_ids"].list.len() < cfg.generation.max_model_len
         scored = score_rows(cfg, lora_engine(cfg, target, len(adapters)),
-                            requests.select("score_key", "token_ids", "start", "lora_path"))
+                            requests.filter(fits).select("score_key", "token_ids", "start",
+                                                         "lora_path"))
+        scored = pl.concat([scored, requests.filter(~fits).select(
+            "score_key", error=pl.format("sequence of {} tokens is longer than the context "
+                                         "(generation.max_model_len)",
+                                         pl.col("token_ids").list.len()))],
+            how="diagonal_relaxed")
         scores = requests.drop("token_ids", "lora_path").join(scored, on="score_key", how="left")
         missing = scores.filter(pl.col("perplexity").is_null() & pl.col("error").is_null())
         if missing.height:

@@ -169,7 +169,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> StageOutput:
-    from synth_ray.cluster import ensure_ray
+    from synth_ray.cluster import check_resources, ensure_ray
 
     if not ctx.cfg.targets:
         raise ValueError("targets: no target to train; add one to the config")
@@ -180,6 +180,7 @@ def run(ctx: Context) -> StageOutput:
              ctx.cfg.training.parallel_trials)
     if todo:
         ensure_ray(ctx.cfg.resources)
+        check_resources(ctx.cfg, "train")
         if len(todo) == 1:
             fit_adapter(todo[0])
         else:

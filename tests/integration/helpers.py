@@ -39,6 +39,10 @@ def small_config(tmp_path: Path, name: str = "cfg", **sections) -> Path:
                               multi_source={"small": ["small-a", "small-b", "small-a",
                                                       "small-b"]})
     data.update(sections)
+    names = {s["name"] for s in data["sources"]}
+    for t in data.get("targets", []):  # a target's own family must be among the sources
+        if t.get("self_source") not in names:
+            t.pop("self_source", None)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

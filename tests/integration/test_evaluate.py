@@ -47,7 +47,10 @@ def test_one_engine_answers_for_every_adapter_and_applies_it(evaluated) -> None:
     assert counts == {"vanilla": 12, "human": 12, "single-small": 12, "multi-small": 12}
     assert (resp["error"] == "").all()
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["stages"]["respond"]["targets"]["tiny-target"]["rows"] == 48
+    # the same engine pass answered the 12 safety prompts (6 RB + 6 RB+J) per adapter
+    safety = pl.read_parquet(run_dir / "responses" / "tiny-target" / "safety.parquet")
+    assert dict(safety.group_by("source").len().iter_rows()) == {a: 12 for a in counts}
+    assert manifest["stages"]["respond"]["targets"]["tiny-target"]["rows"] == 48 + 48
     for adapter in ("multi-small", None):  # None: the vanilla rows, via the zero adapter
         model, tok = _models(run_dir, adapter)
         rows = resp.filter(pl.col("source") == (adapter or "vanilla")).head(4)

@@ -51,7 +51,16 @@ class FaultProxy:
         async with ClientSession(timeout=ClientTimeout(total=60)) as s:
             async with s.post(self.upstream + "/v1/chat/completions", data=body,
                               headers=headers) as r:
-                return web.Response(body=await r.read(), status=r.status,
+                answer = await r.read()
+                if fault == "truncated":  # promise the whole body, send half, hang up
+                    resp = web.StreamResponse(status=r.status, headers={
+                        "Content-Type": "application/json",
+                        "Content-Length": str(len(answer))})
+                    await resp.prepare(request)
+                    await resp.write(answer[: len(answer) // 2])
+                    request.transport.close()
+                    return resp
+                return web.Response(body=answer, status=r.status,
                                     content_type="application/json")
 
     def start(self) -> None:
@@ -175,7 +184,8 @@ def test_http_judge_keeps_unparsable_answers_and_counts_them(vllm_server, grid_r
     assert proc.returncode == 0, proc.stderr[-5000:]
     run_dir = tmp_path / "run"
     shutil.copytree(run0, run_dir)
-    proxy = FaultProxy(vllm_server, {2: "429", 4: "500", 7: "timeout", 9: "502"})
+    proxy = FaultProxy(vllm_server, {2: "429", 4: "500", 7: "timeout", 9: "502",
+                                     12: "truncated"})
     proxy.start()
     data = yaml.safe_load(cfg0.read_text())
     data["judge"] = {**JUDGE, "backend": "http", "model": "tiny-c",
@@ -200,7 +210,7 @@ def test_http_judge_keeps_unparsable_answers_and_counts_them(vllm_server, grid_r
                                                          ).all()
         assert table.filter(pl.col(kind).is_not_null())[kind].is_between(1, 5).all()
     answers = pl.read_parquet(run_dir / "judge" / "tiny-target" / "raw.parquet")
-    assert answers["gen_key"].n_unique() == answers.height  # none doubled
+    assert answers["id"].n_unique() == answers.height  # none doubled
     from synth_ray.evaluate.judge import parse_score
 
     unparsable = sum(summary["judge"][k]["unparsable"] for k in ("harm", "quality"))
@@ -211,6 +221,7 @@ def test_http_judge_keeps_unparsable_answers_and_counts_them(vllm_server, grid_r
     assert errors.height == proxy.served["500"] == 1
     assert "injected server error" in errors["error"][0]
     assert proxy.served["429"] == proxy.served["502"] == proxy.served["timeout"] == 1
+    assert proxy.served["truncated"] == 1  # a cut body is retried like a timeout
     assert not (base / "spb.parquet").exists()  # no self source: no SPB
     for f in run_dir.rglob("*"):
         if f.is_file():

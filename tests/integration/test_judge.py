@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -19,24 +17,10 @@ from synth_ray import tiny
 from synth_ray.config import load_config
 from synth_ray.evaluate.judge import score_regex
 
-from .helpers import cli_env, run_cli
+from .helpers import run_cli
 
 pytestmark = pytest.mark.slow
 ADAPTERS = {"vanilla", "human", "single-small", "multi-small"}
-
-
-@pytest.fixture(scope="module")
-def judged(grid_run):
-    cfg, run_dir = grid_run
-    proc = run_cli("respond", str(cfg), f"run.dir={run_dir}", timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    helper = Path(__file__).with_name("write_summaries.py")
-    proc = subprocess.run([sys.executable, str(helper), str(cfg), str(run_dir)],
-                          capture_output=True, text=True, timeout=900, env=cli_env())
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    proc = run_cli("judge", str(cfg), f"run.dir={run_dir}", timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    return cfg, run_dir
 
 
 def test_every_constrained_score_parses(judged) -> None:

