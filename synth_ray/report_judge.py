@@ -163,16 +163,16 @@ def safety_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
         if (base / "spb.parquet").exists():
             spb = pl.read_parquet(base / "spb.parquet")
             srows = [[r["condition"], r["adapter"], r["spb"], r["pro_synthetic_bias"],
-                      r["position_bias"], r["pairs"], r["failed"]]
+                      r["position_bias"], r["a_win_rate"], r["pairs"], r["failed"]]
                      for r in sorted(spb.iter_rows(named=True),
                                      key=lambda r: _order(r["condition"]))]
             text += [
                 f"Self-preference bias (self source `{target.self_source}`; SPB = S_self - "
                 "mean S of the other synthetic sources; pro-synthetic = mean synthetic S - "
-                "S_human; position bias = mean p(A) - 0.5, cancelled in S by showing both "
-                "orders):",
+                "S_human; position bias = mean p(A) - 0.5 and the share of judgements A wins, "
+                "cancelled in S by showing both orders):",
                 _md(["condition", "adapter", "SPB", "pro-synthetic", "position bias",
-                     "judgements", "failed"], srows),
+                     "A wins", "judgements", "failed"], srows),
             ]
             name = f"spb_{target.name}.png"
             spb_plot(spb, plots / name, f"{target.name}: self-preference bias")

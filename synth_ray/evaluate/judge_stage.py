@@ -35,6 +35,7 @@ from synth_ray.evaluate.respond import (
     responses_path,
 )
 from synth_ray.evaluate.spb import (
+    a_win_rate,
     both_orders,
     position_bias,
     self_preference_bias,
@@ -245,13 +246,15 @@ def spb_table(cfg: ExperimentConfig, pairs: pl.DataFrame, self_source: str) -> p
                      "seed": cond.get(adapter, (None, None))[1], "self_source": self_source,
                      "spb": spb, "pro_synthetic_bias": pro,
                      "position_bias": position_bias(part) if part.height else None,
+                     "a_win_rate": a_win_rate(part) if part.height else None,
                      "pairs": part.height,
                      "failed": pairs.filter(pl.col("adapter") == adapter).height - part.height,
                      "scores": json.dumps(scores)})
     return pl.DataFrame(rows, schema={"adapter": pl.Utf8, "condition": pl.Utf8,
                                       "seed": pl.Int64, "self_source": pl.Utf8,
                                       "spb": pl.Float64, "pro_synthetic_bias": pl.Float64,
-                                      "position_bias": pl.Float64, "pairs": pl.Int64,
+                                      "position_bias": pl.Float64,
+                                      "a_win_rate": pl.Float64, "pairs": pl.Int64,
                                       "failed": pl.Int64, "scores": pl.Utf8})
 
 

@@ -7,7 +7,8 @@ p(A) = P(A) / (P(A) + P(B)). Every pair is shown in both orders.
   label that marks m's summary (p_a when m is A, 1 - p_a when m is B).
 - SPB = S_self - mean of S over the other synthetic sources (human excluded).
 - Pro-synthetic bias = mean of S over the synthetic sources - S_human.
-- Position bias = mean p_a over all judgements - 0.5: how much "A" wins whatever it holds.
+- Position bias = mean p_a over all judgements - 0.5, and the A-win rate (share of
+  judgements with p_a > 0.5): how much "A" wins whatever it holds.
   With both orders shown, a pure position bias adds +d to one source and -d to the other of
   each pair in one order and the reverse in the other, so it cancels out of S.
 """
@@ -63,6 +64,12 @@ def self_preference_bias(scores: dict[str, float], self_source: str,
 def position_bias(pairs: pl.DataFrame) -> float:
     """Mean p(A) - 0.5 over all judgements: > 0 when the first position wins by itself."""
     return float(pairs["p_a"].mean()) - 0.5 if pairs.height else math.nan
+
+
+def a_win_rate(pairs: pl.DataFrame) -> float:
+    """Share of judgements where label A is preferred (p_a > 0.5): 0.5 for a judge with no
+    position preference, whatever the content, since each pair is shown in both orders."""
+    return float((pairs["p_a"] > 0.5).mean()) if pairs.height else math.nan
 
 
 def both_orders(items: list[str]) -> list[tuple[str, str]]:

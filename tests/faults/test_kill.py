@@ -68,17 +68,18 @@ def test_engine_actor_killed_mid_generation(tmp_path) -> None:
     run_dir = tmp_path / "run"
     assert run_cli("split", str(cfg), f"run.dir={run_dir}").returncode == 0
     log = open(tmp_path / "generate.log", "w")
+    # longer answers keep an engine busy for a while after its first shard
     proc = subprocess.Popen([sys.executable, "-m", "synth_ray.cli", "generate", str(cfg),
-                             f"run.dir={run_dir}"], stdout=log, stderr=subprocess.STDOUT,
-                            env=cli_env(), cwd=REPO)
-    shards = run_dir / "generations" / "small-a"
+                             f"run.dir={run_dir}", "generation.sampling.max_tokens=64"],
+                            stdout=log, stderr=subprocess.STDOUT, env=cli_env(), cwd=REPO)
     deadline = time.time() + 400
     killed: list[int] = []
     while time.time() < deadline and proc.poll() is None:
-        if shards.exists() and list(shards.glob("shard-*.parquet")):
-            killed = _engine_pids()
-            for pid in killed:
+        pids = _engine_pids()
+        if pids and list((run_dir / "generations").glob("*/shard-*.parquet")):
+            for pid in pids:
                 os.kill(pid, signal.SIGKILL)
+            killed = pids
             break
         time.sleep(0.2)
     assert killed, "never saw an engine actor with a shard written"
@@ -87,7 +88,8 @@ def test_engine_actor_killed_mid_generation(tmp_path) -> None:
     text = (tmp_path / "generate.log").read_text()
     if rc != 0:  # no recovery in place: then the failure must say what happened
         assert "[generate] failed" in text, text[-3000:]
-        proc2 = run_cli("generate", str(cfg), f"run.dir={run_dir}", timeout=900)
+        proc2 = run_cli("generate", str(cfg), f"run.dir={run_dir}",
+                        "generation.sampling.max_tokens=64", timeout=900)
         assert proc2.returncode == 0, proc2.stderr[-3000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["generate"]["status"] == "done"

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from synth_ray.evaluate.spb import (
+    a_win_rate,
     both_orders,
     position_bias,
     renormalise,
@@ -54,6 +55,7 @@ def test_both_orders_cancel_a_pure_position_bias() -> None:
     spb, pro = self_preference_bias(s, "self")
     assert spb == pytest.approx(0.0, abs=1e-12) and pro == pytest.approx(0.0, abs=1e-12)
     assert position_bias(df) == pytest.approx(q - 0.5)
+    assert a_win_rate(df) == 1.0  # A always wins: all position, no content
 
 
 def test_one_order_only_would_not_cancel_it() -> None:
