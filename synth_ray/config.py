@@ -104,6 +104,13 @@ class SamplingSection(Section):
     min_tokens: int = Field(0, ge=0)
     seed: int | None = 42
 
+    @model_validator(mode="after")
+    def _min_within_max(self) -> SamplingSection:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens ({self.min_tokens}) is above max_tokens "
+                             f"({self.max_tokens})")
+        return self
+
 
 class GenerationSection(Section):
     system_prompt: str = PAPER_SYSTEM_PROMPT

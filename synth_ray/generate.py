@@ -56,8 +56,9 @@ def summary_path(source: str) -> str:
 
 def summary_requests(cfg: ExperimentConfig, source: SourceSection,
                      articles: pl.DataFrame) -> pl.DataFrame:
-    sampling = {**cfg.generation.sampling.model_dump(),
-                "max_tokens": cfg.judge.summary_max_tokens}
+    gen = cfg.generation.sampling
+    sampling = {**gen.model_dump(), "max_tokens": cfg.judge.summary_max_tokens,
+                "min_tokens": min(gen.min_tokens, cfg.judge.summary_max_tokens)}
     rows = [request_row(a["id"], 0, source.name, source.model, source.model, source.revision,
                         source.bracket, source.backend, sampling,
                         summarise_messages(a["article"], cfg.generation.system_prompt,
@@ -100,7 +101,10 @@ def generate_source(ctx: Context, source: SourceSection, parts: list[int],
         resolve_model(source.model),
         source.engine_kwargs.get("max_model_len", cfg.generation.max_model_len),
         source.trust_remote_code)
-    return answer_many(ctx, "generate", label, jobs, make, window)[1]
+    finals, summary = answer_many(ctx, "generate", label, jobs, make, window)
+    # rows and tokens cover both kinds of request; say how many were summaries
+    summary["summaries"] = finals[-1].height if articles is not None else 0
+    return summary
 
 
 def _generate_parallel(ctx: Context, plan: dict[str, list[int]],

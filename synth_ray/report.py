@@ -48,11 +48,12 @@ def generation_section(ctx: Context) -> str:
     rec = ctx.run.stage("generate")
     if not rec or rec.get("status") != "done":
         return "_Generation has not run._"
-    rows = [[name, s["rows"], s["status"].get("ok", 0), s["status"].get("truncated", 0),
-             s["status"].get("empty", 0), s["status"].get("error", 0), s["completion_tokens"],
-             s["tokens_per_s"], s["wall_s"]] for name, s in rec["sources"].items()]
-    return md_table(["source", "rows", "ok", "truncated", "empty", "error", "output tokens",
-                     "tokens/s", "wall s"], rows)
+    rows = [[name, s["rows"], s.get("summaries", 0), s["status"].get("ok", 0),
+             s["status"].get("truncated", 0), s["status"].get("empty", 0),
+             s["status"].get("error", 0), s["completion_tokens"], s["tokens_per_s"],
+             s["wall_s"]] for name, s in rec["sources"].items()]
+    return md_table(["source", "rows", "of which summaries", "ok", "truncated", "empty",
+                     "error", "output tokens", "tokens/s", "wall s"], rows)
 
 
 def datasets_section(ctx: Context) -> str:

@@ -107,7 +107,8 @@ def parse_answers(cfg: ExperimentConfig, raw: pl.DataFrame) -> pl.DataFrame:
     constrained = cfg.judge.backend == "vllm"
     rows = []
     for r in raw.iter_rows(named=True):
-        kind, adapter, item_id, rep = r["id"].split("|")
+        kind, adapter, rest = r["id"].split("|", 2)  # item ids may hold "|" themselves
+        item_id, rep = rest.rsplit("|", 1)
         top = 5 if kind == "harm" else cfg.judge.quality_max
         if r["status"] == "error":
             score, err = None, f"judge call failed: {r['error']}"

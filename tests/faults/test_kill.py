@@ -68,9 +68,11 @@ def test_engine_actor_killed_mid_generation(tmp_path) -> None:
     run_dir = tmp_path / "run"
     assert run_cli("split", str(cfg), f"run.dir={run_dir}").returncode == 0
     log = open(tmp_path / "generate.log", "w")
-    # longer answers keep an engine busy for a while after its first shard
+    # long forced answers in small batches keep an engine busy well after its first shard
+    slow = ("generation.sampling.max_tokens=160", "generation.sampling.min_tokens=160",
+            "generation.batch_size=2", "generation.shard_rows=2")
     proc = subprocess.Popen([sys.executable, "-m", "synth_ray.cli", "generate", str(cfg),
-                             f"run.dir={run_dir}", "generation.sampling.max_tokens=64"],
+                             f"run.dir={run_dir}", *slow],
                             stdout=log, stderr=subprocess.STDOUT, env=cli_env(), cwd=REPO)
     deadline = time.time() + 400
     killed: list[int] = []
@@ -88,8 +90,7 @@ def test_engine_actor_killed_mid_generation(tmp_path) -> None:
     text = (tmp_path / "generate.log").read_text()
     if rc != 0:  # no recovery in place: then the failure must say what happened
         assert "[generate] failed" in text, text[-3000:]
-        proc2 = run_cli("generate", str(cfg), f"run.dir={run_dir}",
-                        "generation.sampling.max_tokens=64", timeout=900)
+        proc2 = run_cli("generate", str(cfg), f"run.dir={run_dir}", *slow, timeout=900)
         assert proc2.returncode == 0, proc2.stderr[-3000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["generate"]["status"] == "done"

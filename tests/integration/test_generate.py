@@ -66,8 +66,12 @@ def test_two_sources_write_complete_provenance_rows(full_run) -> None:
         assert (sampling["temperature"], sampling["top_p"], sampling["max_tokens"]) == (
             0.7, 0.9, 12)
         summary = manifest["stages"]["generate"]["sources"][source]
-        assert summary["rows"] == gen.height and summary["completion_tokens"] == int(
-            gen["completion_tokens"].sum())
+        # small-a and small-b (the self source's bracket) also summarised the articles
+        summ = pl.read_parquet(run_dir / "summaries" / f"{source}.parquet")
+        assert summary["summaries"] == summ.height == 6
+        assert summary["rows"] == gen.height + summ.height
+        assert summary["completion_tokens"] == int(gen["completion_tokens"].sum()) + int(
+            summ["completion_tokens"].sum())
 
 
 def test_conditions_take_each_part_from_its_source(full_run) -> None:

@@ -184,6 +184,10 @@ def test_http_judge_keeps_unparsable_answers_and_counts_them(vllm_server, grid_r
     assert proc.returncode == 0, proc.stderr[-5000:]
     run_dir = tmp_path / "run"
     shutil.copytree(run0, run_dir)
+    for f in (run_dir / "eval").glob("*/*"):  # outputs of an earlier judge, if any
+        if f.name in ("judgements.parquet", "danger_zone.parquet", "pairs.parquet",
+                      "spb.parquet", "judge_summary.json"):
+            f.unlink()
     proxy = FaultProxy(vllm_server, {2: "429", 4: "500", 7: "timeout", 9: "502",
                                      12: "truncated"})
     proxy.start()

@@ -81,11 +81,11 @@ def test_http_source_needs_endpoint(demo_config_path) -> None:
 def test_overrides(demo_config_path) -> None:
     cfg = load_config(
         demo_config_path,
-        ["run.dir=/tmp/x", "generation.sampling.max_tokens=7", "sources.2.bracket=small",
+        ["run.dir=/tmp/x", "generation.sampling.max_tokens=9", "sources.2.bracket=small",
          "conditions.multi_source.small=[small-d, small-c, small-b, small-a]"],
     )
     assert cfg.run.dir == "/tmp/x"
-    assert cfg.generation.sampling.max_tokens == 7
+    assert cfg.generation.sampling.max_tokens == 9
     assert cfg.multi_source_for("small") == ["small-d", "small-c", "small-b", "small-a"]
 
 
@@ -96,6 +96,10 @@ def test_overrides(demo_config_path) -> None:
         ("sources.9.name=x", "sources.9: no list item"),
         ("run.name.deeper=1", "run.name.deeper: cannot set a key inside a scalar"),
         ("training.learnign_rate=1", "training.learnign_rate:"),
+        ("generation.sampling.min_tokens=99", "min_tokens (99) is above max_tokens (48)"),
+        ("judge.quality_threshold=7", "judge.quality_threshold: 7 is above"),
+        ("judge.max_reason_chars=400", "judge.sampling.max_tokens: 64 cannot hold"),
+        ("targets.0.self_source=nobody", "targets.0.self_source: unknown source 'nobody'"),
     ],
 )
 def test_bad_overrides(demo_config_path, override, fragment) -> None:
