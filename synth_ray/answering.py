@@ -19,6 +19,7 @@ from synth_ray.config import ExperimentConfig
 from synth_ray.engines import EngineSpec, _finish, _py, label_processor, scoring_processor
 from synth_ray.generation_store import GEN_SCHEMA, GenerationStore
 from synth_ray.pipeline import Context
+from synth_ray.tiny import resolve_model
 
 log = logging.getLogger("synth_ray")
 
@@ -94,6 +95,12 @@ class EngineWindow:
     model: str  # a resolved model folder or hub id (its tokenizer and chat template)
     max_model_len: int
     trust_remote_code: bool = False
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig, spec: EngineSpec) -> EngineWindow:
+        return cls(resolve_model(spec.model),
+                   spec.engine_kwargs.get("max_model_len", cfg.generation.max_model_len),
+                   spec.trust_remote_code)
 
 
 def over_context(todo: pl.DataFrame, window: EngineWindow) -> dict[str, str]:

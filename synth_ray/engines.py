@@ -54,15 +54,13 @@ def _row_sampling(row: dict[str, Any], default: dict[str, Any]) -> dict[str, Any
     return {**default, **json.loads(own)} if own else default
 
 
-def _vllm_pre(row: dict[str, Any], sampling: dict[str, Any], per_row_seed: bool,
-              regex: str | None = None) -> dict[str, Any]:
+def _vllm_pre(row: dict[str, Any], sampling: dict[str, Any], per_row_seed: bool) -> dict[str, Any]:
     sampling = _row_sampling(row, sampling)
     params = {k: sampling[k] for k in ("temperature", "top_p", "max_tokens", "min_tokens")}
     if per_row_seed and row.get("seed") is not None:
         params["seed"] = int(row["seed"])
-    regex = row.get("guide_regex") or regex
-    if regex:  # constrained decoding: every answer matches (judges, STACK.md)
-        params["structured_outputs"] = {"regex": regex}
+    if row.get("guide_regex"):  # constrained decoding: every answer matches (judge, STACK.md)
+        params["structured_outputs"] = {"regex": row["guide_regex"]}
     out = {**row, "messages": json.loads(row["messages_json"]), "sampling_params": params}
     if row.get("lora_path"):  # Ray Data sends a row whose `model` is not the base as LoRA
         out["model"] = row["lora_path"]
@@ -118,7 +116,7 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
 
 
 def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
-                   sampling: SamplingSection | None = None, regex: str | None = None):
+                   sampling: SamplingSection | None = None):
     from ray.data.llm import build_processor
 
     gen = cfg.generation
@@ -142,7 +140,7 @@ def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
     return build_processor(
         config,
         preprocess=functools.partial(_vllm_pre, sampling=sampling.model_dump(),
-                                     per_row_seed=gpu, regex=regex),
+                                     per_row_seed=gpu),
         postprocess=functools.partial(_vllm_post, max_tokens=sampling.max_tokens),
         preprocess_map_kwargs=LIGHT,
         postprocess_map_kwargs=LIGHT,

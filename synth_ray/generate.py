@@ -33,7 +33,6 @@ from synth_ray.pipeline import Context, StageOutput
 from synth_ray.prompts import summarise_messages
 from synth_ray.rundir import hash_file, write_parquet
 from synth_ray.split_stage import part_path
-from synth_ray.tiny import resolve_model
 
 log = logging.getLogger("synth_ray")
 
@@ -97,10 +96,8 @@ def generate_source(ctx: Context, source: SourceSection, parts: list[int],
         return vllm_processor(cfg, EngineSpec.of_source(source))
 
     label = f"source {source.name!r} ({source.backend}, {source.model})"
-    window = None if source.backend == "http" else EngineWindow(
-        resolve_model(source.model),
-        source.engine_kwargs.get("max_model_len", cfg.generation.max_model_len),
-        source.trust_remote_code)
+    window = None if source.backend == "http" else EngineWindow.of(
+        cfg, EngineSpec.of_source(source))
     finals, summary = answer_many(ctx, "generate", label, jobs, make, window)
     # rows and tokens cover both kinds of request; say how many were summaries
     summary["summaries"] = finals[-1].height if articles is not None else 0

@@ -93,13 +93,17 @@ def judge_requests(cfg: ExperimentConfig, responses: pl.DataFrame,
     return pl.DataFrame(rows, schema={**REQUEST_SCHEMA, "guide_regex": pl.Utf8})
 
 
+def judge_spec(cfg: ExperimentConfig) -> EngineSpec:
+    j = cfg.judge
+    return EngineSpec(j.model, j.revision, j.tensor_parallel_size, 1, j.replicas,
+                      j.trust_remote_code, dict(j.engine_kwargs))
+
+
 def judge_processor(cfg: ExperimentConfig):
     j = cfg.judge
     if j.backend == "http":
         return http_processor(cfg, j.http, j.model, j.sampling, "judge")
-    spec = EngineSpec(j.model, j.revision, j.tensor_parallel_size, 1, j.replicas,
-                      j.trust_remote_code, dict(j.engine_kwargs))
-    return vllm_processor(cfg, spec, j.sampling)
+    return vllm_processor(cfg, judge_spec(cfg), j.sampling)
 
 
 def parse_answers(cfg: ExperimentConfig, raw: pl.DataFrame) -> pl.DataFrame:
@@ -174,9 +178,7 @@ def judge_target(ctx: Context, target: TargetSection, items: pl.DataFrame) -> di
     requests = judge_requests(cfg, responses, items)
     store = GenerationStore(ctx.run.path("judge", target.name), "raw")
     j = cfg.judge
-    window = None if j.backend == "http" else EngineWindow(
-        resolve_model(j.model), j.engine_kwargs.get("max_model_len", cfg.generation.max_model_len),
-        j.trust_remote_code)
+    window = None if j.backend == "http" else EngineWindow.of(cfg, judge_spec(cfg))
     raw, stats = answer_many(ctx, "judge", f"judge of {target.name!r} ({j.model})",
                              [(requests, store)], lambda: judge_processor(cfg), window)
     answers = parse_answers(cfg, raw[0])
@@ -273,13 +275,11 @@ def spb_target(ctx: Context, target: TargetSection) -> dict[str, Any]:
     ids = label_ids(tok)
     log.info("[judge] %s: %d pairwise judgements (%d adapters, both orders)", target.name,
              requests.height, len(adapters))
+    spec = lora_engine(cfg, target, len(adapters))
     refused = over_context(requests.select(gen_key="pair_key", messages="messages_json"),
-                           EngineWindow(resolve_model(target.model),
-                                        cfg.generation.max_model_len,
-                                        target.trust_remote_code))
+                           EngineWindow.of(cfg, spec))
     send = requests.filter(~pl.col("pair_key").is_in(list(refused)))
-    got = label_rows(cfg, lora_engine(cfg, target, len(adapters)),
-                     send.select("pair_key", "messages_json", "lora_path"), ids)
+    got = label_rows(cfg, spec, send.select("pair_key", "messages_json", "lora_path"), ids)
     got = pl.concat([got, pl.DataFrame(
         [{"pair_key": k, "error": e} for k, e in refused.items()],
         schema={"pair_key": pl.Utf8, "error": pl.Utf8})], how="diagonal_relaxed")

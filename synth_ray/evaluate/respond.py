@@ -154,11 +154,10 @@ def run(ctx: Context) -> StageOutput:
         jobs = [(build_requests(cfg, target, adapters, test), GenerationStore(folder, "test")),
                 (build_requests(cfg, target, adapters, safety), GenerationStore(folder, "safety"))]
         spec = lora_engine(cfg, target, len(adapters))
-        window = EngineWindow(resolve_model(target.model), cfg.generation.max_model_len,
-                              target.trust_remote_code)
         _, summary = answer_many(
             ctx, "respond", f"target {target.name!r} ({len(adapters)} adapters)", jobs,
-            lambda spec=spec: vllm_processor(cfg, spec, cfg.evaluation.sampling), window)
+            lambda spec=spec: vllm_processor(cfg, spec, cfg.evaluation.sampling),
+            EngineWindow.of(cfg, spec))
         outputs += [responses_path(target.name), responses_path(target.name, "safety")]
         rows[target.name] = summary["rows"]
         summaries[target.name] = summary
