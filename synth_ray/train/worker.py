@@ -130,10 +130,12 @@ def train_func(job: dict[str, Any]) -> None:
 
     state, best = TrainState(), None
     ckpt = ray.train.get_checkpoint()
+    resumed_from = 0
     if ckpt:
         with ckpt.as_directory() as d:
             d = Path(d)
             state = TrainState.from_dict(json.loads((d / "state.json").read_text()))
+            resumed_from = state.step
             if (d / "best.safetensors").exists():
                 best = load_file(str(d / "best.safetensors"))
             if zero3:
@@ -183,5 +185,5 @@ def train_func(job: dict[str, Any]) -> None:
                    "best_step": state.best_step, "best_val_loss": state.best_val,
                    "stopped_early": state.stopped_early, "train_examples": len(train),
                    "world_size": world, "grad_accum": accum, "strategy": target.strategy,
-                   "history": state.history}
+                   "resumed_from_step": resumed_from, "history": state.history}
         save_adapter(peft_model, job["output"], state_dict=final, extra=summary)

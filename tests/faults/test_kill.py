@@ -128,3 +128,40 @@ def test_respond_driver_killed_resumes_to_the_same_responses(judged, tmp_path) -
             ref.sort(key).select(*key, "response"))  # greedy: the same answers
         checked += got.height
     print(f"respond kill: {len(shards)} shards kept, {checked} rows after resume, 0 lost")
+
+
+def test_train_driver_killed_resumes_from_its_checkpoint(tmp_path) -> None:
+    """`kill -9` of the `train` driver once a checkpoint exists (its local Ray instance
+    dies with it); the rerun resumes the Ray Train run from that checkpoint and ends at
+    the same step as an uninterrupted run, every step in the history once."""
+    from tests.integration.helpers import TARGET, TRAINING, write_datasets
+
+    cfg = small_config(tmp_path, targets=[TARGET], sources=[], training=TRAINING,
+                       conditions={"human": True})
+    run_dir = tmp_path / "run"
+    write_datasets(run_dir, ["human"])
+    log = open(tmp_path / "train.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "synth_ray.cli", "train", str(cfg),
+                             f"run.dir={run_dir}"], stdout=log, stderr=subprocess.STDOUT,
+                            env=cli_env(), cwd=REPO)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if list((run_dir / "ray_train").glob("*/checkpoint_*/state.json")):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "training ended before a checkpoint could be seen"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    log.close()
+    assert not (run_dir / "adapters" / "tiny-target" / "human" / "adapter_model.safetensors"
+                ).exists()
+    time.sleep(5)  # the driver's local Ray instance shuts down with it
+    proc = run_cli("train", str(cfg), f"run.dir={run_dir}", timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    s = json.loads((run_dir / "adapters" / "tiny-target" / "human" /
+                    "training_summary.json").read_text())
+    assert s["steps"] == s["total_steps"] == 21
+    assert s["resumed_from_step"] in (5, 10, 15, 20)  # a checkpoint, not a fresh start
+    assert [h["step"] for h in s["history"]] == list(range(1, 22))  # none lost or doubled
+    print(f"train driver kill: resumed from step {s['resumed_from_step']}, "
+          f"{s['steps']} steps, 0 lost")

@@ -91,7 +91,7 @@ def test_killed_worker_is_replaced_and_training_ends_at_same_step(tmp_path) -> N
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert marker.read_text().startswith("killed rank 1 at step 7")  # the fault happened
     s = summary(run_dir, "human")
-    assert s["steps"] == s["total_steps"] == 21
+    assert s["steps"] == s["total_steps"] == 21 and s["resumed_from_step"] == 5
     # resumed from the step-5 checkpoint (its history): steps 6-7 were run again, none lost
     assert [h["step"] for h in s["history"]] == list(range(1, 22))
     check_adapter(run_dir / "adapters" / "tiny-target" / "human")
