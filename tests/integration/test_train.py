@@ -86,13 +86,15 @@ def test_killed_worker_is_replaced_and_training_ends_at_same_step(tmp_path) -> N
     run_dir = tmp_path / "run"
     write_datasets(run_dir, ["human"])
     marker = tmp_path / "killed.txt"
-    env = cli_env(SYNTH_RAY_TEST_KILL_WORKER=f"1:7:{marker}")
+    # killed at step 14: checkpoints at 5 and 10 have had time to be registered by the
+    # Train controller (a kill right after a report can beat its registration)
+    env = cli_env(SYNTH_RAY_TEST_KILL_WORKER=f"1:14:{marker}")
     proc = run_cli("train", str(cfg), f"run.dir={run_dir}", env=env, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-6000:]
-    assert marker.read_text().startswith("killed rank 1 at step 7")  # the fault happened
+    assert marker.read_text().startswith("killed rank 1 at step 14")  # the fault happened
     s = summary(run_dir, "human")
-    assert s["steps"] == s["total_steps"] == 21 and s["resumed_from_step"] == 5
-    # resumed from the step-5 checkpoint (its history): steps 6-7 were run again, none lost
+    assert s["steps"] == s["total_steps"] == 21 and s["resumed_from_step"] in (5, 10)
+    # resumed from a checkpoint (its history): the steps after it ran again, none lost
     assert [h["step"] for h in s["history"]] == list(range(1, 22))
     check_adapter(run_dir / "adapters" / "tiny-target" / "human")
 
