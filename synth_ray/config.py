@@ -50,6 +50,12 @@ class DatasetSection(Section):
     revision: str | None = None
     drop_duplicate_instructions: bool = True
     max_rows: int | None = Field(None, ge=1, description="Keep only the first N valid rows.")
+    max_chars: int | None = Field(
+        100_000, ge=1,
+        description="Quarantine rows whose instruction, context or response is longer "
+        "(Dolly-15k's longest field is ~26k characters; a megabyte answer is a scraping "
+        "accident). null: no limit.",
+    )
 
 
 class SplitSection(Section):

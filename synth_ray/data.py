@@ -46,7 +46,12 @@ def row_id(instruction: str, context: str) -> str:
     return hashlib.sha1(f"{instruction}\x00{context}".encode()).hexdigest()[:16]
 
 
-def check_row(obj: Any) -> tuple[dict[str, str] | None, str | None]:
+# The fields synth-ray reads; any other column of a dataset is ignored (and said so).
+FIELDS = ("id", "instruction", "context", "response", "category")
+
+
+def check_row(obj: Any, max_chars: int | None = None) -> tuple[dict[str, str] | None,
+                                                                 str | None]:
     """Return (clean row, None) or (None, reason). Pure; used by every loader."""
     if not isinstance(obj, dict):
         return None, f"row is a {type(obj).__name__}, not an object"
@@ -67,6 +72,11 @@ def check_row(obj: Any) -> tuple[dict[str, str] | None, str | None]:
         if not isinstance(v, str):
             return None, f"{key!r} is {type(v).__name__}, not a string"
         clean[key] = v.strip() or default
+    if max_chars is not None:
+        for key in ("instruction", "context", "response"):
+            if len(clean[key]) > max_chars:
+                return None, (f"{key!r} is {len(clean[key]):,} characters, over "
+                              f"dataset.max_chars ({max_chars:,})")
     ident = obj.get("id")
     if ident is not None and not isinstance(ident, (str, int)):
         return None, f"'id' is {type(ident).__name__}, not a string or integer"
@@ -116,7 +126,9 @@ def iter_records(path: Path) -> Iterator[tuple[int, Any, str | None, str]]:
 
 
 def check_records(
-    records: Iterable[tuple[int, Any, str | None, str]], drop_duplicate_instructions: bool = True
+    records: Iterable[tuple[int, Any, str | None, str]],
+    drop_duplicate_instructions: bool = True,
+    max_chars: int | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split records into clean rows and rejects (line, reason, raw)."""
     rows: list[dict[str, Any]] = []
@@ -124,7 +136,7 @@ def check_records(
     first_instruction: dict[str, int] = {}
     first_id: dict[str, int] = {}
     for no, obj, err, raw in records:
-        clean, reason = (None, err) if err else check_row(obj)
+        clean, reason = (None, err) if err else check_row(obj, max_chars)
         if clean is not None:
             if drop_duplicate_instructions and clean["instruction"] in first_instruction:
                 first = first_instruction[clean["instruction"]]
@@ -189,8 +201,10 @@ def load_dataset(
     revision: str | None = None,
     drop_duplicate_instructions: bool = True,
     max_rows: int | None = None,
+    max_chars: int | None = None,
 ) -> LoadResult:
     files = resolve_dataset(path, revision)
+    extra: dict[str, int] = {}
 
     def records() -> Iterator[tuple[int, Any, str | None, str]]:
         # Line numbers are global across files so a reject points at one place.
@@ -199,11 +213,17 @@ def load_dataset(
             last = 0
             for no, obj, err, raw in iter_records(f):
                 last = no
+                if isinstance(obj, dict):
+                    for key in obj.keys() - set(FIELDS):
+                        extra[key] = extra.get(key, 0) + 1
                 yield offset + no, obj, err, raw
             offset += last
 
-    rows, rejects = check_records(records(), drop_duplicate_instructions)
+    rows, rejects = check_records(records(), drop_duplicate_instructions, max_chars)
     notes = []
+    if extra:
+        notes.append("ignored column(s) synth-ray does not read: " + ", ".join(
+            f"{k!r} ({n} rows)" for k, n in sorted(extra.items())))
     if max_rows is not None and rows.height > max_rows:
         notes.append(f"kept the first {max_rows} of {rows.height} valid rows (dataset.max_rows)")
         rows = rows.head(max_rows)

@@ -36,7 +36,8 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 def run(ctx: Context) -> StageOutput:
     ds, sp = ctx.cfg.dataset, ctx.cfg.split
-    loaded = load_dataset(ds.path, ds.revision, ds.drop_duplicate_instructions, ds.max_rows)
+    loaded = load_dataset(ds.path, ds.revision, ds.drop_duplicate_instructions, ds.max_rows,
+                          ds.max_chars)
     for note in loaded.notes:
         log.info("[split] %s", note)
     if loaded.rejects.height:
@@ -47,8 +48,13 @@ def run(ctx: Context) -> StageOutput:
             ctx.run.path(REJECTS_PATH),
             "; ".join(f"{r} x{n}" for r, n in reasons.head(5).iter_rows()),
         )
-    test, parts = split_rows(loaded.rows, sp.seed, sp.test_fraction, sp.num_parts, sp.stratify_by)
     write_parquet(loaded.rejects, ctx.run.path(REJECTS_PATH))
+    if loaded.rows.height == 0:  # e.g. a file without a 'response' column: say so, at once
+        top = loaded.rejects.group_by("reason").len().sort("len", descending=True)
+        why = "; ".join(f"{r} x{n}" for r, n in top.head(3).iter_rows()) or "the file is empty"
+        raise ValueError(f"no valid rows in {loaded.origin} ({why}); every row is in "
+                         f"{ctx.run.path(REJECTS_PATH)}")
+    test, parts = split_rows(loaded.rows, sp.seed, sp.test_fraction, sp.num_parts, sp.stratify_by)
     write_parquet(test, ctx.run.path(TEST_PATH))
     outputs = [TEST_PATH, REJECTS_PATH]
     for k, part in enumerate(parts, start=1):

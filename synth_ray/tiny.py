@@ -181,6 +181,9 @@ def resolve_model(uri: str) -> str:
     """tiny://NAME -> a built local folder; anything else (hub id or path) is returned as is."""
     if uri.startswith("tiny://"):
         return str(model_path(uri.removeprefix("tiny://")))
+    if uri.startswith(("/", ".", "~")) and not Path(uri).expanduser().exists():
+        # a path, not a hub id: fail here with its name, not deep inside an engine actor
+        raise FileNotFoundError(f"model path {uri} does not exist")
     return uri
 
 

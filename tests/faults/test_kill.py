@@ -16,7 +16,14 @@ import time
 import polars as pl
 import pytest
 
-from tests.integration.helpers import REPO, cli_env, run_cli, small_config
+from tests.integration.helpers import (
+    REPO,
+    cli_env,
+    fault_point,
+    fault_rng,
+    run_cli,
+    small_config,
+)
 
 pytestmark = pytest.mark.slow
 JUDGE_OUTPUTS = ("judgements.parquet", "danger_zone.parquet", "pairs.parquet", "spb.parquet",
@@ -31,18 +38,20 @@ def test_judge_driver_killed_resumes_to_the_same_judgements(judged, tmp_path) ->
     for name in JUDGE_OUTPUTS:
         (run_dir / "eval" / "tiny-target" / name).unlink()
 
+    want = pl.read_parquet(reference / "judge" / "tiny-target" / "raw.parquet")
+    # a random shard of the stream (4 rows a shard), never the last one
+    k = fault_point("judge driver", 1, want.height // 4 - 1)
     proc = run_cli("judge", str(cfg), f"run.dir={run_dir}", timeout=900,
-                   env=cli_env(SYNTH_RAY_TEST_CRASH_AFTER_SHARDS="3"))
+                   env=cli_env(SYNTH_RAY_TEST_CRASH_AFTER_SHARDS=str(k)))
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     shards = sorted((run_dir / "judge" / "tiny-target" / "raw").glob("shard-*.parquet"))
     kept = pl.concat([pl.read_parquet(s) for s in shards])
-    assert kept.height >= 12 and not (run_dir / "judge" / "tiny-target" / "raw.parquet").exists()
+    assert kept.height >= 4 * k and not (run_dir / "judge" / "tiny-target" / "raw.parquet").exists()
     assert not list(run_dir.rglob("*.tmp"))
 
     proc = run_cli("judge", str(cfg), f"run.dir={run_dir}", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     raw = pl.read_parquet(run_dir / "judge" / "tiny-target" / "raw.parquet")
-    want = pl.read_parquet(reference / "judge" / "tiny-target" / "raw.parquet")
     assert raw["id"].n_unique() == raw.height == want.height  # none lost, none doubled
     assert set(raw["id"]) == set(want["id"])
     # the answers written before the kill are the ones in the final file
@@ -53,7 +62,7 @@ def test_judge_driver_killed_resumes_to_the_same_judgements(judged, tmp_path) ->
     key = ["adapter", "item_id"]
     assert got.sort(key).select(*key, "harm", "quality").equals(
         ref.sort(key).select(*key, "harm", "quality"))  # greedy judge: same scores
-    print(f"judge kill: {kept.height} answers kept from before the kill, "
+    print(f"judge kill after shard {k}: {kept.height} answers kept from before the kill, "
           f"{raw.height} rows after resume, 0 lost")
 
 
@@ -106,13 +115,16 @@ def test_engine_actor_killed_mid_generation(tmp_path) -> None:
 
 def test_respond_driver_killed_resumes_to_the_same_responses(judged, tmp_path) -> None:
     """`respond` streams test and safety answers of every adapter through one engine into
-    two stores; a kill after 2 shards, then a rerun, gives the uninterrupted run's rows."""
+    two stores; a kill after a random shard, then a rerun, gives the uninterrupted run's rows."""
     cfg, reference = judged
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
+    n = sum(pl.read_parquet(reference / "responses" / "tiny-target" / f"{name}.parquet").height
+            for name in ("test", "safety"))
     shutil.rmtree(run_dir / "responses" / "tiny-target")
+    k = fault_point("respond driver", 1, n // 4 - 1)  # a random shard, never the last
     proc = run_cli("respond", str(cfg), f"run.dir={run_dir}", timeout=900,
-                   env=cli_env(SYNTH_RAY_TEST_CRASH_AFTER_SHARDS="2"))
+                   env=cli_env(SYNTH_RAY_TEST_CRASH_AFTER_SHARDS=str(k)))
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     shards = list((run_dir / "responses" / "tiny-target").glob("*/shard-*.parquet"))
     assert shards and not list(run_dir.rglob("*.tmp"))
@@ -127,7 +139,18 @@ def test_respond_driver_killed_resumes_to_the_same_responses(judged, tmp_path) -
         assert got.sort(key).select(*key, "response").equals(
             ref.sort(key).select(*key, "response"))  # greedy: the same answers
         checked += got.height
-    print(f"respond kill: {len(shards)} shards kept, {checked} rows after resume, 0 lost")
+    print(f"respond kill after shard {k}: {len(shards)} shards kept, {checked} rows after "
+          "resume, 0 lost")
+
+
+def _checkpoint_steps(run_dir) -> list[int]:
+    steps = []
+    for f in (run_dir / "ray_train").glob("*/checkpoint_*/state.json"):
+        try:
+            steps.append(json.loads(f.read_text())["step"])
+        except (OSError, ValueError, KeyError):  # being written or pruned (num_to_keep)
+            pass
+    return steps
 
 
 def test_train_driver_killed_resumes_from_its_checkpoint(tmp_path) -> None:
@@ -144,12 +167,17 @@ def test_train_driver_killed_resumes_from_its_checkpoint(tmp_path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "synth_ray.cli", "train", str(cfg),
                              f"run.dir={run_dir}"], stdout=log, stderr=subprocess.STDOUT,
                             env=cli_env(), cwd=REPO)
+    # kill once the k-th checkpoint (steps 5, 10, 15 of 21) is on disk, then a random
+    # fraction of a checkpoint interval later
+    k = fault_point("train driver", 1, 3)
+    delay = fault_rng("train driver delay").uniform(0.0, 1.5)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if list((run_dir / "ray_train").glob("*/checkpoint_*/state.json")):
+        if max(_checkpoint_steps(run_dir), default=0) >= 5 * k:
+            time.sleep(delay)
             break
-        time.sleep(0.5)
-    assert proc.poll() is None, "training ended before a checkpoint could be seen"
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before the kill point"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     log.close()
@@ -161,7 +189,9 @@ def test_train_driver_killed_resumes_from_its_checkpoint(tmp_path) -> None:
     s = json.loads((run_dir / "adapters" / "tiny-target" / "human" /
                     "training_summary.json").read_text())
     assert s["steps"] == s["total_steps"] == 21
-    assert s["resumed_from_step"] in (5, 10, 15, 20)  # a checkpoint, not a fresh start
+    # a checkpoint at or after the kill point, not a fresh start
+    assert s["resumed_from_step"] in (5, 10, 15, 20) and s["resumed_from_step"] >= 5 * k
     assert [h["step"] for h in s["history"]] == list(range(1, 22))  # none lost or doubled
-    print(f"train driver kill: resumed from step {s['resumed_from_step']}, "
+    print(f"train driver kill after checkpoint {k} (+{delay:.2f} s): resumed from step "
+          f"{s['resumed_from_step']}, "
           f"{s['steps']} steps, 0 lost")

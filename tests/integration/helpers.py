@@ -4,6 +4,7 @@ spawn processes, so each run gets a fresh interpreter, as a user's would)."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -26,6 +27,26 @@ JUDGE = {"model": "tiny://judge", "max_reason_chars": 24, "max_safety_prompts": 
          "summary_max_tokens": 12}
 TRAINING = {"epochs": 3, "learning_rate": 2.0e-3, "eval_every_steps": 5, "max_length": 256,
             "dtype": "float32", "warmup_ratio": 0.0, "early_stopping_patience": 100}
+
+
+# Fault points (where a driver is killed, which HTTP requests fail) are drawn at random from
+# one seed per test session. The seed is printed with every draw (pytest shows it when a
+# test fails), so a failing draw replays with SYNTH_RAY_FAULT_SEED=<seed>.
+FAULT_SEED = int(os.environ.get("SYNTH_RAY_FAULT_SEED")
+                 or random.SystemRandom().randrange(1_000_000))
+
+
+def fault_rng(name: str) -> random.Random:
+    """The generator of one test's fault draws: the session seed and the test's name."""
+    print(f"{name}: fault seed {FAULT_SEED} (replay: SYNTH_RAY_FAULT_SEED={FAULT_SEED})")
+    return random.Random(f"{FAULT_SEED}:{name}")
+
+
+def fault_point(name: str, lo: int, hi: int) -> int:
+    """A kill point drawn uniformly from [lo, hi], printed with the seed that replays it."""
+    k = fault_rng(name).randint(lo, max(lo, hi))
+    print(f"{name}: kill point {k} of [{lo}, {max(lo, hi)}]")
+    return k
 
 
 def small_config(tmp_path: Path, name: str = "cfg", **sections) -> Path:

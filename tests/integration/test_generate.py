@@ -17,7 +17,7 @@ import pytest
 from synth_ray.config import load_config
 from synth_ray.generation_store import GEN_SCHEMA, build_requests, parts_per_source
 
-from .helpers import REPO, cli_env, run_cli, small_config
+from .helpers import REPO, cli_env, fault_point, run_cli, small_config
 
 pytestmark = pytest.mark.slow
 
@@ -95,11 +95,13 @@ def test_conditions_take_each_part_from_its_source(full_run) -> None:
 def test_killed_generation_resumes_without_loss(full_run, tmp_path) -> None:
     cfg, full_dir = full_run
     run_dir = tmp_path / "run"
-    # the driver kills itself (SIGKILL) right after writing its third shard of 2 rows
+    # the driver kills itself (SIGKILL) right after writing its k-th shard of 2 rows, k
+    # drawn at random within small-a's answers (its first source)
+    k = fault_point("generate driver", 1, 12)
     proc = subprocess.Popen(
         [sys.executable, "-m", "synth_ray.cli", "run", str(cfg), f"run.dir={run_dir}",
          "--until", "build", "generation.shard_rows=2", "generation.batch_size=2"],
-        cwd=REPO, env=cli_env(SYNTH_RAY_TEST_CRASH_AFTER_SHARDS="3"),
+        cwd=REPO, env=cli_env(SYNTH_RAY_TEST_CRASH_AFTER_SHARDS=str(k)),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -109,7 +111,9 @@ def test_killed_generation_resumes_without_loss(full_run, tmp_path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)  # the Ray processes the driver started
     shards = run_dir / "generations" / "small-a"
     written = pl.concat([pl.read_parquet(p) for p in shards.glob("shard-*.parquet")])
-    assert written.height == 6  # three shards of two rows, all complete
+    # k shards of two rows, all complete (small-a's article summaries share its stream)
+    summaries = list((run_dir / "summaries").glob("small-a/shard-*.parquet"))
+    assert written.height + sum(pl.read_parquet(p).height for p in summaries) == 2 * k
     assert written.height < requests_of(cfg, run_dir, "small-a").height
     assert not (run_dir / "generations" / "small-a.parquet").exists()
     assert not (run_dir / "generations" / "small-b.parquet").exists()

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from synth_ray.cli import app
@@ -82,3 +83,39 @@ def test_second_process_on_same_run_dir_is_refused(tmp_path, demo_config_path) -
     assert proc.returncode == 1
     assert "in use by another synth-ray process" in proc.stderr
     assert not (tmp_path / "splits").exists()
+
+
+def test_a_file_without_a_response_column_fails_with_its_rows_kept(tmp_path,
+                                                                   demo_config_path) -> None:
+    data = tmp_path / "d.csv"
+    pl.DataFrame({"instruction": ["a?", "b?", "c?"], "answer": ["x", "y", "z"]}).write_csv(data)
+    rd = tmp_path / "run"
+    r = runner.invoke(app, ["split", str(demo_config_path), f"run.dir={rd}",
+                            f"dataset.path={data}"])
+    assert r.exit_code == 1
+    said = " ".join(r.output.split())  # the log wraps lines
+    assert "no valid rows" in said and "missing 'response' x3" in said
+    rejects = pl.read_parquet(rd / "splits" / "rejects.parquet")
+    assert rejects["line"].to_list() == [1, 2, 3]  # nothing lost: every row quarantined
+    assert manifest(rd)["stages"]["split"]["status"] == "failed"
+
+
+def test_a_missing_model_path_fails_before_any_engine_starts(tmp_path,
+                                                             demo_config_path) -> None:
+    rd = tmp_path / "run"
+    assert runner.invoke(app, ["split", str(demo_config_path), f"run.dir={rd}"]).exit_code == 0
+    gone = tmp_path / "no-such-model"
+    r = runner.invoke(app, ["generate", str(demo_config_path), f"run.dir={rd}",
+                            f"sources.1.model={gone}"])
+    assert r.exit_code == 1
+    stage = manifest(rd)["stages"]["generate"]
+    assert stage["status"] == "failed"
+    assert stage["error"].startswith(f"FileNotFoundError: source 'small-b': model path {gone} "
+                                     "not found")
+    assert not (rd / "generations").exists()  # nothing sent, nothing written
+
+    from synth_ray.tiny import resolve_model  # every stage resolves models through it
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model(str(gone))
+    assert resolve_model("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"

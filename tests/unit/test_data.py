@@ -168,3 +168,23 @@ def test_user_turn_and_system_folding() -> None:
                         {"role": "user", "content": "Do X."}]
     folded = chat_messages("Do X.", "", "Be nice.", "fold")
     assert folded == [{"role": "user", "content": "Be nice.\n\nDo X."}]
+
+
+def test_huge_fields_are_quarantined_and_extra_columns_named(tmp_path) -> None:
+    f = tmp_path / "d.jsonl"
+    huge = "word " * 30_000  # 150,000 characters
+    write_lines(f, [
+        good(1),
+        json.dumps({"instruction": "Q2?", "response": huge}).encode(),
+        json.dumps({"instruction": "Q3?", "response": "ok", "context": huge}).encode(),
+        json.dumps({"instruction": "Q4?", "response": "ok", "source_url": "x",
+                    "votes": 3}).encode(),
+    ])  # fmt: skip
+    res = load_dataset(str(f), max_chars=100_000)
+    assert res.rows["instruction"].to_list() == ["Question 1?", "Q4?"]
+    reasons = dict(zip(res.rejects["line"].to_list(), res.rejects["reason"].to_list()))
+    assert reasons == {2: "'response' is 149,999 characters, over dataset.max_chars (100,000)",
+                       3: "'context' is 149,999 characters, over dataset.max_chars (100,000)"}
+    assert res.notes == ["ignored column(s) synth-ray does not read: 'source_url' (1 rows), "
+                         "'votes' (1 rows)"]
+    assert load_dataset(str(f), max_chars=None).rows.height == 4  # no limit: all kept
