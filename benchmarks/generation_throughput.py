@@ -87,7 +87,7 @@ def main() -> None:
                                                   pl.col("instruction") + " Again.")])
     rows = rows.head(args.prompts)
     cfg = load_config(
-        os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "demo.yaml"),
+        os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "plumbing.yaml"),
         [f"generation.sampling.max_tokens={args.max_tokens}",
          f"generation.sampling.min_tokens={args.max_tokens}",  # = ignore_eos for equal work
          "generation.batch_size=64", "generation.shard_rows=64"],

@@ -70,7 +70,7 @@ def main() -> None:
     from synth_ray.engines import EngineSpec
 
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "jobs", "configs",
-                                   "demo.yaml"))
+                                   "plumbing.yaml"))
     ensure_ray(cfg.resources)
     req = pl.DataFrame({"score_key": [str(i) for i in range(len(spans))],
                         "token_ids": [p + a for p, a in spans],

@@ -69,7 +69,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     run_dir = Path(tempfile.mkdtemp(prefix="bench-train-"))
     cfg = load_config(
-        Path(__file__).parents[1] / "jobs" / "configs" / "demo.yaml",
+        Path(__file__).parents[1] / "jobs" / "configs" / "plumbing.yaml",
         [f"run.dir={run_dir}", "conditions.human=true", "sources=[]", "conditions.single_source={}",
          "conditions.multi_source={}", f"targets.0.per_device_batch_size={args.batch}",
          f"targets.0.effective_batch_size={args.batch}", f"targets.0.cpus_per_worker={threads}",

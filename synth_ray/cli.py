@@ -57,6 +57,9 @@ def _load(config: Path, overrides: list[str] | None) -> ExperimentConfig:
         raise typer.Exit(EXIT_CONFIG) from None
 
 
+MODEL_STAGES = {"generate", "train", "respond", "score", "judge"}
+
+
 def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
                 force: list[str]) -> None:
     cfg = _load(config, overrides)
@@ -67,6 +70,14 @@ def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
         log.error("%s", e)
         raise typer.Exit(EXIT_FAILED) from None
     log.info("run %r in %s", cfg.run.name, ctx.run.root.resolve())
+    if set(names) & MODEL_STAGES:
+        from synth_ray import tiny
+
+        try:
+            tiny.prepare(cfg)  # the tiny pre-trained family, once per machine
+        except Exception as e:
+            log.error("[tiny] pre-training failed: %s: %s", type(e).__name__, e)
+            raise typer.Exit(EXIT_FAILED) from None
     for name in names:
         try:
             execute(get_stage(name), ctx, force=name in force)
@@ -124,9 +135,13 @@ def validate(config: Path = typer.Argument(...), overrides: list[str] = Override
 
 @app.command("tiny")
 def tiny_models(names: list[str] = typer.Argument(None, help="Models to build (default all)")):
-    """Build (or find cached) the embedded tiny models; print their folders."""
-    from synth_ray import tiny
+    """Build (or find cached) the embedded tiny models; print their folders. Random-weight
+    ones by default; name pre-trained ones (pt-*) to pre-train them (minutes each)."""
+    from synth_ray import pretrain, tiny
 
+    pre = [n for n in names or [] if n in pretrain.PRETRAINED]
+    if pre:  # one Ray Tune grid for all of them
+        pretrain.pretrain(pre)
     for name in names or sorted(tiny.MODELS):
         print(f"tiny://{name}\t{tiny.model_path(name)}")
 

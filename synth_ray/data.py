@@ -181,6 +181,10 @@ def _hub_files(repo_id: str, revision: str | None) -> list[Path]:
 def resolve_dataset(path: str, revision: str | None = None) -> list[Path]:
     if path in BUILTIN:
         return [BUILTIN[path]]
+    if path == "tiny://paragraphs":  # made from this machine's text (synth_ray/pretrain.py)
+        from synth_ray.pretrain import paragraphs_path
+
+        return [paragraphs_path()]
     if path.startswith("tiny://"):
         raise ValueError(f"unknown built-in dataset {path!r}; known: {sorted(BUILTIN)}")
     local = Path(path).expanduser()

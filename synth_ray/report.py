@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from synth_ray.pipeline import Context, StageOutput, stage_names
+from synth_ray.report_claims import claims_section
 from synth_ray.report_judge import safety_section
 from synth_ray.rundir import atomic_write_text, atomic_write_with, hash_file
 
@@ -208,12 +209,14 @@ def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     training, train_imgs = training_section(ctx, plots)
     evaluation, eval_imgs = evaluation_section(ctx, plots)
     safety, safety_imgs = safety_section(ctx, plots)
+    claims, claims_imgs = claims_section(ctx, plots)
     cost, cost_imgs = cost_section(ctx, plots)
     md = "\n\n".join([
         f"# synth-ray report: {ctx.cfg.run.name}",
         f"Run directory `{ctx.run.root}`; config `config.yaml` (hash "
         f"{hash_file(ctx.run.path('config.yaml'))}); versions: "
         + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
+        "## Claims", claims,
         "## Stages", stages,
         "## Generation", generation_section(ctx),
         "## Training sets", datasets_section(ctx),
@@ -222,7 +225,7 @@ def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
         "## Safety and self-preference", safety,
         "## Throughput and cost", cost,
     ]) + "\n"
-    return md, train_imgs + eval_imgs + safety_imgs + cost_imgs
+    return md, claims_imgs + train_imgs + eval_imgs + safety_imgs + cost_imgs
 
 
 def to_html(md: str, images: list[str], title: str) -> str:

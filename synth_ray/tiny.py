@@ -81,7 +81,7 @@ def _corpus() -> list[str]:
     return [f"{r['instruction']}\n{r['context']}\n{r['response']}" for r in rows]
 
 
-def _build_in_place(target: Path, build) -> Path:
+def build_in_place(target: Path, build) -> Path:
     """Build into a temp folder beside `target`, then rename: a half-built model never shows."""
     if target.exists():
         return target
@@ -106,7 +106,9 @@ def tokenizer_key() -> str:
     )
 
 
-def build_tokenizer(folder: Path) -> None:
+def build_tokenizer(folder: Path, corpus=None, vocab: int = TOKENIZER_VOCAB) -> None:
+    """A byte-level BPE tokenizer with the Llama-3-style chat template, trained on `corpus`
+    (an iterable of texts; the bundled sample by default)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -114,12 +116,12 @@ def build_tokenizer(folder: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_VOCAB,
+        vocab_size=vocab,
         special_tokens=list(SPECIAL.values()),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() if corpus is None else corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=SPECIAL["bos"],
@@ -132,15 +134,16 @@ def build_tokenizer(folder: Path) -> None:
 
 
 def tokenizer_path() -> Path:
-    return _build_in_place(cache_root() / f"tokenizer-{tokenizer_key()}", build_tokenizer)
+    return build_in_place(cache_root() / f"tokenizer-{tokenizer_key()}", build_tokenizer)
 
 
-def build_model(name: str, folder: Path) -> None:
+def build_model(spec: TinySpec, folder: Path, tokenizer: Path, name: str) -> None:
+    """A random-initialised (seeded) Llama of `spec`'s shape with `tokenizer`, saved as
+    safetensors."""
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    spec = MODELS[name]
-    tok = AutoTokenizer.from_pretrained(tokenizer_path())
+    tok = AutoTokenizer.from_pretrained(tokenizer)
     cfg = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=spec.hidden_size,
@@ -169,12 +172,19 @@ def build_model(name: str, folder: Path) -> None:
 
 
 def model_path(name: str) -> Path:
+    from synth_ray import pretrain
+
+    if name in pretrain.PRETRAINED:  # pre-trained on this machine's text (minutes, once)
+        if pretrain.missing([name]):
+            pretrain.pretrain([name])
+        return pretrain.cached(name)
     if name not in MODELS:
-        raise ValueError(f"unknown tiny model {name!r}; known: {sorted(MODELS)}")
+        known = sorted([*MODELS, *pretrain.PRETRAINED])
+        raise ValueError(f"unknown tiny model {name!r}; known: {known}")
     key = hash_json({"spec": asdict(MODELS[name]), "tokenizer": tokenizer_key()})
-    return _build_in_place(
-        cache_root() / f"model-{name}-{key}", lambda folder: build_model(name, folder)
-    )
+    return build_in_place(
+        cache_root() / f"model-{name}-{key}",
+        lambda folder: build_model(MODELS[name], folder, tokenizer_path(), name))
 
 
 def resolve_model(uri: str) -> str:
@@ -194,3 +204,22 @@ def resolve_file(uri: str) -> Path:
     if uri.startswith("tiny://"):
         raise ValueError(f"unknown bundled file {uri!r}; known: {sorted(SAMPLE_FILES)}")
     return Path(uri)
+
+
+def tiny_models(cfg) -> list[str]:
+    """Names of the tiny:// models a config uses (sources, targets, judge)."""
+    uris = [s.model for s in cfg.sources] + [t.model for t in cfg.targets] + [cfg.judge.model]
+    return list(dict.fromkeys(u.removeprefix("tiny://") for u in uris
+                              if u.startswith("tiny://")))
+
+
+def prepare(cfg) -> None:
+    """Pre-train, in one Ray Tune grid, every tiny pre-trained model the config uses that is
+    not cached yet (stages would otherwise build them one by one as they resolve them)."""
+    from synth_ray import pretrain
+    from synth_ray.cluster import ensure_ray
+
+    names = [n for n in tiny_models(cfg) if n in pretrain.PRETRAINED]
+    if pretrain.missing(names):
+        ensure_ray(cfg.resources)
+        pretrain.pretrain(names)

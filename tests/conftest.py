@@ -20,7 +20,7 @@ os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 
 @pytest.fixture
 def demo_config_path() -> Path:
-    return CONFIGS / "demo.yaml"
+    return CONFIGS / "plumbing.yaml"  # random weights: no pre-training
 
 
 # One trained grid serves training, evaluation, judge and fault tests (training it is the

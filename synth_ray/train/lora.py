@@ -79,3 +79,23 @@ def save_adapter(model: Any, path: str | Path, state_dict: dict | None = None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return info
+
+
+def save_full_model(model: Any, tokenizer: Any, path: str | Path, state_dict: dict,
+                    extra: dict[str, Any]) -> None:
+    """Save a fully trained model (safetensors) and its tokenizer into a temp folder, then
+    rename it into place: a half-saved model is never found at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "training_summary.json").write_text(json.dumps(extra, indent=2) + "\n")
+        os.chmod(tmp, 0o755)
+        if path.exists():
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

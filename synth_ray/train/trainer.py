@@ -137,22 +137,26 @@ def done(job: dict[str, Any]) -> bool:
 
 
 def run_grid(ctx: Context, todo: list[dict[str, Any]]) -> None:
-    """The grid as Ray Tune trials, each a TorchTrainer. A trial asks for no CPU itself
-    (its workers do), so trials never starve their own workers on a small machine."""
+    run_trials(todo, ctx.run.root.resolve() / "ray_tune", "train-grid",
+               ctx.cfg.training.parallel_trials)
+
+
+def run_trials(todo: list[dict[str, Any]], storage: Path, name: str, parallel: int) -> None:
+    """Jobs as Ray Tune trials, each a TorchTrainer. A trial asks for no CPU itself (its
+    workers do), so trials never starve their own workers on a small machine."""
     from ray import tune
 
     trainable = tune.with_resources(_tune_trial, {"cpu": 0, "memory": 64 * 1024**2})
     tuner = tune.Tuner(
         trainable,
         param_space={"job": tune.grid_search(todo)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=ctx.cfg.training.parallel_trials),
-        run_config=tune.RunConfig(storage_path=str(ctx.run.root.resolve() / "ray_tune"),
-                                  name="train-grid", verbose=0),
+        tune_config=tune.TuneConfig(max_concurrent_trials=parallel),
+        run_config=tune.RunConfig(storage_path=str(storage), name=name, verbose=0),
     )
     results = tuner.fit()
     failed = [r for r in results if r.error]
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(todo)} adapter(s) failed; first: "
+        raise RuntimeError(f"{len(failed)} of {len(todo)} training run(s) failed; first: "
                            f"{failed[0].error}")
 
 

@@ -1,7 +1,9 @@
 """The function every Ray Train worker runs: one LoRA adapter for one (target, condition,
-seed). DDP through `ray.train.torch.prepare_model`, or DeepSpeed ZeRO-3; checkpoints hold the
-adapter, optimizer, schedule and loop state, so a replaced worker resumes where the last
-checkpoint left off."""
+seed), or, with `job["full"]`, full fine-tuning of every weight (how the tiny pre-trained
+family learns its corpora: `synth_ray/pretrain.py`). DDP through
+`ray.train.torch.prepare_model`, or DeepSpeed ZeRO-3; checkpoints hold the trained weights,
+optimizer, schedule and loop state, so a replaced worker resumes where the last checkpoint
+left off."""
 
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ from synth_ray.train.loop import (
     plan_steps,
     run_loop,
 )
-from synth_ray.train.lora import peft_config, save_adapter
+from synth_ray.train.lora import peft_config, save_adapter, save_full_model
+
+FULL_VERSION = 1  # part of the pre-trained models' cache key: bump when full training changes
 
 # Test-only fault injection: "RANK:STEP:MARKER" makes that rank die once at that step.
 FAULT_ENV = "SYNTH_RAY_TEST_KILL_WORKER"
@@ -105,11 +109,15 @@ def train_func(job: dict[str, Any]) -> None:
     if target.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model = get_peft_model(model, peft_config(cfg.lora))
-    peft_model = model
+    full = bool(job.get("full"))
+    if not full:
+        model = get_peft_model(model, peft_config(cfg.lora))
+    unwrapped = model  # the PEFT (or plain) model, before DDP or DeepSpeed wrap it
     n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
-    lora_named = [(n, p) for n, p in model.named_parameters() if "lora_" in n]
-    lora_params = [p for _, p in lora_named]
+    # the weights this run trains (and checkpoints): the LoRA matrices, or all of them
+    trained_named = [(n, p) for n, p in model.named_parameters()
+                     if full or "lora_" in n]
+    trained_params = [p for _, p in trained_named]
     optimizer = build_optimizer(model, tr.learning_rate, tr.weight_decay)
     if zero3:
         import deepspeed
@@ -124,9 +132,9 @@ def train_func(job: dict[str, Any]) -> None:
         model = ray.train.torch.prepare_model(model)
         stepper = TorchStep(model, optimizer, scheduler, accum, tr.max_grad_norm)
 
-    def lora_state() -> dict[str, torch.Tensor]:
-        with gathered(lora_params, zero3):
-            return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in lora_named}
+    def trained_state() -> dict[str, torch.Tensor]:
+        with gathered(trained_params, zero3):
+            return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in trained_named}
 
     state, best = TrainState(), None
     ckpt = ray.train.get_checkpoint()
@@ -143,20 +151,20 @@ def train_func(job: dict[str, Any]) -> None:
             else:
                 current = load_file(str(d / "adapter.safetensors"))
                 with torch.no_grad():
-                    for n, p in lora_named:
+                    for n, p in trained_named:
                         p.copy_(current[n].to(p.device))
                 optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
                 scheduler.load_state_dict(torch.load(d / "scheduler.pt", weights_only=True))
 
     def on_best() -> None:
         nonlocal best
-        best = lora_state()
+        best = trained_state()
 
     def report(metrics: dict[str, float], save: bool) -> None:
         if not save:
             ray.train.report(metrics)
             return
-        current = lora_state() if rank == 0 and not zero3 else None  # DDP: replicas agree
+        current = trained_state() if rank == 0 and not zero3 else None  # DDP: replicas agree
         with tempfile.TemporaryDirectory() as d:
             d = Path(d)
             if zero3:  # every rank writes its own shard; Ray Train merges the folders
@@ -178,7 +186,7 @@ def train_func(job: dict[str, Any]) -> None:
                      n_params=n_params, report_every=tr.report_every_steps,
                      report=report, on_best=on_best,
                      fault_hook=_fault_hook(rank))
-    final = best if best is not None else lora_state()
+    final = best if best is not None else trained_state()
     if rank == 0:
         summary = {"target": target.name, "condition": job["condition"], "seed": job["seed"],
                    "steps": state.step, "total_steps": plan.total_steps,
@@ -186,4 +194,8 @@ def train_func(job: dict[str, Any]) -> None:
                    "stopped_early": state.stopped_early, "train_examples": len(train),
                    "world_size": world, "grad_accum": accum, "strategy": target.strategy,
                    "resumed_from_step": resumed_from, "history": state.history}
-        save_adapter(peft_model, job["output"], state_dict=final, extra=summary)
+        if full:
+            save_full_model(unwrapped, tokenizer, job["output"], state_dict=final,
+                            extra=summary)
+        else:
+            save_adapter(unwrapped, job["output"], state_dict=final, extra=summary)

@@ -17,7 +17,7 @@ from synth_ray.conditions import COLUMNS
 from synth_ray.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "jobs" / "configs" / "demo.yaml"
+DEMO = REPO / "jobs" / "configs" / "plumbing.yaml"  # random weights: quick
 TARGET = {"name": "tiny-target", "model": "tiny://target", "num_workers": 2,
           "effective_batch_size": 8, "per_device_batch_size": 4, "self_source": "small-a"}
 # A quick judge: a short reason, a few safety prompts and articles, half judged twice.

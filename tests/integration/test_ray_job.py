@@ -50,7 +50,7 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(ray_head,
     one_source = ("sources=[{name: small-a, model: 'tiny://small-a', bracket: small}]")
     proc = subprocess.run(
         [BIN / "ray", "job", "submit", "--address", url, "--working-dir", ".", "--",
-         "python", "jobs/pipeline.py", "jobs/configs/demo.yaml", f"run.dir={run_dir}",
+         "python", "jobs/pipeline.py", "jobs/configs/plumbing.yaml", f"run.dir={run_dir}",
          "--until", "build", "dataset.max_rows=40", one_source,
          "conditions.single_source={small: small-a}",
          "conditions.multi_source={small: [small-a, small-a, small-a, small-a]}"],

@@ -31,7 +31,8 @@ def test_every_shipped_config_validates(path: Path) -> None:
 
 
 def test_shipped_configs_exist() -> None:
-    assert {p.name for p in CONFIGS} >= {"demo.yaml"}
+    assert {p.name for p in CONFIGS} >= {"demo.yaml", "plumbing.yaml", "paper-8b.yaml",
+                                         "paper-70b.yaml"}
 
 
 def test_paper_defaults() -> None:
