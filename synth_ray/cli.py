@@ -139,6 +139,7 @@ def tiny_models(names: list[str] = typer.Argument(None, help="Models to build (d
     ones by default; name pre-trained ones (pt-*) to pre-train them (minutes each)."""
     from synth_ray import pretrain, tiny
 
+    _setup_logging()
     pre = [n for n in names or [] if n in pretrain.PRETRAINED]
     if pre:  # one Ray Tune grid for all of them
         pretrain.pretrain(pre)

@@ -247,3 +247,19 @@ def pretrain(names: list[str], parallel: int = 2) -> None:
         s = json.loads((Path(j["output"]) / "training_summary.json").read_text())
         log.info("[tiny] %s: %d steps, validation perplexity %.1f (a random model: ~%d)",
                  j["target"], s["steps"], math.exp(s["best_val_loss"]), VOCAB)
+
+
+def ensure_pretrained(names: list[str]) -> None:
+    """Pre-train the missing ones in a child process (`synth-ray tiny NAME...`), with a Ray
+    instance of its own (or the cluster's, under `ray job submit`): Ray Train leaves a CPU
+    reserved in the calling driver's local instance after a Tune run (seen with ray 2.60),
+    which would starve the engines of the stages that follow."""
+    import subprocess
+
+    todo = missing(names)
+    if not todo:
+        return
+    proc = subprocess.run([sys.executable, "-m", "synth_ray.cli", "tiny", *todo])
+    if proc.returncode != 0 or missing(todo):
+        raise RuntimeError(f"pre-training {', '.join(todo)} failed (exit code "
+                           f"{proc.returncode}); run again to resume from its checkpoints")

@@ -119,6 +119,8 @@ def claims_plot(stats: dict, path: Path, title: str) -> None:
         ax.bar(range(len(conds)), means, yerr=sds, capsize=4, color=colors)
         ax.set_xticks(range(len(conds)), conds, rotation=25, ha="right", fontsize=8)
         ax.set_ylabel(label)
+        if metric == "perplexity":  # human text scores far above any model's outputs
+            ax.set_yscale("log")
     fig.suptitle(title + " (error bars: SD over seeds)")
     fig.tight_layout()
     atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -175,8 +175,7 @@ def model_path(name: str) -> Path:
     from synth_ray import pretrain
 
     if name in pretrain.PRETRAINED:  # pre-trained on this machine's text (minutes, once)
-        if pretrain.missing([name]):
-            pretrain.pretrain([name])
+        pretrain.ensure_pretrained([name])
         return pretrain.cached(name)
     if name not in MODELS:
         known = sorted([*MODELS, *pretrain.PRETRAINED])
@@ -217,9 +216,5 @@ def prepare(cfg) -> None:
     """Pre-train, in one Ray Tune grid, every tiny pre-trained model the config uses that is
     not cached yet (stages would otherwise build them one by one as they resolve them)."""
     from synth_ray import pretrain
-    from synth_ray.cluster import ensure_ray
 
-    names = [n for n in tiny_models(cfg) if n in pretrain.PRETRAINED]
-    if pretrain.missing(names):
-        ensure_ray(cfg.resources)
-        pretrain.pretrain(names)
+    pretrain.ensure_pretrained([n for n in tiny_models(cfg) if n in pretrain.PRETRAINED])

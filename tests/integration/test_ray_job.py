@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,18 +24,38 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def ray_head(tmp_path):
+    """A head in the foreground (`ray start --block`): stopping it stops only this cluster,
+    never another Ray instance on the machine (`ray stop` would kill them all)."""
     env = cli_env(RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}")
     subprocess.run([BIN / "ray", "get-auth-token", "--generate"], env=env, check=True,
                    capture_output=True)
     port, dash = free_port(), free_port()
-    subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", "--dashboard-host",
-                    "127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
-                    "--disable-usage-stats"], env=env, check=True, capture_output=True,
-                   timeout=180)
+    log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed below
+    head = subprocess.Popen([BIN / "ray", "start", "--head", "--block", f"--port={port}",
+                             "--dashboard-host", "127.0.0.1", f"--dashboard-port={dash}",
+                             "--num-cpus=2", "--disable-usage-stats"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
     try:
-        yield f"http://127.0.0.1:{dash}", dash, env
+        # ready when the job server answers an authenticated request (its agent may come
+        # up seconds after the dashboard on a busy machine)
+        deadline = time.time() + 240
+        while time.time() < deadline and head.poll() is None:
+            ok = subprocess.run([BIN / "ray", "job", "list", "--address", url], env=env,
+                                capture_output=True, text=True, timeout=60)
+            if ok.returncode == 0:
+                break
+            time.sleep(2)
+        else:
+            pytest.fail(f"ray head not ready: {(tmp_path / 'head.log').read_text()[-3000:]}")
+        yield url, dash, env
     finally:
-        subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True)
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops its cluster
+        try:
+            head.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        log.close()
 
 
 def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(ray_head,
