@@ -69,9 +69,10 @@ def verdict(claim: str, a: str, b: str, metric: str,
     if ma is None or mb is None:
         return f"- {claim}: not measured ({a} or {b} has no {metric})."
     diff = ma - mb
-    shown = f"{a} {ma:.3g} ± {sa or 0:.2g} vs {b} {mb:.3g} ± {sb or 0:.2g} (n = {na}, {nb})"
+    shown = (f"{a} {_cell(stats[a][metric])} vs {b} {_cell(stats[b][metric])} "
+             f"(n = {na}, {nb})")
     if sa is None or sb is None:
-        way = "higher" if diff > 0 else "lower"
+        way = "higher" if diff > 0 else "lower" if diff < 0 else "equal"
         return (f"- {claim}: one seed only, no spread to judge against; {a} is {way}: "
                 f"{shown}.")
     spread = sa + sb

@@ -108,12 +108,22 @@ def test_report_reproduces_the_run_numbers(evaluated) -> None:
     proc = run_cli("report", str(cfg), f"run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-4000:]
     md = (run_dir / "report" / "tables.md").read_text()
+    evaluation = md[md.index("## Evaluation"):]  # the claims table comes first, rounded
     summary = json.loads((run_dir / "eval" / "tiny-target" / "summary.json").read_text())
     for condition, s in summary["perplexity"]["outputs"]["summary"].items():
-        row = next(line for line in md.splitlines() if line.startswith(f"| {condition} | "))
+        row = next(line for line in evaluation.splitlines()
+                   if line.startswith(f"| {condition} | "))
         assert f"{s['mean']:.4g}" in row and f"{s['median']:.4g}" in row
     for d in summary["diversity"]:
-        assert f"{d['lexical_diversity_aggregated']:.4g}" in md
+        assert f"{d['lexical_diversity_aggregated']:.4g}" in evaluation
+    # the claims table: one seed here, so each condition's value is its adapter's
+    claims = md[md.index("## Claims"):md.index("## Stages")]
+    for d in summary["diversity"]:
+        if d["condition"] in ("vanilla", "human", "single-small", "multi-small"):
+            row = next(line for line in claims.splitlines()
+                       if line.startswith(f"| {d['condition']} | "))
+            assert f"| {d['lexical_diversity_aggregated']:.3g} |" in row
+    assert "one seed only" in claims  # no spread to judge a verdict against
     if not (run_dir / "eval" / "tiny-target" / "danger_zone.parquet").exists():
         assert "_Not judged yet._" in md  # says what is missing, shows no numbers
     page = (run_dir / "report" / "index.html").read_text()
