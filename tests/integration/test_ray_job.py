@@ -3,11 +3,14 @@ auth on, dashboard and job server on 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,10 +33,14 @@ def ray_head(tmp_path):
     subprocess.run([BIN / "ray", "get-auth-token", "--generate"], env=env, check=True,
                    capture_output=True)
     port, dash = free_port(), free_port()
+    # its own temp dir (short: Unix socket paths are limited): `ray start` records its
+    # address there, not in /tmp/ray where a later ray.init() would try to join it
+    temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
     log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed below
     head = subprocess.Popen([BIN / "ray", "start", "--head", "--block", f"--port={port}",
-                             "--dashboard-host", "127.0.0.1", f"--dashboard-port={dash}",
-                             "--num-cpus=2", "--disable-usage-stats"], env=env, stdout=log,
+                             f"--temp-dir={temp}", "--dashboard-host", "127.0.0.1",
+                             f"--dashboard-port={dash}", "--num-cpus=2",
+                             "--disable-usage-stats"], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     try:
@@ -50,12 +57,15 @@ def ray_head(tmp_path):
             pytest.fail(f"ray head not ready: {(tmp_path / 'head.log').read_text()[-3000:]}")
         yield url, dash, env
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops its cluster
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops its cluster
         try:
             head.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # whatever of it is left
         log.close()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(ray_head,
