@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import polars as pl
 
 from synth_ray import corpora
 from synth_ray.rundir import hash_json, write_parquet
+from synth_ray.tiny import TinySpec
 
 log = logging.getLogger("synth_ray")
 
@@ -45,28 +46,26 @@ MIX = tuple(corpora.CORPORA)
 @dataclass(frozen=True)
 class PretrainSpec:
     corpora: tuple[str, ...]
-    hidden_size: int = 256
-    intermediate_size: int = 512
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    seed: int = 0
+    model: TinySpec  # shape and initialisation seed (also the training seed)
     steps: int = 200
     batch_size: int = 16
     learning_rate: float = 3e-3
     max_length: int = 160
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _shape(seed: int, **wider: int) -> TinySpec:
+    return TinySpec(num_hidden_layers=4, seed=seed, **wider)
 
 
 PRETRAINED: dict[str, PretrainSpec] = {
-    "pt-reference": PretrainSpec(("reference",), seed=1),
-    "pt-docstrings": PretrainSpec(("docstrings",), seed=2),
-    "pt-licenses": PretrainSpec(("licenses",), seed=3),
-    "pt-mix-a": PretrainSpec(MIX, seed=11),
-    "pt-mix-b": PretrainSpec(MIX, seed=12),
-    "pt-mix-c": PretrainSpec(MIX, hidden_size=320, intermediate_size=640,
-                             num_attention_heads=5, num_key_value_heads=1, seed=13),
-    "pt-target": PretrainSpec(MIX, seed=100),
+    "pt-reference": PretrainSpec(("reference",), _shape(1)),
+    "pt-docstrings": PretrainSpec(("docstrings",), _shape(2)),
+    "pt-licenses": PretrainSpec(("licenses",), _shape(3)),
+    "pt-mix-a": PretrainSpec(MIX, _shape(11)),
+    "pt-mix-b": PretrainSpec(MIX, _shape(12)),
+    "pt-mix-c": PretrainSpec(MIX, _shape(13, hidden_size=320, intermediate_size=640,
+                                         num_attention_heads=5, num_key_value_heads=1)),
+    "pt-target": PretrainSpec(MIX, _shape(100)),
 }  # fmt: skip
 FAMILY = {"corpora": ["pt-reference", "pt-docstrings", "pt-licenses"],
           "mixture": ["pt-mix-a", "pt-mix-b", "pt-mix-c"]}
@@ -175,18 +174,13 @@ def _job(name: str, work: Path, cpus: int) -> dict[str, Any]:
     """A Ray Train job for the project's trainer: full fine-tuning of a random-initialised
     model on its corpus for exactly `spec.steps` optimizer steps."""
     from synth_ray.config import ExperimentConfig
-    from synth_ray.tiny import TinySpec, build_model
+    from synth_ray.tiny import build_model
 
     spec = PRETRAINED[name]
     work.mkdir(parents=True, exist_ok=True)
     init = work / "init"
     if not (init / "config.json").exists():
-        build_model(TinySpec(hidden_size=spec.hidden_size,
-                             intermediate_size=spec.intermediate_size,
-                             num_hidden_layers=spec.num_hidden_layers,
-                             num_attention_heads=spec.num_attention_heads,
-                             num_key_value_heads=spec.num_key_value_heads, seed=spec.seed),
-                    init, tokenizer_path(), name)
+        build_model(spec.model, init, tokenizer_path(), name)
     rows = training_rows(spec.corpora).with_columns(split=pl.lit("train"))
     val = rows.filter(pl.col("id").str.slice(0, 1) == "0").head(64)  # 1/16, by hash
     rows = pl.concat([rows.join(val.select("id"), on="id", how="anti"),
@@ -206,10 +200,11 @@ def _job(name: str, work: Path, cpus: int) -> dict[str, Any]:
             "learning_rate": spec.learning_rate, "epochs": spec.steps * spec.batch_size / n_train,
             "warmup_ratio": 0.05, "weight_decay": 0.0, "max_length": spec.max_length,
             "loss_on": "all", "dtype": "float32", "eval_every_steps": spec.steps // 4,
-            "report_every_steps": 25, "early_stopping_patience": 100, "seeds": [spec.seed]},
+            "report_every_steps": 25, "early_stopping_patience": 100,
+            "seeds": [spec.model.seed]},
     })
     return {"config": cfg.model_dump(mode="json"), "target": name, "condition": "pretrain",
-            "seed": spec.seed, "dataset": str(data), "model_path": str(init),
+            "seed": spec.model.seed, "dataset": str(data), "model_path": str(init),
             "output": str(cached(name)), "run_name": f"pretrain-{name}",
             "storage": str(work / "ray_train"), "full": True}
 

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +60,14 @@ def check_adapter(path: str | Path, expect_trained: bool = True) -> dict[str, An
     return {"tensors": len(tensors), "parameters": int(sum(t.numel() for t in tensors.values()))}
 
 
-def save_adapter(model: Any, path: str | Path, state_dict: dict | None = None,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Save a PEFT model's adapter (safetensors) into a temp folder, check it, then rename
-    it into place, so a half-saved adapter is never found at `path`."""
+def _replace_folder(path: str | Path, fill: Callable[[Path], Any]) -> Any:
+    """Fill a temp folder beside `path`, then rename it into place (replacing an older
+    one): a half-saved folder is never found at `path`. Returns what `fill` returns."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-        info = check_adapter(tmp)
-        if extra:
-            (tmp / "training_summary.json").write_text(json.dumps(extra, indent=2) + "\n")
+        out = fill(tmp)
         os.chmod(tmp, 0o755)
         if path.exists():
             shutil.rmtree(path)
@@ -78,24 +75,32 @@ def save_adapter(model: Any, path: str | Path, state_dict: dict | None = None,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return info
+    return out
+
+
+def _write_summary(folder: Path, extra: dict[str, Any] | None) -> None:
+    if extra:
+        (folder / "training_summary.json").write_text(json.dumps(extra, indent=2) + "\n")
+
+
+def save_adapter(model: Any, path: str | Path, state_dict: dict | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save a PEFT model's adapter (safetensors), checked, atomically (`_replace_folder`)."""
+    def fill(tmp: Path) -> dict[str, Any]:
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        info = check_adapter(tmp)
+        _write_summary(tmp, extra)
+        return info
+
+    return _replace_folder(path, fill)
 
 
 def save_full_model(model: Any, tokenizer: Any, path: str | Path, state_dict: dict,
                     extra: dict[str, Any]) -> None:
-    """Save a fully trained model (safetensors) and its tokenizer into a temp folder, then
-    rename it into place: a half-saved model is never found at `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    """Save a fully trained model (safetensors) and its tokenizer, atomically."""
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / "training_summary.json").write_text(json.dumps(extra, indent=2) + "\n")
-        os.chmod(tmp, 0o755)
-        if path.exists():
-            shutil.rmtree(path)
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _write_summary(tmp, extra)
+
+    _replace_folder(path, fill)

@@ -21,7 +21,8 @@ SCRIPT = """
 import logging, sys
 logging.basicConfig(level=logging.INFO)
 from synth_ray import pretrain
-pretrain.PRETRAINED["pt-test"] = pretrain.PretrainSpec(("reference",), seed=7, steps=60)
+pretrain.PRETRAINED["pt-test"] = pretrain.PretrainSpec(
+    ("reference",), pretrain.TinySpec(num_hidden_layers=4, seed=7), steps=60)
 pretrain.pretrain(["pt-test"])
 print("MODEL", pretrain.cached("pt-test"))
 print("PROMPTS", pretrain.paragraphs_path())
