@@ -20,6 +20,7 @@ answer.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -74,6 +75,7 @@ FAMILY = {"corpora": ["pt-reference", "pt-docstrings", "pt-licenses"],
 # -- the text ------------------------------------------------------------------------------
 
 
+@functools.cache  # stats ~2,000 files; every model key and cache lookup asks for it
 def corpus_fingerprint() -> str:
     """Cheap key of the corpus inputs (files' paths, sizes, mtimes; the Python version),
     so the corpora are read once per machine, not once per process."""
