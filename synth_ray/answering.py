@@ -124,13 +124,16 @@ def over_context(todo: pl.DataFrame, window: EngineWindow) -> dict[str, str]:
 def answer_many(ctx: Context, stage: str, label: str,
                 jobs: list[tuple[pl.DataFrame, GenerationStore]],
                 make_processor, window: EngineWindow | None = None,
+                block_rows: int | None = None,
                 ) -> tuple[list[pl.DataFrame], dict[str, Any]]:
     """`answer` for several (requests, store) pairs through ONE pipeline (one engine start):
     each streamed row goes to the store(s) that asked for its key. With `window`, prompts
-    that cannot fit the engine's context become error rows without being sent."""
+    that cannot fit the engine's context become error rows without being sent.
+    `block_rows`: the processor's batch size (default generation.batch_size)."""
     import ray
 
     cfg = ctx.cfg
+    block_rows = block_rows or cfg.generation.batch_size
     todos = [store.pending(req) for req, store in jobs]
     todo = pl.concat(todos).unique("gen_key", keep="first", maintain_order=True)
     route: dict[str, list[int]] = {}
@@ -160,19 +163,37 @@ def answer_many(ctx: Context, stage: str, label: str,
                                "__inference_error__": refused[r["gen_key"]]}
                               for r in bad.iter_rows(named=True)]))
             todo = todo.filter(~pl.col("gen_key").is_in(list(refused)))
-    written = 0
-    if todo.height:
-        # A block whose requests exhausted their retries must not kill the rest of the
-        # work: its rows become error rows at consolidation and are retried on rerun.
+    written, resent = 0, 0
+    seen: set[str] = set()
+    send = todo
+    for attempt in range(cfg.generation.block_retries + 1):
+        if not send.height:
+            break
+        if attempt:
+            # Ray's stages fail a whole block when one request runs out of retries (or an
+            # engine gives up on it): its rows, answered or not, arrive nowhere. Send those
+            # rows again, a bounded number of times; what is still missing then becomes
+            # error rows at consolidation and is retried by a rerun.
+            log.warning("[%s] %s: %d row(s) lost with a failed block; sending them again "
+                        "(pass %d of %d, generation.block_retries)", stage, label,
+                        send.height, attempt + 1, cfg.generation.block_retries + 1)
+            resent += send.height
+        # A failed block must not kill the rest of the work (see above).
         ray.data.DataContext.get_current().max_errored_blocks = -1
-        ds = make_processor()(
-            ray.data.from_arrow(todo.rename({"messages": "messages_json"}).to_arrow()))
+        # One block per processor batch: a failed batch then costs its own rows only,
+        # not every row that shared a block with it.
+        table = send.rename({"messages": "messages_json"}).to_arrow()
+        ds = make_processor()(ray.data.from_arrow(
+            [table.slice(i, block_rows) for i in range(0, table.num_rows, block_rows)]))
         for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
-            write(_normalise(batch))
+            rows = _normalise(batch)
+            write(rows)
+            seen.update(rows["gen_key"])
             written += len(batch)
             _crash_point(written // cfg.generation.shard_rows)
-            log.info("[%s] %s: %d/%d rows (%.1f rows/s)", stage, label, written, todo.height,
-                     written / max(time.time() - t0, 1e-9))
+            log.info("[%s] %s: %d/%d rows (%.1f rows/s)", stage, label, written,
+                     todo.height + resent, written / max(time.time() - t0, 1e-9))
+        send = send.filter(~pl.col("gen_key").is_in(list(seen)))
     finals = [store.consolidate(req) for req, store in jobs]
     final = pl.concat(finals)
     wall = time.time() - t0
@@ -181,6 +202,7 @@ def answer_many(ctx: Context, stage: str, label: str,
     summary = {
         "rows": final.height,
         "sent": todo.height,
+        "resent": resent,
         "status": counts,
         "prompt_tokens": int(final["prompt_tokens"].sum()),
         "completion_tokens": int(final["completion_tokens"].sum()),

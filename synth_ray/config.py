@@ -76,6 +76,11 @@ class HttpSection(Section):
     qps: int | None = Field(None, ge=1, description="Requests per second per replica.")
     concurrency: int = Field(1, ge=1)
     max_retries: int = Field(5, ge=0)
+    batch_size: int = Field(
+        8, ge=1, description="Rows per block sent to the endpoint. Ray's HTTP stage fails a "
+        "whole block when one request runs out of retries, so small blocks lose little; "
+        "requests within a block go one after another, so size does not set the speed."
+    )
     base_retry_wait_s: float = Field(1.0, gt=0)
     timeout_s: float = Field(120.0, gt=0)
 
@@ -134,6 +139,10 @@ class GenerationSection(Section):
     )
     max_error_fraction: float = Field(
         0.5, ge=0, le=1, description="Fail the stage when a source's error rows exceed this."
+    )
+    block_retries: int = Field(
+        2, ge=0, description="Times the rows of a failed block (one request out of retries "
+        "fails its whole block in Ray's stages) are sent again before they become error rows."
     )
 
 

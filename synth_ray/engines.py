@@ -210,7 +210,7 @@ def http_processor(cfg: ExperimentConfig, http: HttpSection | None, model: str,
         max_retries=http.max_retries,
         base_retry_wait_time_in_s=http.base_retry_wait_s,
         concurrency=http.concurrency,
-        batch_size=cfg.generation.batch_size,
+        batch_size=http.batch_size,
         session_factory=functools.partial(_session_factory, http.timeout_s),
         http_request_stage=LIGHT,
     )

@@ -37,40 +37,59 @@ def random_schedule(name: str, n: int, faults: tuple[str, ...]) -> dict[int, str
     return schedule
 
 
-def check_accounting(proxy: FaultProxy, rows: pl.DataFrame, max_retries: int) -> None:
+def check_accounting(proxy: FaultProxy, rows: pl.DataFrame, max_retries: int,
+                     resent: int) -> None:
     """Each request the proxy saw was answered (one answer per distinct request content:
     rows with the same content share it), failed with a 500 (an error row, not retried) or
-    hit a retried fault; a row whose retries ran out is an error row too."""
+    hit a retried fault; a row whose retries ran out fails its block, whose rows are sent
+    again (`resent`, generation.block_retries) or become error rows."""
     ok = rows.filter(pl.col("status") != "error")
     errors = rows.filter(pl.col("status") == "error")
     server = errors.filter(pl.col("error").str.contains("injected server error"))
-    # each 500 is one failed request: the error rows of its content (rows that share a
-    # prompt share its answer, or its failure)
-    assert server["gen_key"].n_unique() == proxy.served.get("500", 0)
-    if errors.height == server.height:  # no retry budget ran out
+    if resent == 0:
+        # each 500 is one failed request: the error rows of its content (rows that share
+        # a prompt share its answer, or its failure)
+        assert server["gen_key"].n_unique() == proxy.served.get("500", 0)
+    else:  # a 500 in a failed block was sent again and may have been answered then
+        assert server["gen_key"].n_unique() <= proxy.served.get("500", 0)
+    if resent == 0 and errors.height == server.height:  # no retry budget ran out
         assert proxy.served.get("ok", 0) == ok["gen_key"].n_unique()  # none lost or doubled
-    else:  # a block whose retries ran out is recorded as error rows, answers and all
+    else:  # the answered rows of a failed block were lost with it, and maybe sent again
         assert proxy.served.get("ok", 0) >= ok["gen_key"].n_unique()
-    assert proxy.count <= rows["gen_key"].n_unique() * (max_retries + 1)  # budget holds
+    budget = (rows["gen_key"].n_unique() + resent) * (max_retries + 1)
+    assert proxy.count <= budget
     faulted = proxy.count - proxy.served.get("ok", 0)
     print(f"http faults: {proxy.count} requests, {faulted} faulted "
           f"({faulted / proxy.count:.0%}); {rows.height} rows: {ok.height} answered, "
-          f"{errors.height} error rows ({server.height} from 500s), 0 lost")
+          f"{errors.height} error rows ({server.height} from 500s), {resent} sent again "
+          "after a failed block, 0 lost")
 
 
 class FaultProxy:
     """Forwards /v1/chat/completions; request n gets the fault `schedule[n]` if any."""
 
-    def __init__(self, upstream: str, schedule: dict[int, str]):
+    def __init__(self, upstream: str, schedule: dict[int, str], max_retries: int = 4):
         self.upstream, self.schedule = upstream, schedule
         self.count = 0
         self.served: dict[str, int] = {}
         self.port = free_port()
+        # "exhaust": this request's content gets a 503 on every one of its attempts, so
+        # its retries run out and its block fails; once sent again it is answered
+        self.attempts = max_retries + 1
+        self.poisoned: dict[bytes, int] = {}
 
     async def handle(self, request: web.Request) -> web.Response:
         self.count += 1
+        body = await request.read()
         fault = self.schedule.get(self.count, "ok")
+        if fault == "exhaust":
+            self.poisoned[body] = self.attempts
+        if self.poisoned.get(body, 0) > 0:
+            self.poisoned[body] -= 1
+            fault = "exhaust"
         self.served[fault] = self.served.get(fault, 0) + 1
+        if fault == "exhaust":
+            return web.json_response({"error": {"message": "injected"}}, status=503)
         if fault in ("429", "502", "503"):
             return web.json_response({"error": {"message": "injected"}}, status=int(fault),
                                      headers={"Retry-After": "0"})
@@ -79,7 +98,6 @@ class FaultProxy:
                                      status=500)
         if fault == "timeout":
             await asyncio.sleep(6)
-        body = await request.read()
         headers = {"Authorization": request.headers.get("Authorization", ""),
                    "Content-Type": "application/json"}
         async with ClientSession(timeout=ClientTimeout(total=60)) as s:
@@ -153,7 +171,8 @@ def http_config(tmp_path, proxy_port: int):
 
 def test_http_source_under_faults(vllm_server, tmp_path) -> None:
     # the fixed faults first (each kind seen at least once), then random ones at 10-30%
-    schedule = {3: "503", 5: "500", 8: "timeout", 11: "502", 14: "truncated", 17: "429"}
+    schedule = {3: "503", 5: "500", 8: "timeout", 11: "502", 14: "truncated", 17: "429",
+                19: "exhaust"}
     schedule.update({i + 20: f for i, f in random_schedule(
         "http source", 60, ("429", "500", "502", "503", "truncated")).items()})
     proxy = FaultProxy(vllm_server, schedule)
@@ -171,7 +190,11 @@ def test_http_source_under_faults(vllm_server, tmp_path) -> None:
     errors = gen.filter(pl.col("status") == "error")
     # each 500 (not retried) is one error row; 429/502/503, timeouts and cut bodies were
     # retried (a row whose 4 retries all fail is an error row too)
-    check_accounting(proxy, gen, 4)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    resent = manifest["stages"]["generate"]["sources"]["api-c"]["resent"]
+    # the exhausted request failed its block; its rows were sent again, not lost
+    assert proxy.served["exhaust"] == 5 and resent >= 1
+    check_accounting(proxy, gen, 4, resent)
     assert proxy.served["500"] >= 1
     assert proxy.served["timeout"] == 1 and proxy.served["truncated"] >= 1
     ok = gen.filter(pl.col("status") != "error")
@@ -227,7 +250,7 @@ def test_http_judge_keeps_unparsable_answers_and_counts_them(vllm_server, grid_r
         if f.name in ("judgements.parquet", "danger_zone.parquet", "pairs.parquet",
                       "spb.parquet", "judge_summary.json"):
             f.unlink()
-    schedule = {2: "429", 4: "500", 7: "timeout", 9: "502", 12: "truncated"}
+    schedule = {2: "429", 4: "500", 7: "timeout", 9: "502", 12: "truncated", 14: "exhaust"}
     schedule.update({i + 15: f for i, f in random_schedule(
         "http judge", 150, ("429", "500", "502", "503", "truncated")).items()})
     proxy = FaultProxy(vllm_server, schedule)
@@ -262,7 +285,8 @@ def test_http_judge_keeps_unparsable_answers_and_counts_them(vllm_server, grid_r
     assert unparsable == sum(r["status"] == "error" or parse_score(r["response"], 5).score is None
                              for r in answers.iter_rows(named=True))
     assert unparsable >= table["harm"].null_count() + table["quality"].null_count()
-    check_accounting(proxy, answers, 4)
+    assert proxy.served["exhaust"] == 5 and summary["calls"]["resent"] >= 1
+    check_accounting(proxy, answers, 4, summary["calls"]["resent"])
     assert proxy.served["500"] >= 1
     assert proxy.served["timeout"] == 1 and proxy.served["truncated"] >= 1  # both retried
     assert not (base / "spb.parquet").exists()  # no self source: no SPB
