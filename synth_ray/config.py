@@ -217,6 +217,12 @@ class TrainingSection(Section):
     )
     max_grad_norm: float = Field(1.0, gt=0)
     dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+    autocast: Literal["none", "bfloat16", "float16"] = Field(
+        "none", description="Mixed precision: weights and optimizer stay in `dtype`, forward "
+        "passes run in this type under torch.autocast (with dtype float32: the usual AMP; "
+        "2x faster for the demo's tiny models on a CPU with AVX-512 BF16). DDP only: "
+        "DeepSpeed takes its precision from `dtype`.",
+    )
     max_failures: int = Field(2, ge=-1, description="Worker failures a run survives (-1: any).")
     parallel_trials: int = Field(
         1, ge=1, description="Adapters trained at once (Ray Tune trials); 1 on a laptop."

@@ -55,6 +55,10 @@ def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
                 f"of per_device_batch_size*num_workers = {t.per_device_batch_size * t.num_workers}"
             )
     for i, t in enumerate(cfg.targets):
+        if t.strategy == "deepspeed" and cfg.training.autocast != "none":
+            problems.append(f"training.autocast: {cfg.training.autocast!r} with targets.{i} "
+                            "on DeepSpeed, which sets its precision from training.dtype; "
+                            "set training.autocast: none")
         if t.self_source is not None and t.self_source not in names:
             problems.append(f"targets.{i}.self_source: unknown source {t.self_source!r}; "
                             f"known: {sorted(names)}")

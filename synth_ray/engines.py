@@ -100,6 +100,10 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
     or False for rows that arrive as token ids."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
+    if spec.model.startswith("tiny://"):
+        # the embedded models are a few MB: compiling them costs more than it can save
+        # (an engine start on 2 cores: 35 s compiled, 17 s eager; docs/benchmarks.md)
+        engine_kwargs.setdefault("enforce_eager", True)
     return vLLMEngineProcessorConfig(
         model_source=resolve_model(spec.model),
         engine_kwargs=engine_kwargs,

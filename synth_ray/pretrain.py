@@ -159,11 +159,22 @@ def tokenizer_path() -> Path:
 # -- the models -----------------------------------------------------------------------------
 
 
+@functools.cache
+def autocast() -> str:
+    """bf16 mixed precision where the CPU computes bf16 natively (AVX-512 BF16 or AMX: the
+    steps take half the time, benchmarks/pretrain_speed.py), fp32 elsewhere, where
+    emulated bf16 would be slower. Part of the cache key: the weights differ."""
+    import torch
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bfloat16" if native else "none"
+
+
 def model_key(name: str) -> str:
     from synth_ray.train import worker
 
     return hash_json({"spec": asdict(PRETRAINED[name]), "tokenizer": tokenizer_key(),
-                      "trainer": worker.FULL_VERSION})
+                      "trainer": worker.FULL_VERSION, "autocast": autocast()})
 
 
 def cached(name: str) -> Path:
@@ -201,7 +212,8 @@ def _job(name: str, work: Path, cpus: int) -> dict[str, Any]:
         "training": {
             "learning_rate": spec.learning_rate, "epochs": spec.steps * spec.batch_size / n_train,
             "warmup_ratio": 0.05, "weight_decay": 0.0, "max_length": spec.max_length,
-            "loss_on": "all", "dtype": "float32", "eval_every_steps": spec.steps // 4,
+            "loss_on": "all", "dtype": "float32", "autocast": autocast(),
+            "eval_every_steps": spec.steps // 4,
             "report_every_steps": 25, "early_stopping_patience": 100,
             "seeds": [spec.model.seed]},
     })

@@ -145,6 +145,14 @@ def mean_across_workers(total: float, count: float, device) -> float:
     return float(t[0] / t[1]) if t[1] else math.nan
 
 
+def mixed_precision(device, autocast: str) -> Callable[[], Any]:
+    """A context factory: torch.autocast in `autocast`'s type, or nothing for "none"."""
+    if autocast == "none":
+        return contextlib.nullcontext
+    dtype = getattr(torch, autocast)
+    return lambda: torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
 @torch.no_grad()
 def evaluate(model, loader, device) -> float:
     """Token-weighted mean validation loss over every worker's shard."""
@@ -164,6 +172,7 @@ def run_loop(
     device, eval_every: int, patience: int, n_params: int, report_every: int = 1,
     report: Callable[[dict[str, float], bool], None],
     on_best: Callable[[], None], fault_hook: Callable[[int], None] | None = None,
+    autocast: str = "none",
 ) -> TrainState:
     """Train until `plan.total_steps` or early stop. `report(metrics, save_checkpoint)` is
     called every `report_every` optimizer steps and at every validation (with a
@@ -172,6 +181,7 @@ def run_loop(
     model = stepper.model
     model.train()
     peak = peak_flops()
+    amp = mixed_precision(device, autocast)
     while state.step < plan.total_steps and not state.stopped_early:
         sampler.set_epoch(state.epoch)  # same shuffle on resume
         t0, tokens = time.perf_counter(), 0
@@ -181,7 +191,8 @@ def run_loop(
             boundary = (i + 1) % plan.accum == 0 or i + 1 == len(train_loader)
             batch = {k: v.to(device) for k, v in batch.items()}
             with stepper.sync_context(boundary):
-                loss = model(**batch).loss
+                with amp():
+                    loss = model(**batch).loss
                 stepper.backward(loss, boundary)
             tokens += int(batch["attention_mask"].sum())
             state.micro_in_epoch = i + 1
@@ -202,7 +213,8 @@ def run_loop(
                 metrics["mfu"] = m
             save = state.step % eval_every == 0 or state.step >= plan.total_steps
             if save:
-                val = evaluate(model, val_loader, device) if val_loader else float(loss)
+                with amp():
+                    val = evaluate(model, val_loader, device) if val_loader else float(loss)
                 metrics["val_loss"] = val
                 if val < state.best_val:
                     state.best_val, state.best_step, state.bad_evals = val, state.step, 0

@@ -185,7 +185,7 @@ def train_func(job: dict[str, Any]) -> None:
                      eval_every=tr.eval_every_steps, patience=tr.early_stopping_patience,
                      n_params=n_params, report_every=tr.report_every_steps,
                      report=report, on_best=on_best,
-                     fault_hook=_fault_hook(rank))
+                     fault_hook=_fault_hook(rank), autocast=tr.autocast)
     final = best if best is not None else trained_state()
     if rank == 0:
         summary = {"target": target.name, "condition": job["condition"], "seed": job["seed"],

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import polars as pl
 import psutil
 import pytest
 
@@ -83,13 +84,33 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(ray_head,
     proc = subprocess.run(
         [BIN / "ray", "job", "submit", "--address", url, "--working-dir", ".", "--",
          "python", "jobs/pipeline.py", "jobs/configs/plumbing.yaml", f"run.dir={run_dir}",
-         "--until", "build", "dataset.max_rows=40", one_source,
-         "conditions.single_source={small: small-a}",
-         "conditions.multi_source={small: [small-a, small-a, small-a, small-a]}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    assert "succeeded" in proc.stdout + proc.stderr
-    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
-    assert [stages[s]["status"] for s in ("split", "generate", "build")] == ["done"] * 3
-    for out in (o for s in ("split", "generate", "build") for o in stages[s]["outputs"]):
+         "dataset.max_rows=40", one_source, "conditions.single_source={small: small-a}",
+         "conditions.multi_source={small: [small-a, small-a, small-a, small-a]}",
+         "judge.max_safety_prompts=4", "judge.max_articles=3"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    assert "succeeded" in log and "report at" in log
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    stages = manifest["stages"]
+    names = ("split", "generate", "build", "train", "respond", "score", "judge", "report")
+    assert [stages[s]["status"] for s in names] == ["done"] * len(names)
+    for out in (o for s in names for o in stages[s]["outputs"]):
         assert (run_dir / out).stat().st_size > 0, out
+    # every stage's numbers reached the report: one adapter per condition, each scored
+    adapters = stages["train"]["adapters"]
+    assert {a.split("--")[1] for a in adapters} == {"human", "single-small", "multi-small"}
+    summary = json.loads((run_dir / "eval" / "tiny-target" / "summary.json").read_text())
+    md = (run_dir / "report" / "tables.md").read_text()
+    evaluation = md[md.index("## Evaluation"):]
+    for condition, s in summary["perplexity"]["outputs"]["summary"].items():
+        row = next(line for line in evaluation.splitlines()
+                   if line.startswith(f"| {condition} | "))
+        assert f"{s['mean']:.4g}" in row
+    judged = pl.read_parquet(run_dir / "eval" / "tiny-target" / "judgements.parquet")
+    assert judged.height == pl.read_parquet(
+        run_dir / "responses" / "tiny-target" / "safety.parquet").height > 0
+    page = (run_dir / "report" / "index.html").read_text()
+    assert page.count("<table>") == md.count("\n|---")
+    for png in (run_dir / "report" / "plots").glob("*.png"):
+        assert png.read_bytes().startswith(b"\x89PNG"), png

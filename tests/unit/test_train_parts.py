@@ -92,3 +92,28 @@ def test_zero3_config_from_sections() -> None:
     assert ds["zero_optimization"]["stage"] == 3
     assert ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * 16 == 128
     assert ds["bf16"]["enabled"] and ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+
+
+def test_autocast_runs_forward_in_bfloat16_and_keeps_fp32_weights() -> None:
+    from synth_ray.train.loop import mixed_precision
+
+    layer = torch.nn.Linear(8, 8)
+    x = torch.randn(4, 8)
+    with mixed_precision("cpu", "bfloat16")():
+        y = layer(x)
+    assert y.dtype == torch.bfloat16 and layer.weight.dtype == torch.float32
+    # the same numbers as a bf16 matmul computed by hand, not the fp32 ones
+    ref = torch.nn.functional.linear(x.bfloat16(), layer.weight.bfloat16(),
+                                     layer.bias.bfloat16())
+    torch.testing.assert_close(y, ref)
+    with mixed_precision("cpu", "none")():
+        assert layer(x).dtype == torch.float32
+
+
+def test_autocast_is_refused_with_deepspeed() -> None:
+    from synth_ray.config_checks import cross_reference_problems
+
+    data = {"sources": [], "conditions": {"human": True}, "training": {"autocast": "bfloat16"},
+            "targets": [{"name": "t", "model": "tiny://target", "strategy": "deepspeed"}]}
+    problems = cross_reference_problems(ExperimentConfig.model_validate(data))
+    assert any("training.autocast" in p and "DeepSpeed" in p for p in problems)
