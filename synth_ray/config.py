@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from synth_ray.overrides import apply_overrides, parse_overrides  # noqa: F401 - re-exported
 
@@ -37,7 +44,20 @@ class Section(BaseModel):
 
 class RunSection(Section):
     name: str = "demo"
-    dir: str = Field("runs/demo", description="Run directory: the only state of a run.")
+    dir: str = Field("runs/demo", description="Run directory: the only state of a run. On "
+                     "a multi-node cluster, a path on storage every node mounts (NFS, EFS, "
+                     "Filestore).")
+
+    @field_validator("dir")
+    @classmethod
+    def _local_path(cls, v: str) -> str:
+        # Path("s3://b/x") is the local folder "s3:/b/x": refuse it rather than write there
+        if "://" in v:
+            raise ValueError(
+                f"{v!r}: a URI; run directories on object storage are not supported yet. "
+                "Use a path on a file system that every node mounts (NFS, EFS, Filestore, "
+                "a FUSE mount of the bucket), or a local path on one machine")
+        return v
 
 
 class DatasetSection(Section):

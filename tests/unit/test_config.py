@@ -79,6 +79,15 @@ def test_http_source_needs_endpoint(demo_config_path) -> None:
         validate_config(data)
 
 
+@pytest.mark.parametrize("uri", ["s3://bucket/runs/demo", "gs://b/r", "file:///tmp/r"])
+def test_run_dir_uri_is_refused_not_taken_as_a_local_folder(demo_config_path, uri) -> None:
+    data = demo_dict(demo_config_path)
+    data["run"]["dir"] = uri  # Path() would make it the local folder "s3:/bucket/..."
+    with pytest.raises(ConfigError) as err:
+        validate_config(data)
+    assert any(p.startswith("run.dir:") and "mounts" in p for p in err.value.problems)
+
+
 def test_overrides(demo_config_path) -> None:
     cfg = load_config(
         demo_config_path,
