@@ -56,7 +56,7 @@ def main() -> None:
             opt.step()
             opt.zero_grad()
             times.append(time.perf_counter() - t)
-        return statistics.median(times[1:]), float(loss)
+        return statistics.median(times[1:]), float(loss.detach())
 
     res: dict[str, list[tuple[float, float]]] = {"none": [], "bfloat16": []}
     for _ in range(args.rounds):
@@ -67,7 +67,7 @@ def main() -> None:
           f"median of {args.rounds} rounds x {args.steps} steps")
     for k, v in res.items():
         print(f"  {'fp32' if k == 'none' else 'bf16 autocast':14} {med[k]:.3f} s/step, "
-              f"loss after {args.steps} steps {v[-1][1]:.3f}")
+              f"loss after {args.steps} steps {v[-1][1]:.5f}")
     print(f"bf16 autocast / fp32 step time: {med['bfloat16'] / med['none']:.2f}x "
           f"(CPU bf16 native: {torch.cpu._is_avx512_bf16_supported()})")
 

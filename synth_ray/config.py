@@ -219,6 +219,10 @@ class TrainingSection(Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     epochs: float = Field(3, gt=0)
+    max_steps: int | None = Field(
+        None, ge=1, description="Exactly this many optimizer steps, whatever `epochs` says "
+        "(the tiny pre-training gives every model the same number)."
+    )
     seeds: list[int] = Field(
         default_factory=lambda: [42], min_length=1,
         description="One adapter per seed (the paper: 42); several give error bars.",

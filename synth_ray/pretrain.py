@@ -201,7 +201,6 @@ def _job(name: str, work: Path, cpus: int) -> dict[str, Any]:
     data = work / "rows.parquet"
     write_parquet(rows.select("id", "instruction", "response", "split")
                   .with_columns(context=pl.lit("")), data)
-    n_train = rows.filter(pl.col("split") == "train").height
     cfg = ExperimentConfig.model_validate({
         "run": {"name": f"pretrain-{name}", "dir": str(work)},
         "sources": [], "targets": [{
@@ -210,7 +209,7 @@ def _job(name: str, work: Path, cpus: int) -> dict[str, Any]:
             "effective_batch_size": spec.batch_size}],
         "conditions": {"human": True},
         "training": {
-            "learning_rate": spec.learning_rate, "epochs": spec.steps * spec.batch_size / n_train,
+            "learning_rate": spec.learning_rate, "max_steps": spec.steps,
             "warmup_ratio": 0.05, "weight_decay": 0.0, "max_length": spec.max_length,
             "loss_on": "all", "dtype": "float32", "autocast": autocast(),
             "eval_every_steps": spec.steps // 4,

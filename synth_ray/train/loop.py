@@ -51,10 +51,10 @@ class Plan:
 
 
 def plan_steps(n_train: int, per_device: int, world: int, accum: int, epochs: float,
-               warmup_ratio: float) -> Plan:
+               warmup_ratio: float, max_steps: int | None = None) -> Plan:
     micro = math.ceil(n_train / (per_device * world))
     per_epoch = max(1, math.ceil(micro / accum))
-    total = max(1, math.ceil(per_epoch * epochs))
+    total = max_steps or max(1, math.ceil(per_epoch * epochs))
     return Plan(micro, accum, per_epoch, total, int(round(total * warmup_ratio)))
 
 

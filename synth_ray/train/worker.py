@@ -31,7 +31,7 @@ from synth_ray.train.loop import (
 )
 from synth_ray.train.lora import peft_config, save_adapter, save_full_model
 
-FULL_VERSION = 1  # part of the pre-trained models' cache key: bump when full training changes
+FULL_VERSION = 2  # part of the pre-trained models' cache key: bump when full training changes
 
 # Test-only fault injection: "RANK:STEP:MARKER" makes that rank die once at that step.
 FAULT_ENV = "SYNTH_RAY_TEST_KILL_WORKER"
@@ -96,7 +96,7 @@ def train_func(job: dict[str, Any]) -> None:
     train, train_loader, sampler, val_loader = _loaders(job, tokenizer, cfg, target, rank, world)
     accum = max(1, target.effective_batch_size // (target.per_device_batch_size * world))
     plan = plan_steps(len(train), target.per_device_batch_size, world, accum, tr.epochs,
-                      tr.warmup_ratio)
+                      tr.warmup_ratio, tr.max_steps)
 
     ds_cfg = zero3_config(tr, target, accum) if zero3 else None
     if zero3:  # load the weights already partitioned (a 70B model fits no single worker)

@@ -56,6 +56,11 @@ def test_plan_steps_matches_effective_batch() -> None:
         212, 212, 636, 19)
     p = plan_steps(100, 4, 1, 4, 1, 0.0)  # 25 micro-batches, 4 per step -> 7 steps
     assert (p.micro_per_epoch, p.steps_per_epoch) == (25, 7)
+    # epochs as a fraction round up per epoch (pre-training asked 200, got 201-202);
+    # max_steps is exact and the warm-up follows it
+    assert plan_steps(3_500, 16, 1, 1, 200 * 16 / 3_500, 0.05).total_steps == 201
+    p = plan_steps(3_500, 16, 1, 1, 1, 0.05, max_steps=200)
+    assert (p.total_steps, p.warmup_steps, p.steps_per_epoch) == (200, 10, 219)
 
 
 def test_mfu_formula() -> None:
