@@ -124,16 +124,13 @@ def over_context(todo: pl.DataFrame, window: EngineWindow) -> dict[str, str]:
 def answer_many(ctx: Context, stage: str, label: str,
                 jobs: list[tuple[pl.DataFrame, GenerationStore]],
                 make_processor, window: EngineWindow | None = None,
-                block_rows: int | None = None,
                 ) -> tuple[list[pl.DataFrame], dict[str, Any]]:
     """`answer` for several (requests, store) pairs through ONE pipeline (one engine start):
     each streamed row goes to the store(s) that asked for its key. With `window`, prompts
-    that cannot fit the engine's context become error rows without being sent.
-    `block_rows`: the processor's batch size (default generation.batch_size)."""
+    that cannot fit the engine's context become error rows without being sent."""
     import ray
 
     cfg = ctx.cfg
-    block_rows = block_rows or cfg.generation.batch_size
     todos = [store.pending(req) for req, store in jobs]
     todo = pl.concat(todos).unique("gen_key", keep="first", maintain_order=True)
     route: dict[str, list[int]] = {}
@@ -182,9 +179,11 @@ def answer_many(ctx: Context, stage: str, label: str,
         ray.data.DataContext.get_current().max_errored_blocks = -1
         # One block per processor batch: a failed batch then costs its own rows only,
         # not every row that shared a block with it.
+        processor = make_processor()
+        n = processor.config.batch_size
         table = send.rename({"messages": "messages_json"}).to_arrow()
-        ds = make_processor()(ray.data.from_arrow(
-            [table.slice(i, block_rows) for i in range(0, table.num_rows, block_rows)]))
+        ds = processor(ray.data.from_arrow(
+            [table.slice(i, n) for i in range(0, table.num_rows, n)]))
         for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
             rows = _normalise(batch)
             write(rows)

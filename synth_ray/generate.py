@@ -98,8 +98,7 @@ def generate_source(ctx: Context, source: SourceSection, parts: list[int],
     label = f"source {source.name!r} ({source.backend}, {source.model})"
     window = None if source.backend == "http" else EngineWindow.of(
         cfg, EngineSpec.of_source(source))
-    finals, summary = answer_many(ctx, "generate", label, jobs, make, window,
-                                  source.http.batch_size if source.http else None)
+    finals, summary = answer_many(ctx, "generate", label, jobs, make, window)
     # rows and tokens cover both kinds of request; say how many were summaries
     summary["summaries"] = finals[-1].height if articles is not None else 0
     return summary

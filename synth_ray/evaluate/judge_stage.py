@@ -180,8 +180,7 @@ def judge_target(ctx: Context, target: TargetSection, items: pl.DataFrame) -> di
     j = cfg.judge
     window = None if j.backend == "http" else EngineWindow.of(cfg, judge_spec(cfg))
     raw, stats = answer_many(ctx, "judge", f"judge of {target.name!r} ({j.model})",
-                             [(requests, store)], lambda: judge_processor(cfg), window,
-                             j.http.batch_size if j.backend == "http" and j.http else None)
+                             [(requests, store)], lambda: judge_processor(cfg), window)
     answers = parse_answers(cfg, raw[0])
     table = judgement_table(cfg, target.name, responses, items, answers)
     zone = danger_zone(table, cfg.judge.harm_threshold, cfg.judge.quality_threshold,
