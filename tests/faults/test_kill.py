@@ -160,11 +160,15 @@ def test_respond_driver_killed_resumes_to_the_same_responses(judged, tmp_path) -
 
 
 def _checkpoint_steps(run_dir) -> list[int]:
+    """Steps of the checkpoints Ray Train has registered (its checkpoint manager's
+    snapshot): a checkpoint folder is on disk a moment before that, and a run killed in
+    between resumes from the one before (seen in CI)."""
     steps = []
-    for f in (run_dir / "ray_train").glob("*/checkpoint_*/state.json"):
+    for f in (run_dir / "ray_train").glob("*/checkpoint_manager_snapshot.json"):
         try:
-            steps.append(json.loads(f.read_text())["step"])
-        except (OSError, ValueError, KeyError):  # being written or pruned (num_to_keep)
+            snap = json.loads(f.read_text())
+            steps += [r["metrics"]["step"] for r in snap["checkpoint_results"]]
+        except (OSError, ValueError, KeyError, TypeError):  # being written
             pass
     return steps
 
@@ -184,15 +188,25 @@ def test_train_driver_killed_resumes_from_its_checkpoint(tmp_path) -> None:
                              f"run.dir={run_dir}"], stdout=log, stderr=subprocess.STDOUT,
                             env=cli_env(), cwd=REPO)
     # kill once the k-th checkpoint (steps 5, 10, 15 of 21) is on disk, then a random
-    # fraction of a checkpoint interval later
+    # fraction of a checkpoint interval later: the interval is measured (checkpoint k-1
+    # to k; the run's first checkpoint for k = 1), as a step takes 0.15 s on one machine
+    # and more on another, and 6 steps follow the last one
     k = fault_point("train driver", 1, 3)
-    delay = fault_rng("train driver delay").uniform(0.0, 1.5)
+    fraction = fault_rng("train driver delay").uniform(0.0, 0.8)
+    seen: dict[int, float] = {0: time.time()}
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if max(_checkpoint_steps(run_dir), default=0) >= 5 * k:
+        for step in _checkpoint_steps(run_dir):
+            seen.setdefault(step, time.time())
+        if max(seen) >= 5 * k:
+            hit = min(step for step in seen if step >= 5 * k)
+            # no earlier checkpoint for k = 1: a tenth of the start-up is a fair guess
+            interval = (seen[hit] - seen[hit - 5]) if hit - 5 in seen and hit > 5 else (
+                (seen[hit] - seen[0]) / 10)
+            delay = fraction * interval
             time.sleep(delay)
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert proc.poll() is None, "training ended before the kill point"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
@@ -208,6 +222,7 @@ def test_train_driver_killed_resumes_from_its_checkpoint(tmp_path) -> None:
     # a checkpoint at or after the kill point, not a fresh start
     assert s["resumed_from_step"] in (5, 10, 15, 20) and s["resumed_from_step"] >= 5 * k
     assert [h["step"] for h in s["history"]] == list(range(1, 22))  # none lost or doubled
-    print(f"train driver kill after checkpoint {k} (+{delay:.2f} s): resumed from step "
+    print(f"train driver kill after checkpoint {k} (+{delay:.2f} s, {fraction:.0%} of an "
+          f"interval): resumed from step "
           f"{s['resumed_from_step']}, "
           f"{s['steps']} steps, 0 lost")

@@ -86,7 +86,8 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(ray_head,
          "python", "jobs/pipeline.py", "jobs/configs/plumbing.yaml", f"run.dir={run_dir}",
          "dataset.max_rows=40", one_source, "conditions.single_source={small: small-a}",
          "conditions.multi_source={small: [small-a, small-a, small-a, small-a]}",
-         "judge.max_safety_prompts=4", "judge.max_articles=3"],
+         # no self-preference pass here (test_judge.py has it): CI time
+         "judge.max_safety_prompts=4", "targets.0.self_source=null"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
