@@ -102,7 +102,7 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
 
     if spec.model.startswith("tiny://"):
         # the embedded models are a few MB: compiling them costs more than it can save
-        # (an engine start on 2 cores: 35 s compiled, 17 s eager; docs/benchmarks.md)
+        # (an engine start on 2 cores: 27.4 s compiled, 14.4 s eager; docs/benchmarks.md)
         engine_kwargs.setdefault("enforce_eager", True)
     return vLLMEngineProcessorConfig(
         model_source=resolve_model(spec.model),
