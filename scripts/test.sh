@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check . || exit 1
-.venv/bin/python -m pytest --durations=15 "${@:-tests}"  # the slowest tests, for CI time
+.venv/bin/python -m pytest --durations=30 "${@:-tests}"  # the slowest tests, for CI time
 rc=$?
 if [ $rc -eq 5 ]; then
   echo "test: pytest collected no tests; that is a failure, not a pass" >&2

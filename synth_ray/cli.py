@@ -63,7 +63,7 @@ MODEL_STAGES = {"generate", "train", "respond", "score", "judge"}
 def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
                 force: list[str]) -> None:
     cfg = _load(config, overrides)
-    _setup_logging(Path(cfg.run.dir))
+    _setup_logging(cfg.run.local_root())
     try:
         ctx = open_run(cfg)
     except RunDirBusy as e:
@@ -84,7 +84,7 @@ def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
         except Exception as e:
             log.error("[%s] failed: %s: %s (run dir %s)", name, type(e).__name__, e, ctx.run.root)
             raise typer.Exit(EXIT_FAILED) from None
-    log.info("run directory: %s", ctx.run.root.resolve())
+    log.info("run directory: %s", ctx.run.uri() or ctx.run.root.resolve())
     report = ctx.run.path("report", "index.html")
     if "report" in names and report.exists():
         log.info("report: %s", report.resolve())

@@ -44,20 +44,30 @@ class Section(BaseModel):
 
 class RunSection(Section):
     name: str = "demo"
-    dir: str = Field("runs/demo", description="Run directory: the only state of a run. On "
-                     "a multi-node cluster, a path on storage every node mounts (NFS, EFS, "
-                     "Filestore).")
+    dir: str = Field("runs/demo", description="Run directory: the only state of a run. A "
+                     "local path; on a multi-node cluster, a path every node mounts (NFS, EFS, "
+                     "Filestore) or a bucket URI (s3://bucket/prefix, gs://bucket/prefix).")
+    local_dir: str | None = Field(
+        None, description="For a URI `dir`: the driver's local mirror of the run (default: "
+        "under $SYNTH_RAY_CACHE/runs). Ignored for a local `dir`.")
 
     @field_validator("dir")
     @classmethod
-    def _local_path(cls, v: str) -> str:
-        # Path("s3://b/x") is the local folder "s3:/b/x": refuse it rather than write there
+    def _path_or_bucket(cls, v: str) -> str:
+        # Path("s3://b/x") is the local folder "s3:/b/x": check a URI rather than write there
         if "://" in v:
-            raise ValueError(
-                f"{v!r}: a URI; run directories on object storage are not supported yet. "
-                "Use a path on a file system that every node mounts (NFS, EFS, Filestore, "
-                "a FUSE mount of the bucket), or a local path on one machine")
+            from synth_ray.storage import check_uri
+
+            return check_uri(v)
         return v
+
+    def local_root(self) -> Path:
+        """Where the driver reads and writes: `dir`, or the mirror of a URI `dir`."""
+        from synth_ray.storage import default_mirror, is_uri
+
+        if not is_uri(self.dir):
+            return Path(self.dir)
+        return Path(self.local_dir).expanduser() if self.local_dir else default_mirror(self.dir)
 
 
 class DatasetSection(Section):

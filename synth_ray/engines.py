@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import posixpath
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,17 +55,26 @@ def _row_sampling(row: dict[str, Any], default: dict[str, Any]) -> dict[str, Any
     return {**default, **json.loads(own)} if own else default
 
 
-def _vllm_pre(row: dict[str, Any], sampling: dict[str, Any], per_row_seed: bool) -> dict[str, Any]:
+def _vllm_pre(row: dict[str, Any], sampling: dict[str, Any], per_row_seed: bool,
+              lora_local: str | None = None) -> dict[str, Any]:
     sampling = _row_sampling(row, sampling)
     params = {k: sampling[k] for k in ("temperature", "top_p", "max_tokens", "min_tokens")}
     if per_row_seed and row.get("seed") is not None:
         params["seed"] = int(row["seed"])
     if row.get("guide_regex"):  # constrained decoding: every answer matches (judge, STACK.md)
         params["structured_outputs"] = {"regex": row["guide_regex"]}
-    out = {**row, "messages": json.loads(row["messages_json"]), "sampling_params": params}
-    if row.get("lora_path"):  # Ray Data sends a row whose `model` is not the base as LoRA
-        out["model"] = row["lora_path"]
-    return out
+    return _with_lora({**row, "messages": json.loads(row["messages_json"]),
+                       "sampling_params": params}, lora_local)
+
+
+def _with_lora(row: dict[str, Any], lora_local: str | None) -> dict[str, Any]:
+    """Ray Data sends a row whose `model` is not the base model as a LoRA request: the
+    adapter's folder, or for a run in a bucket its path under the engine's
+    `dynamic_lora_loading_path` (the engine downloads it, on whichever node it runs)."""
+    if row.get("lora_path"):
+        row["model"] = (posixpath.relpath(row["lora_path"], lora_local) if lora_local
+                        else row["lora_path"])
+    return row
 
 
 def _vllm_post(row: dict[str, Any], max_tokens: int) -> dict[str, Any]:
@@ -87,6 +97,10 @@ class EngineSpec:
     replicas: int = 1
     trust_remote_code: bool = False
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    # a run in a bucket: adapters are downloaded from `lora_uri`, named by their path under
+    # the mirror's `lora_local` folder (storage.py)
+    lora_local: str | None = None
+    lora_uri: str | None = None
 
     @classmethod
     def of_source(cls, s: SourceSection) -> EngineSpec:
@@ -115,6 +129,8 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
         chat_template_stage=text_stages,
         tokenize_stage=text_stages,
         detokenize_stage=text_stages,
+        # "pyarrow-": ray.data.llm reads the bucket with pyarrow (no boto3 needed)
+        dynamic_lora_loading_path=f"pyarrow-{spec.lora_uri}" if spec.lora_uri else None,
         **({} if gpu else {"placement_group_config": {"bundles": [{"CPU": 1}]}}),
     )
 
@@ -144,7 +160,7 @@ def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
     return build_processor(
         config,
         preprocess=functools.partial(_vllm_pre, sampling=sampling.model_dump(),
-                                     per_row_seed=gpu),
+                                     per_row_seed=gpu, lora_local=spec.lora_local),
         postprocess=functools.partial(_vllm_post, max_tokens=sampling.max_tokens),
         preprocess_map_kwargs=LIGHT,
         postprocess_map_kwargs=LIGHT,
@@ -241,12 +257,10 @@ def _reading_engine(cfg: ExperimentConfig, spec: EngineSpec, text_stages: Any):
 # -- scoring: prompt log-probs --------------------------------------------------------------
 
 
-def _score_pre(row: dict[str, Any]) -> dict[str, Any]:
-    out = {**row, "tokenized_prompt": list(row["token_ids"]),
-           "sampling_params": {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}}
-    if row.get("lora_path"):
-        out["model"] = row["lora_path"]
-    return out
+def _score_pre(row: dict[str, Any], lora_local: str | None = None) -> dict[str, Any]:
+    return _with_lora({**row, "tokenized_prompt": list(row["token_ids"]),
+                       "sampling_params": {"max_tokens": 1, "temperature": 0.0,
+                                           "prompt_logprobs": 0}}, lora_local)
 
 
 def _score_post(row: dict[str, Any]) -> dict[str, Any]:
@@ -265,7 +279,8 @@ def scoring_processor(cfg: ExperimentConfig, spec: EngineSpec):
     stays bounded by sequence length, not vocabulary."""
     from ray.data.llm import build_processor
 
-    return build_processor(_reading_engine(cfg, spec, False), preprocess=_score_pre,
+    return build_processor(_reading_engine(cfg, spec, False),
+                           preprocess=functools.partial(_score_pre, lora_local=spec.lora_local),
                            postprocess=_score_post,
                            preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)
 
@@ -275,15 +290,14 @@ def scoring_processor(cfg: ExperimentConfig, spec: EngineSpec):
 # -- pairwise labels: first-token probabilities -------------------------------------------
 
 
-def _label_pre(row: dict[str, Any], label_ids: list[int]) -> dict[str, Any]:
+def _label_pre(row: dict[str, Any], label_ids: list[int],
+               lora_local: str | None = None) -> dict[str, Any]:
     # logprob_token_ids returns exactly these tokens' raw log-probs (STACK.md); the sampled
     # token is irrelevant.
     out = {**row, "messages": json.loads(row["messages_json"]),
            "sampling_params": {"max_tokens": 1, "temperature": 0.0,
                                "logprob_token_ids": list(label_ids)}}
-    if row.get("lora_path"):
-        out["model"] = row["lora_path"]
-    return out
+    return _with_lora(out, lora_local)
 
 
 def _label_post(row: dict[str, Any], label_ids: list[int]) -> dict[str, Any]:
@@ -311,6 +325,6 @@ def label_processor(cfg: ExperimentConfig, spec: EngineSpec, label_ids: list[int
 
     return build_processor(
         _reading_engine(cfg, spec, LIGHT),
-        preprocess=functools.partial(_label_pre, label_ids=label_ids),
+        preprocess=functools.partial(_label_pre, label_ids=label_ids, lora_local=spec.lora_local),
         postprocess=functools.partial(_label_post, label_ids=label_ids),
         preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)

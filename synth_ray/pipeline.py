@@ -19,6 +19,7 @@ from typing import Any
 
 from synth_ray.config import ExperimentConfig, dump_config
 from synth_ray.rundir import DiskFullError, RunDir, atomic_write_text, hash_json
+from synth_ray.storage import is_uri
 
 log = logging.getLogger("synth_ray")
 
@@ -90,12 +91,24 @@ def get_stage(name: str) -> Stage:
 def open_run(cfg: ExperimentConfig) -> Context:
     """Open (make) the run directory and take its lock for the life of this process: two
     drivers writing one run directory would answer the same rows twice."""
-    run = RunDir(cfg.run.dir)
+    remote = None
+    root = cfg.run.local_root()
+    if is_uri(cfg.run.dir):
+        from synth_ray.storage import Remote
+
+        remote = Remote(cfg.run.dir, root)
+    run = RunDir(root, remote)
     run.root.mkdir(parents=True, exist_ok=True)
     key = str(run.root.resolve())
     if key not in _LOCKS:
         _LOCKS[key] = _take_lock(run)
+    if remote:
+        # what the bucket holds (a run started elsewhere), then what this mirror has and the
+        # bucket lacks (a push cut short by a crash)
+        log.info("run in %s; local mirror %s", remote.uri, root)
+        run.pull()
     atomic_write_text(run.path("config.yaml"), dump_config(cfg))
+    run.push()
     return Context(cfg, run)
 
 
@@ -145,8 +158,14 @@ def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
         # error is the one to report
         with contextlib.suppress(DiskFullError):
             ctx.run.mark_failed(stage.name, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        try:  # the failure's record and whatever the stage finished, kept in the bucket
+            ctx.run.push()
+        except Exception as push_error:  # the stage's own error is the one to report
+            log.warning("[%s] could not push the run to its bucket: %s", stage.name,
+                        push_error)
         raise
     ctx.run.mark_done(stage.name, out.outputs, out.rows, summary=out.summary,
                       cluster_gpus=_cluster_gpus(), **out.extra)
+    ctx.run.push()  # outputs first, manifest last (storage.py)
     log.info("[%s] done in %.1fs: %s", stage.name, time.time() - t0, out.summary)
     return "done"

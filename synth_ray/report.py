@@ -213,7 +213,7 @@ def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     cost, cost_imgs = cost_section(ctx, plots)
     md = "\n\n".join([
         f"# synth-ray report: {ctx.cfg.run.name}",
-        f"Run directory `{ctx.run.root}`; config `config.yaml` (hash "
+        f"Run directory `{ctx.run.uri() or ctx.run.root}`; config `config.yaml` (hash "
         f"{hash_file(ctx.run.path('config.yaml'))}); versions: "
         + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
         "## Claims", claims,

@@ -130,13 +130,47 @@ def library_versions() -> dict[str, str]:
 
 
 class RunDir:
-    """A run directory on local disk. Paths in the manifest are relative to it."""
+    """A run directory on local disk. Paths in the manifest are relative to it. For a run
+    in a bucket (`remote`), this is the driver's mirror of it (storage.py)."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, remote: Any = None):
         self.root = Path(root)
+        self.remote = remote
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
+
+    # -- a run in a bucket ----------------------------------------------------------------
+    def uri(self, *parts: str) -> str | None:
+        """The URI of a part of a run in a bucket (None for a local run)."""
+        return self.remote.join(*parts) if self.remote else None
+
+    def push(self) -> None:
+        if self.remote:
+            self.remote.push()
+
+    def pull(self, under: str = "") -> None:
+        if self.remote:
+            self.remote.pull(under)
+
+    def publish_adapters(self, folders: list[Path]) -> None:
+        """Before LoRA engines load these adapters from a bucket: each gets a `hash` file (its
+        weights' hash; ray.data.llm caches a download under it, so a retrained adapter of the
+        same name is not served from a stale copy), then the mirror is pushed."""
+        if not self.remote:
+            return
+        for folder in folders:
+            digest = hash_file(folder / "adapter_model.safetensors")
+            f = folder / "hash"
+            if not f.exists() or f.read_text() != digest:
+                atomic_write_text(f, digest)
+        self.push()
+
+    def lora_dirs(self) -> tuple[str | None, str | None]:
+        """(local adapters folder, its URI) for engines of a run in a bucket; else Nones."""
+        if not self.remote:
+            return None, None
+        return str(self.path("adapters").resolve()), self.uri("adapters")
 
     # -- manifest -------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -71,3 +71,50 @@ def judged(grid_run):
     proc = run_cli("judge", str(cfg), f"run.dir={run_dir}", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-6000:]
     return cfg, run_dir
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto) on 127.0.0.1 with one bucket, and the AWS_*
+    variables that point pyarrow (and every process started from here) at it. Yields the
+    bucket's URI; the credentials are moto's fakes."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1",
+                               "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "moto-fake-secret-4711",
+           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": url, "AWS_ENDPOINT_URL_S3": url}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        # a bucket, made through the S3 API (pyarrow creates none by itself)
+        req = urllib.request.Request(f"{url}/synth-ray-test", method="PUT")
+        urllib.request.urlopen(req, timeout=10)
+        yield "s3://synth-ray-test"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

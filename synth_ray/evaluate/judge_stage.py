@@ -275,7 +275,7 @@ def spb_target(ctx: Context, target: TargetSection) -> dict[str, Any]:
     ids = label_ids(tok)
     log.info("[judge] %s: %d pairwise judgements (%d adapters, both orders)", target.name,
              requests.height, len(adapters))
-    spec = lora_engine(cfg, target, len(adapters))
+    spec = lora_engine(ctx, target, len(adapters))
     refused = over_context(requests.select(gen_key="pair_key", messages="messages_json"),
                            EngineWindow.of(cfg, spec))
     send = requests.filter(~pl.col("pair_key").is_in(list(refused)))

@@ -65,6 +65,7 @@ def adapters_of(ctx: Context, target: TargetSection) -> dict[str, Path]:
     if missing:
         raise FileNotFoundError(f"target {target.name!r}: no trained adapter for {missing}; "
                                 "run the `train` stage first")
+    ctx.run.publish_adapters(list(out.values()))
     return out
 
 
@@ -105,9 +106,12 @@ def safety_items(ctx: Context) -> pl.DataFrame:
     return items
 
 
-def lora_engine(cfg: ExperimentConfig, target: TargetSection, n_adapters: int) -> EngineSpec:
+def lora_engine(ctx: Context, target: TargetSection, n_adapters: int) -> EngineSpec:
+    cfg = ctx.cfg
+    lora_local, lora_uri = ctx.run.lora_dirs()
     return EngineSpec(
         target.model, target.revision, replicas=1, trust_remote_code=target.trust_remote_code,
+        lora_local=lora_local, lora_uri=lora_uri,
         engine_kwargs={
             "enable_lora": True, "max_lora_rank": cfg.lora.r,
             "max_loras": min(cfg.evaluation.max_loras, n_adapters),
@@ -153,7 +157,7 @@ def run(ctx: Context) -> StageOutput:
         folder = ctx.run.path("responses", target.name)
         jobs = [(build_requests(cfg, target, adapters, test), GenerationStore(folder, "test")),
                 (build_requests(cfg, target, adapters, safety), GenerationStore(folder, "safety"))]
-        spec = lora_engine(cfg, target, len(adapters))
+        spec = lora_engine(ctx, target, len(adapters))
         _, summary = answer_many(
             ctx, "respond", f"target {target.name!r} ({len(adapters)} adapters)", jobs,
             lambda spec=spec: vllm_processor(cfg, spec, cfg.evaluation.sampling),

@@ -138,7 +138,7 @@ def run(ctx: Context) -> StageOutput:
         # a sequence with no room in the engine's context is refused here, not by vLLM (a
         # batch mixing refused and scored rows is lost to Ray Data; see over_context)
         fits = requests["token_ids"].list.len() < cfg.generation.max_model_len
-        scored = score_rows(cfg, lora_engine(cfg, target, len(adapters)),
+        scored = score_rows(cfg, lora_engine(ctx, target, len(adapters)),
                             requests.filter(fits).select("score_key", "token_ids", "start",
                                                          "lora_path"))
         scored = pl.concat([scored, requests.filter(~fits).select(

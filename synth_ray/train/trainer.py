@@ -37,16 +37,21 @@ def jobs(ctx: Context) -> list[dict[str, Any]]:
     cfg = ctx.cfg
     out = []
     root = ctx.run.root.resolve()
+    run = ctx.run
     for target in cfg.targets:
         for condition, seed, name in adapter_grid(cfg):
+            dataset = ("datasets", f"{condition}.parquet")
+            adapter = ("adapters", target.name, name)
             out.append({
                 "config": cfg.model_dump(mode="json"), "target": target.name,
                 "condition": condition, "seed": seed,
-                "dataset": str(root / "datasets" / f"{condition}.parquet"),
+                # a run in a bucket: workers, on any node, read and write the bucket
+                "dataset": run.uri(*dataset) or str(root.joinpath(*dataset)),
                 "model_path": resolve_model(target.model),
-                "output": str(root / "adapters" / target.name / name),
+                "output": str(root.joinpath(*adapter)),
+                "output_uri": run.uri(*adapter),
                 "run_name": f"{target.name}--{name}",
-                "storage": str(root / "ray_train"),
+                "storage": run.uri("ray_train") or str(root / "ray_train"),
             })  # fmt: skip
     return out
 
@@ -137,11 +142,13 @@ def done(job: dict[str, Any]) -> bool:
 
 
 def run_grid(ctx: Context, todo: list[dict[str, Any]]) -> None:
-    run_trials(todo, ctx.run.root.resolve() / "ray_tune", "train-grid",
-               ctx.cfg.training.parallel_trials)
+    # Tune's experiment state too in the bucket of a run kept in one (trials run anywhere)
+    run_trials(todo, ctx.run.uri("ray_tune") or ctx.run.root.resolve() / "ray_tune",
+               "train-grid", ctx.cfg.training.parallel_trials)
 
 
-def run_trials(todo: list[dict[str, Any]], storage: Path, name: str, parallel: int) -> None:
+def run_trials(todo: list[dict[str, Any]], storage: Path | str, name: str,
+               parallel: int) -> None:
     """Jobs as Ray Tune trials, each a TorchTrainer. A trial asks for no CPU itself (its
     workers do), so trials never starve their own workers on a small machine."""
     from ray import tune
@@ -189,6 +196,7 @@ def run(ctx: Context) -> StageOutput:
             fit_adapter(todo[0])
         else:
             run_grid(ctx, todo)
+        ctx.run.pull("adapters")  # a run in a bucket: what the workers uploaded
     summaries = {j["run_name"]: finish_adapter(j) for j in all_jobs}
     for name, s in summaries.items():
         log.info("[train] %s: %d steps, best validation loss %.4f at step %d%s", name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import polars as pl
 import torch
 
 from synth_ray.config import ExperimentConfig
+from synth_ray.storage import read_parquet, scratch_dir, upload_tree
 from synth_ray.train.data import collate, encode_rows
 from synth_ray.train.deepspeed import gathered, zero3_config
 from synth_ray.train.loop import (
@@ -54,7 +56,7 @@ def _fault_hook(rank: int):
 def _loaders(job, tokenizer, cfg, target, rank: int, world: int):
     from torch.utils.data import DataLoader, DistributedSampler
 
-    rows = pl.read_parquet(job["dataset"])
+    rows = read_parquet(job["dataset"])  # a path, or a URI for a run in a bucket
     enc = functools.partial(encode_rows, tokenizer, system_prompt=cfg.generation.system_prompt,
                             max_length=cfg.training.max_length, loss_on=cfg.training.loss_on)
     train = enc(rows.filter(pl.col("split") == "train").to_dicts())
@@ -194,8 +196,12 @@ def train_func(job: dict[str, Any]) -> None:
                    "stopped_early": state.stopped_early, "train_examples": len(train),
                    "world_size": world, "grad_accum": accum, "strategy": target.strategy,
                    "resumed_from_step": resumed_from, "history": state.history}
+        # a run in a bucket: saved here (checked, complete), then uploaded for the driver
+        out = scratch_dir("adapter-") / "adapter" if job.get("output_uri") else job["output"]
         if full:
-            save_full_model(unwrapped, tokenizer, job["output"], state_dict=final,
-                            extra=summary)
+            save_full_model(unwrapped, tokenizer, out, state_dict=final, extra=summary)
         else:
-            save_adapter(unwrapped, job["output"], state_dict=final, extra=summary)
+            save_adapter(unwrapped, out, state_dict=final, extra=summary)
+        if job.get("output_uri"):
+            upload_tree(out, job["output_uri"])
+            shutil.rmtree(Path(out).parent, ignore_errors=True)

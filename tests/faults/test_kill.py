@@ -21,6 +21,7 @@ from tests.integration.helpers import (
     cli_env,
     fault_point,
     fault_rng,
+    kill_session,
     run_cli,
     small_config,
 )
@@ -208,21 +209,22 @@ def test_train_driver_killed_resumes_from_its_checkpoint(tmp_path) -> None:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before the kill point"
-    # the driver and the local Ray instance it started, at once: killed alone, the driver
-    # left Ray Train's controller running, which finished the run itself (seen in CI)
-    os.killpg(proc.pid, signal.SIGKILL)
+    # the driver and the local Ray instance it started, every process at once: killed alone,
+    # the driver left Ray Train's controller running, which finished the run itself, and
+    # Ray's workers are not in the driver's process group (both seen in CI)
+    kill_session(proc.pid)
     proc.wait(timeout=60)
     log.close()
     assert not (run_dir / "adapters" / "tiny-target" / "human" / "adapter_model.safetensors"
                 ).exists()
-    time.sleep(5)  # the driver's local Ray instance shuts down with it
     proc = run_cli("train", str(cfg), f"run.dir={run_dir}", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     s = json.loads((run_dir / "adapters" / "tiny-target" / "human" /
                     "training_summary.json").read_text())
     assert s["steps"] == s["total_steps"] == 21
     # a checkpoint at or after the kill point, not a fresh start
-    assert s["resumed_from_step"] in (5, 10, 15, 20) and s["resumed_from_step"] >= 5 * k
+    # (21: Ray Train registers checkpoints a moment late, so the kill may follow the last)
+    assert s["resumed_from_step"] in (5, 10, 15, 20, 21) and s["resumed_from_step"] >= 5 * k
     assert [h["step"] for h in s["history"]] == list(range(1, 22))  # none lost or doubled
     print(f"train driver kill after checkpoint {k} (+{delay:.2f} s, {fraction:.0%} of an "
           f"interval): resumed from step "

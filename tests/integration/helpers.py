@@ -3,11 +3,14 @@ spawn processes, so each run gets a fresh interpreter, as a user's would)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -74,9 +77,46 @@ def cli_env(**extra: str) -> dict[str, str]:
             "RAY_DISABLE_USAGE_STATS": "1", **extra}
 
 
+def session_pids(sid: int) -> list[int]:
+    """The processes of session `sid` (Linux /proc). Ray starts its workers in process groups
+    of their own, so `killpg` of a driver misses them (a Ray Train worker outlived one and
+    saved its adapter after the kill, seen in CI); they stay in the driver's session."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # the fields after the command (which may hold spaces): state ppid pgrp session
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # a zombie is dead, not yet reaped
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kill_session(sid: int, timeout: float = 30) -> None:
+    """SIGKILL every process of session `sid` (a driver started with `start_new_session` and
+    the local Ray instance it started) and wait until none is left: a kill -9 of the whole
+    machine's run, with nothing left to write after it."""
+    deadline = time.time() + timeout
+    while pids := session_pids(sid):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert time.time() < deadline, f"processes of session {sid} survive SIGKILL: {pids}"
+        time.sleep(0.1)
+
+
 def run_cli(*args: str, timeout: int = 600, env: dict | None = None):
-    return subprocess.run([sys.executable, "-m", "synth_ray.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env or cli_env(), cwd=REPO)
+    """The CLI in its own session; whatever of its Ray instance outlives it (a driver that
+    killed itself leaves its workers behind) is killed before this returns."""
+    proc = subprocess.Popen([sys.executable, "-m", "synth_ray.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env or cli_env(), cwd=REPO, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        kill_session(proc.pid)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def free_port() -> int:

@@ -3,9 +3,7 @@ the conditions built from them, and a run killed part-way that resumes without l
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +15,7 @@ import pytest
 from synth_ray.config import load_config
 from synth_ray.generation_store import GEN_SCHEMA, build_requests, parts_per_source
 
-from .helpers import REPO, cli_env, fault_point, run_cli, small_config
+from .helpers import REPO, cli_env, fault_point, kill_session, run_cli, small_config
 
 pytestmark = pytest.mark.slow
 
@@ -107,8 +105,7 @@ def test_killed_generation_resumes_without_loss(full_run, tmp_path) -> None:
     try:
         assert proc.wait(timeout=600) == -signal.SIGKILL
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the Ray processes the driver started
+        kill_session(proc.pid)  # the Ray processes the driver started
     shards = run_dir / "generations" / "small-a"
     written = pl.concat([pl.read_parquet(p) for p in shards.glob("shard-*.parquet")])
     # k shards of two rows, all complete (small-a's article summaries share its stream)

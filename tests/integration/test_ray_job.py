@@ -1,5 +1,6 @@
 """`ray job submit` against a local head started the way cluster.yaml starts one: token
-auth on, dashboard and job server on 127.0.0.1 only."""
+auth on, dashboard and job server on 127.0.0.1 only; the run directory in a bucket (a local
+S3 server), as on a multi-node cluster."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import polars as pl
 import psutil
 import pytest
 
-from .helpers import REPO, cli_env, free_port
+from .helpers import REPO, cli_env, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -69,8 +70,13 @@ def ray_head(tmp_path):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(ray_head,
+def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(s3_server, ray_head,
                                                                       tmp_path) -> None:
+    """The whole pipeline with `run.dir` in a bucket; the run is then read back from the
+    bucket alone into a fresh folder and checked there, and a driver on a fresh mirror
+    finds every stage current."""
+    from synth_ray.storage import Remote
+
     url, dash, env = ray_head
     listening = {c.laddr.ip for c in psutil.net_connections("tcp")
                  if c.status == psutil.CONN_LISTEN and c.laddr.port == dash}
@@ -79,19 +85,32 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(ray_head,
         urllib.request.urlopen(url + "/api/jobs/", timeout=10)
     assert err.value.code in (401, 403)
 
-    run_dir = tmp_path / "run"
+    uri = f"{s3_server}/job-run"
     one_source = ("sources=[{name: small-a, model: 'tiny://small-a', bracket: small}]")
+    args = ["jobs/configs/plumbing.yaml", f"run.dir={uri}", "dataset.max_rows=40", one_source,
+            "conditions.single_source={small: small-a}",
+            "conditions.multi_source={small: [small-a, small-a, small-a, small-a]}",
+            # no self-preference pass here (test_judge.py has it): CI time
+            "judge.max_safety_prompts=4", "targets.0.self_source=null"]
     proc = subprocess.run(
         [BIN / "ray", "job", "submit", "--address", url, "--working-dir", ".", "--",
-         "python", "jobs/pipeline.py", "jobs/configs/plumbing.yaml", f"run.dir={run_dir}",
-         "dataset.max_rows=40", one_source, "conditions.single_source={small: small-a}",
-         "conditions.multi_source={small: [small-a, small-a, small-a, small-a]}",
-         # no self-preference pass here (test_judge.py has it): CI time
-         "judge.max_safety_prompts=4", "targets.0.self_source=null"],
+         "python", "jobs/pipeline.py", *args, f"run.local_dir={tmp_path / 'driver-mirror'}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert "succeeded" in log and "report at" in log
+
+    # everything below reads what the bucket holds, nothing of the driver's mirror
+    run_dir = tmp_path / "run"
+    Remote(uri, run_dir).pull()
+    assert not (run_dir / ".lock").exists()
+    # Ray Train's checkpoints went to the bucket itself; the engines loaded adapters from it
+    assert Remote(uri + "/ray_train", tmp_path / "ckpt").pull() > 0
+    assert "checkpoint_manager_snapshot.json" in {p.name for p in (tmp_path / "ckpt").rglob("*")}
+    assert (run_dir / "adapters" / "tiny-target" / "human" / "hash").exists()
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    for f in (p for p in run_dir.rglob("*") if p.is_file()):
+        assert secret.encode() not in f.read_bytes(), f  # credentials stay in the environment
     manifest = json.loads((run_dir / "manifest.json").read_text())
     stages = manifest["stages"]
     names = ("split", "generate", "build", "train", "respond", "score", "judge", "report")
@@ -115,3 +134,9 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(ray_head,
     assert page.count("<table>") == md.count("\n|---")
     for png in (run_dir / "report" / "plots").glob("*.png"):
         assert png.read_bytes().startswith(b"\x89PNG"), png
+
+    # a driver elsewhere (a fresh mirror) resumes the run from the bucket: nothing to redo
+    proc = run_cli("run", *args, f"run.local_dir={tmp_path / 'second-mirror'}", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    skipped = [n for n in names if f"[{n}] up to date" in proc.stdout + proc.stderr]
+    assert skipped == list(names), (proc.stdout + proc.stderr)[-4000:]

@@ -79,13 +79,31 @@ def test_http_source_needs_endpoint(demo_config_path) -> None:
         validate_config(data)
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/runs/demo", "gs://b/r", "file:///tmp/r"])
-def test_run_dir_uri_is_refused_not_taken_as_a_local_folder(demo_config_path, uri) -> None:
+@pytest.mark.parametrize("uri", ["s3://bucket/runs/demo", "gs://b/r/"])
+def test_run_dir_in_a_bucket_gets_a_local_mirror(demo_config_path, uri, tmp_path,
+                                                 monkeypatch) -> None:
+    monkeypatch.setenv("SYNTH_RAY_CACHE", str(tmp_path))
     data = demo_dict(demo_config_path)
-    data["run"]["dir"] = uri  # Path() would make it the local folder "s3:/bucket/..."
+    data["run"]["dir"] = uri
+    cfg = validate_config(data)
+    assert cfg.run.dir == uri.rstrip("/")
+    # never the local folder "s3:/bucket/..." that Path() would make of it
+    mirror = cfg.run.local_root()
+    assert mirror.parent == tmp_path / "runs" and "://" not in str(mirror)
+    other = validate_config({**data, "run": {**data["run"], "dir": uri + "x"}})
+    assert other.run.local_root() != mirror  # one mirror per URI
+    data["run"]["local_dir"] = str(tmp_path / "m")
+    assert validate_config(data).run.local_root() == tmp_path / "m"
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/r", "hdfs://nn/r", "s3://", "ftp://h/r"])
+def test_run_dir_uri_other_than_a_bucket_is_refused(demo_config_path, uri) -> None:
+    data = demo_dict(demo_config_path)
+    data["run"]["dir"] = uri
     with pytest.raises(ConfigError) as err:
         validate_config(data)
-    assert any(p.startswith("run.dir:") and "mounts" in p for p in err.value.problems)
+    assert any(p.startswith("run.dir:") and "s3://bucket/prefix" in p
+               for p in err.value.problems)
 
 
 def test_overrides(demo_config_path) -> None:
