@@ -50,6 +50,9 @@ class RunSection(Section):
     local_dir: str | None = Field(
         None, description="For a URI `dir`: the driver's local mirror of the run (default: "
         "under $SYNTH_RAY_CACHE/runs). Ignored for a local `dir`.")
+    push_every_s: float = Field(
+        300, gt=0, description="For a URI `dir`: push the mirror this often while a stage "
+        "runs (its finished shards), besides after every stage.")
 
     @field_validator("dir")
     @classmethod

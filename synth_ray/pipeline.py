@@ -109,6 +109,8 @@ def open_run(cfg: ExperimentConfig) -> Context:
         run.pull()
     atomic_write_text(run.path("config.yaml"), dump_config(cfg))
     run.push()
+    if remote:
+        remote.push_every(cfg.run.push_every_s)
     return Context(cfg, run)
 
 

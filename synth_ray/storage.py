@@ -19,12 +19,14 @@ written anywhere. `AWS_ENDPOINT_URL` points at an S3-compatible server (MinIO, m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import posixpath
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,24 @@ class Remote:
         self.uri = check_uri(uri)
         self.mirror = Path(mirror)
         self.fs, self.base = _fs(self.uri)
+        self._lock = threading.Lock()  # one push or pull at a time (the background pusher)
+        self._stop = threading.Event()
+
+    def push_every(self, seconds: float) -> None:
+        """Push in the background every `seconds` while the driver runs, so a head node lost
+        mid-stage costs at most that much of the stage's finished shards: a driver on a new
+        head pulls them and sends only the rest."""
+        def loop() -> None:
+            while not self._stop.wait(seconds):
+                try:
+                    self.push()
+                except Exception as e:  # the next push (or the stage's own) tries again
+                    log.warning("[storage] background push to %s failed: %s", self.uri, e)
+
+        threading.Thread(target=loop, name="synth-ray-push", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def join(self, *parts: str) -> str:
         return "/".join([self.uri, *parts])
@@ -142,6 +162,10 @@ class Remote:
     def pull(self, under: str = "") -> int:
         """Bring files the URI has and the mirror lacks (or has older copies of) into the
         mirror; each lands by rename, whole. Returns the number of files fetched."""
+        with self._lock:
+            return self._pull(under)
+
+    def _pull(self, under: str) -> int:
         from synth_ray.rundir import atomic_write_with
 
         index = self._index()
@@ -173,21 +197,37 @@ class Remote:
         """Upload the mirror's new and changed files, the manifest last; delete from the URI
         what this mirror pushed before and has since removed (merged shards). Returns the
         number of files uploaded."""
+        with self._lock:
+            return self._push()
+
+    def _push(self) -> int:
         index = self._index()
-        files = {f.relative_to(self.mirror).as_posix(): f
-                 for f in self.mirror.rglob("*") if f.is_file()}
-        files = {rel: f for rel, f in files.items() if not self._skip(rel)}
-        changed = [rel for rel, f in files.items()
+        files = {}  # relative path -> (path, stat); a stage may remove files meanwhile
+        for folder, _, names in os.walk(self.mirror):  # (os.walk skips vanished folders)
+            for name in names:
+                f = Path(folder, name)
+                rel = f.relative_to(self.mirror).as_posix()
+                with contextlib.suppress(FileNotFoundError):
+                    if not self._skip(rel):
+                        files[rel] = (f, f.stat())
+        changed = [rel for rel, (_, st) in files.items()
                    if (index.get(rel, {}).get("size"), index.get(rel, {}).get("mtime_ns"))
-                   != (f.stat().st_size, f.stat().st_mtime_ns)]
+                   != (st.st_size, st.st_mtime_ns)]
         changed.sort(key=lambda rel: (rel == "manifest.json", rel))
+        sent = []
         for rel in changed:
-            f = files[rel]
-            st = f.stat()
-            _upload(self.fs, f, self._remote(rel))
+            f, st = files[rel]
+            try:
+                _upload(self.fs, f, self._remote(rel))
+            except FileNotFoundError:
+                if f.exists():
+                    raise
+                continue  # removed after the listing (merged shards)
+            sent.append(rel)
             info = self.fs.get_file_info(self._remote(rel))
             index[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
                           "remote_size": info.size, "remote_mtime": _mtime(info)}
+        changed = sent
         gone = [rel for rel in index if rel not in files]
         for rel in gone:
             try:

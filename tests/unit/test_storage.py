@@ -118,3 +118,28 @@ def test_worker_side_read_and_upload(s3_server, tmp_path) -> None:
         storage._upload = real
     assert order[-1] == "training_summary.json"  # a finished adapter is one with a summary
     assert _listing(f"{s3_server}/w/adapters/t/human")["README.md"] == b"README.md"
+
+
+def test_background_push_sends_finished_shards_while_a_stage_runs(s3_server, tmp_path) -> None:
+    import time
+
+    uri = f"{s3_server}/background"
+    remote = Remote(uri, tmp_path)
+    remote.push_every(0.2)
+    try:
+        (tmp_path / "generations" / "a").mkdir(parents=True)
+        (tmp_path / "generations" / "a" / "shard-00000.parquet").write_bytes(b"PAR1 0")
+        deadline = time.time() + 30
+        while "generations/a/shard-00000.parquet" not in _listing(uri):
+            assert time.time() < deadline, "no background push"
+            time.sleep(0.1)
+        # the stage merges its shards and removes them: the bucket follows
+        (tmp_path / "generations" / "a.parquet").write_bytes(b"PAR1 all")
+        import shutil
+
+        shutil.rmtree(tmp_path / "generations" / "a")
+        while set(_listing(uri)) != {"generations/a.parquet"}:
+            assert time.time() < deadline, _listing(uri)
+            time.sleep(0.1)
+    finally:
+        remote.stop()
