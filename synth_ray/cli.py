@@ -63,12 +63,15 @@ MODEL_STAGES = {"generate", "train", "respond", "score", "judge"}
 def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
                 force: list[str]) -> None:
     cfg = _load(config, overrides)
-    _setup_logging(cfg.run.local_root())
+    _setup_logging()
     try:
         ctx = open_run(cfg)
     except RunDirBusy as e:
         log.error("%s", e)
         raise typer.Exit(EXIT_FAILED) from None
+    # the log file once the run is open: a run in a bucket has just pulled its log (this
+    # machine appends to it), and a file replaced under an open handler would lose lines
+    _setup_logging(ctx.run.root)
     log.info("run %r in %s", cfg.run.name, ctx.run.root.resolve())
     if set(names) & MODEL_STAGES:
         from synth_ray import tiny

@@ -140,3 +140,7 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(s3_server,
     assert proc.returncode == 0, proc.stderr[-4000:]
     skipped = [n for n in names if f"[{n}] up to date" in proc.stdout + proc.stderr]
     assert skipped == list(names), (proc.stdout + proc.stderr)[-4000:]
+    # its log continues the first driver's, in the bucket
+    Remote(uri, run_dir).pull()
+    text = (run_dir / "log.txt").read_text()
+    assert text.index("[report] done") < text.index("[report] up to date")
