@@ -72,6 +72,17 @@ def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
     # the log file once the run is open: a run in a bucket has just pulled its log (this
     # machine appends to it), and a file replaced under an open handler would lose lines
     _setup_logging(ctx.run.root)
+    try:
+        _stages_of(ctx, names, force)
+    finally:
+        try:  # a run in a bucket: the log's last lines (each stage pushed its outputs)
+            ctx.run.push()
+        except Exception as e:
+            log.warning("could not push the run to %s: %s", ctx.run.uri(), e)
+
+
+def _stages_of(ctx, names: list[str], force: list[str]) -> None:
+    cfg = ctx.cfg
     log.info("run %r in %s", cfg.run.name, ctx.run.root.resolve())
     if set(names) & MODEL_STAGES:
         from synth_ray import tiny

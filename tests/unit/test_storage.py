@@ -143,3 +143,32 @@ def test_background_push_sends_finished_shards_while_a_stage_runs(s3_server, tmp
             time.sleep(0.1)
     finally:
         remote.stop()
+
+
+def test_a_stage_in_a_bucket_resumes_from_a_fresh_mirror(s3_server, tmp_path,
+                                                         demo_config_path) -> None:
+    """`synth-ray split` with run.dir in the bucket, then again on another mirror (another
+    machine): the second finds the stage current from what the bucket holds, and its log
+    continues the first one's."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from synth_ray.cli import app
+
+    uri = f"{s3_server}/cli"
+    args = ["split", str(demo_config_path), f"run.dir={uri}", "run.push_every_s=3600"]
+    r = CliRunner().invoke(app, [*args, f"run.local_dir={tmp_path / 'm1'}"])
+    assert r.exit_code == 0, r.output
+    bucket = _listing(uri)
+    assert json.loads(bucket["manifest.json"])["stages"]["split"]["status"] == "done"
+    assert {f"splits/part-{k}.parquet" for k in range(1, 5)} <= set(bucket)
+    assert ".lock" not in bucket and "config.yaml" in bucket
+
+    r = CliRunner().invoke(app, [*args, f"run.local_dir={tmp_path / 'm2'}"])
+    assert r.exit_code == 0, r.output
+    assert "[split] up to date" in r.output
+    assert (tmp_path / "m2" / "splits" / "test.parquet").read_bytes() == bucket[
+        "splits/test.parquet"]
+    log = _listing(uri)["log.txt"].decode()
+    assert log.index("[split] done") < log.index("[split] up to date")
