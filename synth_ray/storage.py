@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import posixpath
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 log = logging.getLogger("synth_ray")
 
 SCHEMES = ("s3", "gs")  # what both pyarrow and ray.data.llm's LoRA loader read
+CHUNK = 1 << 22  # bytes per read while copying
 INDEX = ".synced.json"  # in the mirror: what was last pushed or pulled, file by file
 SKIP_DIRS = ("ray_train", "ray_tune")  # Ray Train and Tune write to the URI themselves
 SKIP_FILES = (".lock", INDEX)
@@ -93,8 +95,17 @@ def upload_tree(local: str | Path, uri: str, last: str = "training_summary.json"
 def _upload(fs, local: Path, remote: str) -> None:
     fs.create_dir(posixpath.dirname(remote), recursive=True)
     with open(local, "rb") as src, fs.open_output_stream(remote) as dst:
-        while block := src.read(1 << 22):
-            dst.write(block)
+        shutil.copyfileobj(src, dst, CHUNK)
+
+
+def _stamp(info) -> list:
+    """What identifies one version of an object in the bucket: size and modification time."""
+    return [info.size, info.mtime_ns if info.mtime is not None else None]
+
+
+def _entry(st: os.stat_result, info) -> dict[str, Any]:
+    """The index's record of one file: the mirror's copy and the bucket's, as last synced."""
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "remote": _stamp(info)}
 
 
 class Remote:
@@ -172,20 +183,15 @@ class Remote:
         n = 0
         for rel, info in sorted(self._remote_files(under).items()):
             local = self.mirror / rel
-            seen = index.get(rel, {})
-            if (local.exists() and seen.get("remote_size") == info.size
-                    and seen.get("remote_mtime") == _mtime(info)):
+            if local.exists() and index.get(rel, {}).get("remote") == _stamp(info):
                 continue  # what we pushed or pulled last time
 
             def fetch(tmp: Path, src: str = info.path) -> None:
                 with self.fs.open_input_stream(src) as s, open(tmp, "wb") as d:
-                    while block := s.read(1 << 22):
-                        d.write(block)
+                    shutil.copyfileobj(s, d, CHUNK)
 
             atomic_write_with(local, fetch)
-            st = local.stat()
-            index[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                          "remote_size": info.size, "remote_mtime": _mtime(info)}
+            index[rel] = _entry(local.stat(), info)
             n += 1
         self._save_index(index)
         if n:
@@ -224,9 +230,7 @@ class Remote:
                     raise
                 continue  # removed after the listing (merged shards)
             sent.append(rel)
-            info = self.fs.get_file_info(self._remote(rel))
-            index[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                          "remote_size": info.size, "remote_mtime": _mtime(info)}
+            index[rel] = _entry(st, self.fs.get_file_info(self._remote(rel)))
         changed = sent
         gone = [rel for rel in index if rel not in files]
         for rel in gone:
@@ -240,10 +244,6 @@ class Remote:
             log.info("[storage] pushed %d file(s) to %s%s", len(changed), self.uri,
                      f", removed {len(gone)}" if gone else "")
         return len(changed)
-
-
-def _mtime(info) -> int | None:
-    return info.mtime_ns if info.mtime is not None else None
 
 
 def scratch_dir(prefix: str) -> Path:
