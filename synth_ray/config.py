@@ -58,11 +58,9 @@ class RunSection(Section):
     @classmethod
     def _path_or_bucket(cls, v: str) -> str:
         # Path("s3://b/x") is the local folder "s3:/b/x": check a URI rather than write there
-        if "://" in v:
-            from synth_ray.storage import check_uri
+        from synth_ray.storage import check_uri, is_uri
 
-            return check_uri(v)
-        return v
+        return check_uri(v) if is_uri(v) else v
 
     def local_root(self) -> Path:
         """Where the driver reads and writes: `dir`, or the mirror of a URI `dir`."""
