@@ -3,6 +3,7 @@ resume, fold, summarise; and fail with a clear message when it stalls."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -103,13 +104,29 @@ class EngineWindow:
                    spec.trust_remote_code)
 
 
+_TOKENIZER_LOCK = threading.Lock()
+
+
+def window_tokenizer(window: EngineWindow):
+    """The engine's tokenizer, loaded once per process. Under a lock: several sources start
+    at once (`generation.parallel_sources`), and transformers' lazy imports are not
+    thread-safe (two first imports at once: "cannot import name 'AutoTokenizer'")."""
+    with _TOKENIZER_LOCK:
+        return _load_tokenizer(window.model, window.trust_remote_code)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_tokenizer(model: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
 def over_context(todo: pl.DataFrame, window: EngineWindow) -> dict[str, str]:
     """gen_key -> error, for prompts with no room left in the engine's context. vLLM
     refuses them row by row, but a batch that mixes refused and answered rows trips Ray
     Data's block concatenation (ray 2.60) and loses the whole batch, so they never go."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(window.model, trust_remote_code=window.trust_remote_code)
+    tok = window_tokenizer(window)
     out = {}
     for key, msgs in todo.select("gen_key", "messages").iter_rows():
         n = len(tok.apply_chat_template(json.loads(msgs), add_generation_prompt=True,
