@@ -44,7 +44,7 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     import polars as pl
     import ray
 
-    from synth_ray.answering import _normalise, _stream
+    from synth_ray.answering import EngineWindow, _normalise, _stream, chat_prompts
     from synth_ray.cluster import ensure_ray
     from synth_ray.engines import EngineSpec, vllm_processor
     from synth_ray.generation_store import GenerationStore, build_requests
@@ -53,7 +53,10 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     ensure_ray(cfg.resources)
     source = cfg.sources[0]
     requests = build_requests(cfg, source, {1: rows})
-    proc = vllm_processor(cfg, EngineSpec.of_source(source))
+    spec = EngineSpec.of_source(source)
+    prompts, _ = chat_prompts(requests, EngineWindow.of(cfg, spec))  # as the generate stage
+    requests = requests.with_columns(prompt=pl.col("gen_key").replace_strict(prompts))
+    proc = vllm_processor(cfg, spec)
     ds = proc(ray.data.from_arrow(requests.rename({"messages": "messages_json"}).to_arrow()))
     store = GenerationStore(Path(tempfile.mkdtemp()), source.name)
     tokens = 0

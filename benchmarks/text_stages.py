@@ -1,14 +1,16 @@
-"""The `generate` stage on CPU with Ray's tokenize stage (ray.data.llm's default: the
-baseline) against without it (the engine tokenizes the templated prompt itself, what
-synth-ray does), one process each.
+"""The `generate` stage on CPU with ray.data.llm's text stages (the baseline: a chat
+template stage before the engine and a detokenize stage after it, each an actor pool of its
+own) against synth-ray's pipeline (the driver templates the prompt text, the engine
+tokenizes it, the postprocess task decodes the tokens: one actor pool, the engine).
 
-A tokenize stage is one more actor pool per pipeline that starts, imports transformers and
-loads the tokenizer before the first row moves, to produce the token ids the engine would
-produce from the same text (both tokenize with the model's tokenizer, special tokens
-added). Each variant runs `synth-ray run jobs/configs/plumbing.yaml --until generate` (one
-source, greedy, `--rows` rows) in a fresh process, alternating, `--repeats` times; the
-baseline puts the tokenize stage back into synth-ray's engine config. Reported: the stage's
-wall seconds (manifest), whether both give the same answers, and without / with.
+Each extra actor pool starts a process that imports transformers and loads the tokenizer
+before the first row moves, per pipeline; the demo starts ten. Each variant runs
+`synth-ray run jobs/configs/plumbing.yaml --until generate` (one source, greedy, `--rows`
+rows) in a fresh process, alternating, `--repeats` times; the baseline sets
+`synth_ray.engines.RAY_TEXT_STAGES`. Reported: the stage's wall seconds (manifest), whether
+both give the same prompt tokens and answers, and synth-ray / ray stages.
+(Before commit 220c810 this file compared Ray's tokenize stage with none: the
+docs/benchmarks.md table "Ray's tokenize stage vs the engine tokenizing".)
 
 Run: .venv/bin/python benchmarks/text_stages.py [--rows 60] [--repeats 2]
 """
@@ -28,13 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys
 import synth_ray.engines as engines
-if sys.argv.pop(1) == "with":
-    plain = engines._engine_config
-    def with_tokenize_stage(*args, **kwargs):
-        config = plain(*args, **kwargs)
-        config.tokenize_stage = config.chat_template_stage  # Ray's default: a stage of its own
-        return config
-    engines._engine_config = with_tokenize_stage
+engines.RAY_TEXT_STAGES = sys.argv.pop(1) == "ray-stages"
 from synth_ray.cli import app
 app(sys.argv[1:], prog_name="synth-ray")
 """
@@ -61,7 +57,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="text-stages-"))
-    walls: dict[str, list[float]] = {"with": [], "without": []}
+    walls: dict[str, list[float]] = {"ray-stages": [], "synth-ray": []}
     answers: dict[str, pl.DataFrame] = {}
     try:
         for i in range(args.repeats):
@@ -76,9 +72,9 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in walls.items()}
     print(f"generate stage, 1 source, {args.rows} rows, {args.repeats} run(s) each, medians")
     for k, m in med.items():
-        print(f"{k + ' tokenize stage':24} {m:7.1f} s")
-    print(f"without / with: {med['without'] / med['with']:.2f}x; same prompt tokens and "
-          f"answers: {answers['with'].equals(answers['without'])}")
+        print(f"{k:12} {m:7.1f} s")
+    print(f"synth-ray / ray stages: {med['synth-ray'] / med['ray-stages']:.2f}x; same prompt "
+          f"tokens and answers: {answers['ray-stages'].equals(answers['synth-ray'])}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ resume, fold, summarise; and fail with a clear message when it stalls."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -17,7 +16,15 @@ from typing import Any
 import polars as pl
 
 from synth_ray.config import ExperimentConfig
-from synth_ray.engines import EngineSpec, _finish, _py, label_processor, scoring_processor
+from synth_ray.engines import (
+    EngineSpec,
+    _finish,
+    _py,
+    chat_prompt,
+    engine_tokenizer,
+    label_processor,
+    scoring_processor,
+)
 from synth_ray.generation_store import GEN_SCHEMA, GenerationStore
 from synth_ray.pipeline import Context
 from synth_ray.tiny import resolve_model
@@ -104,38 +111,24 @@ class EngineWindow:
                    spec.trust_remote_code)
 
 
-_TOKENIZER_LOCK = threading.Lock()
-
-
-def window_tokenizer(window: EngineWindow):
-    """The engine's tokenizer, loaded once per process. Under a lock: several sources start
-    at once (`generation.parallel_sources`), and transformers' lazy imports are not
-    thread-safe (two first imports at once: "cannot import name 'AutoTokenizer'")."""
-    with _TOKENIZER_LOCK:
-        return _load_tokenizer(window.model, window.trust_remote_code)
-
-
-@functools.lru_cache(maxsize=16)
-def _load_tokenizer(model: str, trust_remote_code: bool):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-
-
-def over_context(todo: pl.DataFrame, window: EngineWindow) -> dict[str, str]:
-    """gen_key -> error, for prompts with no room left in the engine's context. vLLM
-    refuses them row by row, but a batch that mixes refused and answered rows trips Ray
-    Data's block concatenation (ray 2.60) and loses the whole batch, so they never go."""
-    tok = window_tokenizer(window)
-    out = {}
-    for key, msgs in todo.select("gen_key", "messages").iter_rows():
-        n = len(tok.apply_chat_template(json.loads(msgs), add_generation_prompt=True,
-                                        return_dict=False))
+def chat_prompts(todo: pl.DataFrame, window: EngineWindow,
+                 key: str = "gen_key") -> tuple[dict[str, str], dict[str, str]]:
+    """The engine's prompt text of every request (`messages`), and key -> error for those
+    with no room left in the engine's context. vLLM refuses those row by row, but a batch
+    that mixes refused and answered rows trips Ray Data's block concatenation (ray 2.60)
+    and loses the whole batch, so they never go."""
+    tok = engine_tokenizer(window.model, window.trust_remote_code)
+    prompts, refused = {}, {}
+    for k, msgs in todo.select(key, "messages").iter_rows():
+        text = chat_prompt(tok, json.loads(msgs))
+        n = len(tok(text)["input_ids"])  # as the engine tokenizes it
         if n >= window.max_model_len:
-            out[key] = (f"prompt too long: {n} tokens with the chat template, the engine's "
-                        f"context is {window.max_model_len} (generation.max_model_len); "
-                        "nothing was generated")
-    return out
+            refused[k] = (f"prompt too long: {n} tokens with the chat template, the engine's "
+                          f"context is {window.max_model_len} (generation.max_model_len); "
+                          "nothing was generated")
+        else:
+            prompts[k] = text
+    return prompts, refused
 
 
 def answer_many(ctx: Context, stage: str, label: str,
@@ -167,7 +160,9 @@ def answer_many(ctx: Context, stage: str, label: str,
                 store.write_shard(mine)
 
     if window is not None and todo.height:
-        refused = over_context(todo, window)
+        prompts, refused = chat_prompts(todo, window)
+        todo = todo.with_columns(prompt=pl.col("gen_key").replace_strict(
+            prompts, default=None, return_dtype=pl.Utf8))
         if refused:
             log.warning("[%s] %s: %d prompt(s) too long for the context of %d tokens: "
                         "error rows, not sent", stage, label, len(refused),
@@ -271,5 +266,5 @@ def score_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame) 
 def label_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame,
                label_ids: list[int]) -> pl.DataFrame:
     """Renormalised first-token label probability p_a of every pairwise request
-    (pair_key, messages_json, lora_path) in one engine."""
+    (pair_key, prompt: the templated text, messages_json, lora_path) in one engine."""
     return read_rows(cfg, label_processor(cfg, spec, label_ids), requests, LABEL_SCHEMA)

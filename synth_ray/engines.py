@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import posixpath
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,12 @@ from synth_ray.tiny import resolve_model
 
 # Light CPU stages must not starve the engine actor of CPUs on a small machine (STACK.md).
 LIGHT = {"num_cpus": 0.1}
+# ray.data.llm's own chat template and detokenize stages (actor pools of their own). Off:
+# the driver applies the chat template (it loads the tokenizer anyway, to check each
+# prompt against the context) and the postprocess task decodes the generated tokens with
+# the same call as Ray's detokenize stage, so each pipeline starts one actor pool, the
+# engine, instead of three (benchmarks/text_stages.py turns them back on as its baseline).
+RAY_TEXT_STAGES = False
 # Columns carried through the pipeline. The messages travel as JSON text under another
 # name, because the engine stages need a `messages` column of their own (a list).
 CARRIED = ["id", "part", "gen_key", "source", "bracket", "backend", "model_id", "revision",
@@ -47,6 +54,32 @@ def _finish(row: dict[str, Any], response: str, prompt_tokens: int, completion_t
 
 # -- vLLM ----------------------------------------------------------------------------------
 
+_TOKENIZER_LOCK = threading.Lock()
+
+
+def engine_tokenizer(model: str, trust_remote_code: bool = False):
+    """A model's tokenizer, loaded once per process (the driver, a postprocess worker).
+    Under a lock: several sources start at once (`generation.parallel_sources`), and
+    transformers' lazy imports are not thread-safe (two first imports at once: "cannot
+    import name 'AutoTokenizer'")."""
+    with _TOKENIZER_LOCK:
+        return _load_tokenizer(model, trust_remote_code)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_tokenizer(model: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
+def chat_prompt(tokenizer, messages: list[dict[str, Any]]) -> str:
+    """The engine's prompt text, as ray.data.llm's chat template stage makes it: a
+    generation prompt after a user turn, else the last (assistant) turn continued."""
+    add = messages[-1]["role"] == "user"
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add,
+                                         continue_final_message=not add)
+
 
 def _row_sampling(row: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
     """A request carries its own sampling (JSON, part of its key): one pipeline can serve
@@ -56,15 +89,22 @@ def _row_sampling(row: dict[str, Any], default: dict[str, Any]) -> dict[str, Any
 
 
 def _vllm_pre(row: dict[str, Any], sampling: dict[str, Any], per_row_seed: bool,
-              lora_local: str | None = None) -> dict[str, Any]:
+              lora_local: str | None = None, messages: bool = False) -> dict[str, Any]:
     sampling = _row_sampling(row, sampling)
     params = {k: sampling[k] for k in ("temperature", "top_p", "max_tokens", "min_tokens")}
     if per_row_seed and row.get("seed") is not None:
         params["seed"] = int(row["seed"])
     if row.get("guide_regex"):  # constrained decoding: every answer matches (judge, STACK.md)
         params["structured_outputs"] = {"regex": row["guide_regex"]}
-    return _with_lora({**row, "messages": json.loads(row["messages_json"]),
-                       "sampling_params": params}, lora_local)
+    return _with_lora({**row, **_text_input(row, messages), "sampling_params": params},
+                      lora_local)
+
+
+def _text_input(row: dict[str, Any], messages: bool) -> dict[str, Any]:
+    """`messages` for Ray's chat template stage; else the driver's templated `prompt`
+    travels with the row (answering.chat_prompts). A flag, not RAY_TEXT_STAGES: this runs
+    in Ray's workers, which import this module afresh."""
+    return {"messages": json.loads(row["messages_json"])} if messages else {}
 
 
 def _with_lora(row: dict[str, Any], lora_local: str | None) -> dict[str, Any]:
@@ -77,12 +117,20 @@ def _with_lora(row: dict[str, Any], lora_local: str | None) -> dict[str, Any]:
     return row
 
 
-def _vllm_post(row: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+def _vllm_post(row: dict[str, Any], max_tokens: int,
+               tokenizer: tuple[str, bool] | None = None) -> dict[str, Any]:
+    """`tokenizer` (model, trust_remote_code): decode the generated tokens here, as Ray's
+    detokenize stage does. Not vLLM's own text: that drops a trailing incomplete UTF-8
+    sequence (an answer cut at max_tokens) which the tokenizer renders."""
     # Ray Data gives no finish_reason column: a response that used every allowed token
     # was cut off (it may, rarely, have ended there by itself).
     max_tokens = _row_sampling(row, {"max_tokens": max_tokens})["max_tokens"]
     n = int(row.get("num_generated_tokens") or 0)
-    return _finish(row, row.get("generated_text") or "", row.get("num_input_tokens") or 0, n,
+    text = row.get("generated_text") or ""
+    if tokenizer is not None and row.get("generated_tokens") is not None:
+        text = engine_tokenizer(*tokenizer).batch_decode(
+            [list(row["generated_tokens"])], skip_special_tokens=True)[0]
+    return _finish(row, text, row.get("num_input_tokens") or 0, n,
                    "length" if n >= max_tokens else "stop", row.get("time_taken_llm"), "")
 
 
@@ -109,12 +157,10 @@ class EngineSpec:
 
 
 def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[str, Any],
-                   gpu: bool, text_stages: Any):
-    """`text_stages`: the chat template and detokenize stages' settings (LIGHT), or False
-    for rows that arrive as token ids. No tokenize stage: the engine tokenizes the templated
-    text itself, with the same tokenizer and the same special tokens, and one actor pool
-    fewer starts per pipeline (0.94x the stage's time, same answers;
-    benchmarks/text_stages.py)."""
+                   gpu: bool):
+    """No tokenize stage: the engine tokenizes the templated text itself, with the same
+    tokenizer and the same special tokens. No chat template or detokenize stage either
+    (RAY_TEXT_STAGES)."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
     if spec.model.startswith("tiny://"):
@@ -129,9 +175,9 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
         should_continue_on_error=True,
         log_engine_metrics=False,
         runtime_env={"env_vars": engine_env(cfg.resources)},
-        chat_template_stage=text_stages,
+        chat_template_stage=LIGHT if RAY_TEXT_STAGES else False,
         tokenize_stage=False,
-        detokenize_stage=text_stages,
+        detokenize_stage=LIGHT if RAY_TEXT_STAGES else False,
         # "pyarrow-": ray.data.llm reads the bucket with pyarrow (no boto3 needed)
         dynamic_lora_loading_path=f"pyarrow-{spec.lora_uri}" if spec.lora_uri else None,
         **({} if gpu else {"placement_group_config": {"bundles": [{"CPU": 1}]}}),
@@ -159,12 +205,15 @@ def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
         # offset"): seed the engine once instead; rows then depend on batch composition.
         if sampling.seed is not None:
             engine_kwargs.setdefault("seed", sampling.seed)
-    config = _engine_config(cfg, spec, engine_kwargs, gpu, LIGHT)
+    config = _engine_config(cfg, spec, engine_kwargs, gpu)
+    decode = None if RAY_TEXT_STAGES else (resolve_model(spec.model), spec.trust_remote_code)
     return build_processor(
         config,
         preprocess=functools.partial(_vllm_pre, sampling=sampling.model_dump(),
-                                     per_row_seed=gpu, lora_local=spec.lora_local),
-        postprocess=functools.partial(_vllm_post, max_tokens=sampling.max_tokens),
+                                     per_row_seed=gpu, lora_local=spec.lora_local,
+                                     messages=RAY_TEXT_STAGES),
+        postprocess=functools.partial(_vllm_post, max_tokens=sampling.max_tokens,
+                                      tokenizer=decode),
         preprocess_map_kwargs=LIGHT,
         postprocess_map_kwargs=LIGHT,
     )
@@ -246,7 +295,7 @@ def http_processor(cfg: ExperimentConfig, http: HttpSection | None, model: str,
     )
 
 
-def _reading_engine(cfg: ExperimentConfig, spec: EngineSpec, text_stages: Any):
+def _reading_engine(cfg: ExperimentConfig, spec: EngineSpec):
     """An engine that reads log-probs rather than writing text (scoring, pairwise labels):
     fp32 on CPU so its numbers match transformers (STACK.md)."""
     engine_kwargs = {"max_model_len": cfg.generation.max_model_len,
@@ -254,7 +303,7 @@ def _reading_engine(cfg: ExperimentConfig, spec: EngineSpec, text_stages: Any):
     gpu = cluster_has_gpus()
     if not gpu:
         engine_kwargs.setdefault("dtype", "float32")
-    return _engine_config(cfg, spec, engine_kwargs, gpu, text_stages)
+    return _engine_config(cfg, spec, engine_kwargs, gpu)
 
 
 # -- scoring: prompt log-probs --------------------------------------------------------------
@@ -282,7 +331,7 @@ def scoring_processor(cfg: ExperimentConfig, spec: EngineSpec):
     stays bounded by sequence length, not vocabulary."""
     from ray.data.llm import build_processor
 
-    return build_processor(_reading_engine(cfg, spec, False),
+    return build_processor(_reading_engine(cfg, spec),
                            preprocess=functools.partial(_score_pre, lora_local=spec.lora_local),
                            postprocess=_score_post,
                            preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)
@@ -293,11 +342,11 @@ def scoring_processor(cfg: ExperimentConfig, spec: EngineSpec):
 # -- pairwise labels: first-token probabilities -------------------------------------------
 
 
-def _label_pre(row: dict[str, Any], label_ids: list[int],
-               lora_local: str | None = None) -> dict[str, Any]:
+def _label_pre(row: dict[str, Any], label_ids: list[int], lora_local: str | None = None,
+               messages: bool = False) -> dict[str, Any]:
     # logprob_token_ids returns exactly these tokens' raw log-probs (STACK.md); the sampled
     # token is irrelevant.
-    out = {**row, "messages": json.loads(row["messages_json"]),
+    out = {**row, **_text_input(row, messages),
            "sampling_params": {"max_tokens": 1, "temperature": 0.0,
                                "logprob_token_ids": list(label_ids)}}
     return _with_lora(out, lora_local)
@@ -322,12 +371,13 @@ def _label_post(row: dict[str, Any], label_ids: list[int]) -> dict[str, Any]:
 
 
 def label_processor(cfg: ExperimentConfig, spec: EngineSpec, label_ids: list[int]):
-    """Chat messages in (per-row LoRA as in `respond`), the log-probs of the two label
-    tokens as the first answer token out."""
+    """Templated chat prompts in (per-row LoRA as in `respond`), the log-probs of the two
+    label tokens as the first answer token out."""
     from ray.data.llm import build_processor
 
     return build_processor(
-        _reading_engine(cfg, spec, LIGHT),
-        preprocess=functools.partial(_label_pre, label_ids=label_ids, lora_local=spec.lora_local),
+        _reading_engine(cfg, spec),
+        preprocess=functools.partial(_label_pre, label_ids=label_ids, lora_local=spec.lora_local,
+                                     messages=RAY_TEXT_STAGES),
         postprocess=functools.partial(_label_post, label_ids=label_ids),
         preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)

@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.answering import EngineWindow, answer_many, label_rows, over_context
+from synth_ray.answering import EngineWindow, answer_many, chat_prompts, label_rows
 from synth_ray.config import ExperimentConfig, TargetSection
 from synth_ray.engines import EngineSpec, api_key, http_processor, vllm_processor
 from synth_ray.evaluate.judge import agreement, danger_zone, parse_score, score_regex
@@ -276,10 +276,12 @@ def spb_target(ctx: Context, target: TargetSection) -> dict[str, Any]:
     log.info("[judge] %s: %d pairwise judgements (%d adapters, both orders)", target.name,
              requests.height, len(adapters))
     spec = lora_engine(ctx, target, len(adapters))
-    refused = over_context(requests.select(gen_key="pair_key", messages="messages_json"),
-                           EngineWindow.of(cfg, spec))
-    send = requests.filter(~pl.col("pair_key").is_in(list(refused)))
-    got = label_rows(cfg, spec, send.select("pair_key", "messages_json", "lora_path"), ids)
+    prompts, refused = chat_prompts(requests.select("pair_key", messages="messages_json"),
+                                    EngineWindow.of(cfg, spec), key="pair_key")
+    send = requests.filter(pl.col("pair_key").is_in(list(prompts))).with_columns(
+        prompt=pl.col("pair_key").replace_strict(prompts, return_dtype=pl.Utf8))
+    got = label_rows(cfg, spec, send.select("pair_key", "prompt", "messages_json", "lora_path"),
+                     ids)
     got = pl.concat([got, pl.DataFrame(
         [{"pair_key": k, "error": e} for k, e in refused.items()],
         schema={"pair_key": pl.Utf8, "error": pl.Utf8})], how="diagonal_relaxed")

@@ -136,7 +136,7 @@ def run(ctx: Context) -> StageOutput:
         log.info("[score] %s: %d perplexity requests, %d diversity tasks", target.name,
                  requests.height, len(pending))
         # a sequence with no room in the engine's context is refused here, not by vLLM (a
-        # batch mixing refused and scored rows is lost to Ray Data; see over_context)
+        # batch mixing refused and scored rows is lost to Ray Data; see answering.chat_prompts)
         fits = requests["token_ids"].list.len() < cfg.generation.max_model_len
         scored = score_rows(cfg, lora_engine(ctx, target, len(adapters)),
                             requests.filter(fits).select("score_key", "token_ids", "start",

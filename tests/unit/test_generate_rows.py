@@ -71,3 +71,55 @@ def test_stalled_stream_fails_with_a_clear_message() -> None:
         next(it)
     assert time.time() - t0 < 5
     ds.release.set()
+
+
+def _tiny_tokenizer():
+    from synth_ray.engines import engine_tokenizer
+    from synth_ray.tiny import resolve_model
+
+    model = resolve_model("tiny://small-a")
+    return model, engine_tokenizer(model)
+
+
+def test_vllm_post_decodes_like_rays_detokenize_stage() -> None:
+    """Without Ray's detokenize stage the postprocess decodes the generated tokens with the
+    same call: special tokens skipped, a cut multi-byte character rendered, not dropped."""
+    model, tok = _tiny_tokenizer()
+    ids = tok("Grüße, naïve café — done.", add_special_tokens=False)["input_ids"]
+    cut = ids[:-1] + tok.convert_tokens_to_ids(tok.tokenize("é"))[:1]  # half of "é"
+    for tokens in (ids + [tok.eos_token_id], cut):
+        row = {**CARRIED, "generated_text": "vLLM's own text", "generated_tokens": tokens,
+               "num_input_tokens": 3, "num_generated_tokens": len(tokens)}
+        out = _vllm_post(row, max_tokens=64, tokenizer=(model, False))
+        assert out["response"] == tok.batch_decode([tokens], skip_special_tokens=True)[0]
+        assert out["response"] != "vLLM's own text"
+    assert out["response"].endswith("\ufffd")  # the cut character stays visible
+    assert _vllm_post(row, max_tokens=64)["response"] == "vLLM's own text"  # stage did it
+
+
+def test_chat_prompts_match_rays_chat_template_stage_and_refuse_long_ones() -> None:
+    import asyncio
+    import json
+
+    from ray.llm._internal.batch.stages.chat_template_stage import ChatTemplateUDF
+
+    from synth_ray.answering import EngineWindow, chat_prompts
+
+    model, tok = _tiny_tokenizer()
+    convs = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why?"}],
+             [{"role": "user", "content": "Name a colour."},
+              {"role": "assistant", "content": "Blue, or"}],  # continued, not a new turn
+             [{"role": "user", "content": "word " * 600}]]
+    todo = pl.DataFrame({"gen_key": ["a", "b", "c"], "messages": [json.dumps(c) for c in convs]})
+    prompts, refused = chat_prompts(todo, EngineWindow(model, 256))
+    assert set(prompts) == {"a", "b"} and set(refused) == {"c"}
+    assert "context is 256" in refused["c"]
+
+    udf = ChatTemplateUDF(data_column="__data", expected_input_keys=["messages"], model=model)
+
+    async def ray_prompts():
+        batch = [{"messages": c, udf.IDX_IN_BATCH_COLUMN: i} for i, c in enumerate(convs[:2])]
+        return [r["prompt"] async for r in udf.udf(batch)]
+
+    assert [prompts["a"], prompts["b"]] == asyncio.run(ray_prompts())
+    assert prompts["b"].endswith("Blue, or")

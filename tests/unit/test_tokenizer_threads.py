@@ -1,7 +1,7 @@
 """Several sources start at once (generation.parallel_sources) and each loads its engine's
 tokenizer in its own thread, in a driver that has not imported transformers yet. A bare
 `from transformers import AutoTokenizer` in four threads at once fails there ("cannot
-import name 'AutoTokenizer'", seen in a demo run); `window_tokenizer` must not."""
+import name 'AutoTokenizer'", seen in a demo run); `engines.engine_tokenizer` must not."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 
 SCRIPT = """
 import json, threading
-from synth_ray.answering import EngineWindow, window_tokenizer
+from synth_ray.engines import engine_tokenizer
 from synth_ray.tiny import resolve_model
 model = resolve_model("tiny://small-a")
 errors, toks = [], []
@@ -19,7 +19,7 @@ start = threading.Barrier(4)
 def load():
     start.wait()
     try:
-        toks.append(window_tokenizer(EngineWindow(model, 512)))
+        toks.append(engine_tokenizer(model))
     except Exception as e:
         errors.append(repr(e))
 threads = [threading.Thread(target=load) for _ in range(4)]
