@@ -46,7 +46,7 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
 
     from synth_ray.answering import EngineWindow, _normalise, _stream, chat_prompts
     from synth_ray.cluster import ensure_ray
-    from synth_ray.engines import EngineSpec, vllm_processor
+    from synth_ray.engines import EngineSpec, engine_tokenizer, vllm_processor
     from synth_ray.generation_store import GenerationStore, build_requests
 
     t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     store = GenerationStore(Path(tempfile.mkdtemp()), source.name)
     tokens = 0
     for batch in _stream(ds, cfg.generation.shard_rows, 3600):
-        frame = _normalise(batch)
+        frame = _normalise(batch, engine_tokenizer(EngineWindow.of(cfg, spec).model))
         store.write_shard(frame)  # the real path writes every shard to disk
         tokens += int(frame["completion_tokens"].sum())
     t_end = time.perf_counter()

@@ -21,6 +21,7 @@ from synth_ray.engines import (
     _finish,
     _py,
     chat_prompt,
+    decode_rows,
     engine_tokenizer,
     label_processor,
     scoring_processor,
@@ -46,8 +47,11 @@ class StallError(RuntimeError):
     pass
 
 
-def _normalise(records: list[dict[str, Any]]) -> pl.DataFrame:
-    """Error rows skip postprocess and keep the raw columns: give them the same shape."""
+def _normalise(records: list[dict[str, Any]], tokenizer=None) -> pl.DataFrame:
+    """Error rows skip postprocess and keep the raw columns: give them the same shape.
+    `tokenizer`: decode the answers that arrive as token ids (engines.decode_rows)."""
+    if tokenizer is not None:
+        records = decode_rows(records, tokenizer)
     rows = []
     for r in records:
         err = r.get("__inference_error__") or ""
@@ -159,6 +163,8 @@ def answer_many(ctx: Context, stage: str, label: str,
             if mine.height:
                 store.write_shard(mine)
 
+    tokenizer = None if window is None else engine_tokenizer(window.model,
+                                                             window.trust_remote_code)
     if window is not None and todo.height:
         prompts, refused = chat_prompts(todo, window)
         todo = todo.with_columns(prompt=pl.col("gen_key").replace_strict(
@@ -197,7 +203,7 @@ def answer_many(ctx: Context, stage: str, label: str,
         ds = processor(ray.data.from_arrow(
             [table.slice(i, n) for i in range(0, table.num_rows, n)]))
         for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
-            rows = _normalise(batch)
+            rows = _normalise(batch, tokenizer)
             write(rows)
             seen.update(rows["gen_key"])
             written += len(batch)

@@ -26,9 +26,9 @@ from synth_ray.tiny import resolve_model
 LIGHT = {"num_cpus": 0.1}
 # ray.data.llm's own chat template and detokenize stages (actor pools of their own). Off:
 # the driver applies the chat template (it loads the tokenizer anyway, to check each
-# prompt against the context) and the postprocess task decodes the generated tokens with
-# the same call as Ray's detokenize stage, so each pipeline starts one actor pool, the
-# engine, instead of three (benchmarks/text_stages.py turns them back on as its baseline).
+# prompt against the context) and decodes the generated tokens with the same call as Ray's
+# detokenize stage, so each pipeline starts one actor pool, the engine, instead of three
+# (benchmarks/text_stages.py turns them back on as its baseline).
 RAY_TEXT_STAGES = False
 # Columns carried through the pipeline. The messages travel as JSON text under another
 # name, because the engine stages need a `messages` column of their own (a list).
@@ -117,21 +117,33 @@ def _with_lora(row: dict[str, Any], lora_local: str | None) -> dict[str, Any]:
     return row
 
 
-def _vllm_post(row: dict[str, Any], max_tokens: int,
-               tokenizer: tuple[str, bool] | None = None) -> dict[str, Any]:
-    """`tokenizer` (model, trust_remote_code): decode the generated tokens here, as Ray's
-    detokenize stage does. Not vLLM's own text: that drops a trailing incomplete UTF-8
-    sequence (an answer cut at max_tokens) which the tokenizer renders."""
+def _vllm_post(row: dict[str, Any], max_tokens: int, tokens: bool = False) -> dict[str, Any]:
+    """`tokens`: keep the generated token ids for the driver to decode (`decode_rows`): no
+    tokenizer in Ray's postprocess tasks, whose many short-lived workers would each import
+    transformers and load it."""
     # Ray Data gives no finish_reason column: a response that used every allowed token
     # was cut off (it may, rarely, have ended there by itself).
     max_tokens = _row_sampling(row, {"max_tokens": max_tokens})["max_tokens"]
     n = int(row.get("num_generated_tokens") or 0)
-    text = row.get("generated_text") or ""
-    if tokenizer is not None and row.get("generated_tokens") is not None:
-        text = engine_tokenizer(*tokenizer).batch_decode(
-            [list(row["generated_tokens"])], skip_special_tokens=True)[0]
-    return _finish(row, text, row.get("num_input_tokens") or 0, n,
-                   "length" if n >= max_tokens else "stop", row.get("time_taken_llm"), "")
+    out = _finish(row, row.get("generated_text") or "", row.get("num_input_tokens") or 0, n,
+                  "length" if n >= max_tokens else "stop", row.get("time_taken_llm"), "")
+    if tokens and row.get("generated_tokens") is not None:
+        out["generated_tokens"] = [int(t) for t in row["generated_tokens"]]
+    return out
+
+
+def decode_rows(rows: list[dict[str, Any]], tokenizer) -> list[dict[str, Any]]:
+    """The answers' text from their token ids, as Ray's detokenize stage makes it (special
+    tokens skipped). Not vLLM's own text: that drops a trailing incomplete UTF-8 sequence
+    (an answer cut at max_tokens) which the tokenizer renders. Rows without token ids (an
+    HTTP source, an error row) keep their text."""
+    todo = [r for r in rows if r.get("generated_tokens") is not None]
+    texts = tokenizer.batch_decode([list(r["generated_tokens"]) for r in todo],
+                                   skip_special_tokens=True) if todo else []
+    for r, text in zip(todo, texts):
+        r["response"] = text
+        r["status"] = classify(text, r["finish_reason"], r.get("error") or "")
+    return rows
 
 
 @dataclass(frozen=True)
@@ -206,14 +218,13 @@ def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
         if sampling.seed is not None:
             engine_kwargs.setdefault("seed", sampling.seed)
     config = _engine_config(cfg, spec, engine_kwargs, gpu)
-    decode = None if RAY_TEXT_STAGES else (resolve_model(spec.model), spec.trust_remote_code)
     return build_processor(
         config,
         preprocess=functools.partial(_vllm_pre, sampling=sampling.model_dump(),
                                      per_row_seed=gpu, lora_local=spec.lora_local,
                                      messages=RAY_TEXT_STAGES),
         postprocess=functools.partial(_vllm_post, max_tokens=sampling.max_tokens,
-                                      tokenizer=decode),
+                                      tokens=not RAY_TEXT_STAGES),
         preprocess_map_kwargs=LIGHT,
         postprocess_map_kwargs=LIGHT,
     )

@@ -33,7 +33,7 @@ from typing import Any
 import polars as pl
 
 from synth_ray import corpora
-from synth_ray.rundir import hash_json, write_parquet
+from synth_ray.rundir import hash_file, hash_json, write_parquet
 from synth_ray.tiny import TinySpec
 
 log = logging.getLogger("synth_ray")
@@ -119,6 +119,17 @@ def corpus_path() -> Path:
     return build_in_place(cache_root() / f"corpus-{corpus_fingerprint()}", build_corpus)
 
 
+@functools.cache
+def corpus_key() -> str:
+    """What the tokenizer and the models learn from: the corpus files' content, not the
+    fingerprint of the files it was read from. A package reinstalled or a fresh clone's
+    .venv (new mtimes) rebuilds the corpus in seconds, and the models stay cached when it
+    came out the same text."""
+    folder = corpus_path()
+    return hash_json({"rows": hash_file(folder / "rows.parquet"),
+                      "paragraphs": hash_file(folder / "paragraphs.jsonl")})
+
+
 def paragraphs_path() -> Path:
     """The demo's Dolly-style prompts: paragraphs no pre-trained model has seen."""
     return corpus_path() / "paragraphs.jsonl"
@@ -141,7 +152,7 @@ def training_rows(names: tuple[str, ...]) -> pl.DataFrame:
 def tokenizer_key() -> str:
     from synth_ray.tiny import CHAT_TEMPLATE, SPECIAL
 
-    return hash_json({"v": PRETRAIN_VERSION, "vocab": VOCAB, "corpus": corpus_fingerprint(),
+    return hash_json({"v": PRETRAIN_VERSION, "vocab": VOCAB, "corpus": corpus_key(),
                       "template": CHAT_TEMPLATE, "special": SPECIAL})
 
 

@@ -1,7 +1,7 @@
 """The tiny pre-trained family: a source pre-trained with the project's Ray Train trainer
 (full fine-tuning) on this machine's text is not gibberish: its perplexity on paragraphs
 held out of pre-training is far below that of the same model before training. The second
-request finds it cached."""
+request finds it cached, also after the corpus is rebuilt from the same text."""
 
 from __future__ import annotations
 
@@ -75,7 +75,13 @@ def test_pretrained_source_is_far_from_gibberish(tmp_path) -> None:
           f"(vocabulary {4096}), ratio {trained / random:.3f}")
     assert trained < random / 5  # 60 steps here; the demo family trains 200
 
-    # the second request is a cache hit: nothing is trained again
+    # the second request is a cache hit: nothing is trained again, even when the corpus is
+    # read anew (a fresh .venv's files have new mtimes): the models are keyed by its text
+    import shutil
+
+    shutil.rmtree(next((tmp_path / "cache").glob("corpus-*")))
     again = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                            timeout=300, env=env, cwd=REPO)
     assert again.returncode == 0 and "pre-training" not in again.stderr
+    assert f"MODEL {model}" in again.stdout
+    assert next((tmp_path / "cache").glob("corpus-*/rows.parquet")).exists()  # rebuilt

@@ -81,20 +81,26 @@ def _tiny_tokenizer():
     return model, engine_tokenizer(model)
 
 
-def test_vllm_post_decodes_like_rays_detokenize_stage() -> None:
-    """Without Ray's detokenize stage the postprocess decodes the generated tokens with the
-    same call: special tokens skipped, a cut multi-byte character rendered, not dropped."""
-    model, tok = _tiny_tokenizer()
+def test_answers_are_decoded_like_rays_detokenize_stage() -> None:
+    """Without Ray's detokenize stage the postprocess keeps the token ids and the driver
+    decodes them with the stage's own call: special tokens skipped, a cut multi-byte
+    character rendered, not dropped; an all-special answer is empty."""
+    _, tok = _tiny_tokenizer()
     ids = tok("Grüße, naïve café — done.", add_special_tokens=False)["input_ids"]
     cut = ids[:-1] + tok.convert_tokens_to_ids(tok.tokenize("é"))[:1]  # half of "é"
-    for tokens in (ids + [tok.eos_token_id], cut):
-        row = {**CARRIED, "generated_text": "vLLM's own text", "generated_tokens": tokens,
-               "num_input_tokens": 3, "num_generated_tokens": len(tokens)}
-        out = _vllm_post(row, max_tokens=64, tokenizer=(model, False))
-        assert out["response"] == tok.batch_decode([tokens], skip_special_tokens=True)[0]
-        assert out["response"] != "vLLM's own text"
-    assert out["response"].endswith("\ufffd")  # the cut character stays visible
-    assert _vllm_post(row, max_tokens=64)["response"] == "vLLM's own text"  # stage did it
+    rows = []
+    for i, tokens in enumerate((ids + [tok.eos_token_id], cut, [tok.eos_token_id])):
+        row = {**CARRIED, "gen_key": f"k{i}", "generated_text": "vLLM's own text",
+               "generated_tokens": tokens, "num_input_tokens": 3,
+               "num_generated_tokens": len(tokens)}
+        rows.append(_vllm_post(row, max_tokens=64, tokens=True))
+        assert _vllm_post(row, max_tokens=64)["response"] == "vLLM's own text"  # Ray's stage
+    df = _normalise(rows, tok)
+    want = tok.batch_decode([ids + [tok.eos_token_id], cut], skip_special_tokens=True)
+    assert df["response"].to_list() == [*want, ""]
+    assert df["response"][1].endswith("\ufffd")  # the cut character stays visible
+    assert df["status"].to_list() == ["ok", "ok", "empty"]
+    assert "generated_tokens" not in df.columns
 
 
 def test_chat_prompts_match_rays_chat_template_stage_and_refuse_long_ones() -> None:
