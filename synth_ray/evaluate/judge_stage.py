@@ -25,7 +25,13 @@ import polars as pl
 
 from synth_ray.answering import EngineWindow, answer_many, chat_prompts, label_rows
 from synth_ray.config import ExperimentConfig, TargetSection
-from synth_ray.engines import EngineSpec, api_key, http_processor, vllm_processor
+from synth_ray.engines import (
+    EngineSpec,
+    api_key,
+    engine_tokenizer,
+    http_processor,
+    vllm_processor,
+)
 from synth_ray.evaluate.judge import agreement, danger_zone, parse_score, score_regex
 from synth_ray.evaluate.respond import (
     SAFETY_SET,
@@ -262,16 +268,14 @@ def spb_table(cfg: ExperimentConfig, pairs: pl.DataFrame, self_source: str) -> p
 
 
 def spb_target(ctx: Context, target: TargetSection) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
     cfg = ctx.cfg
     bracket = cfg.source(target.self_source).bracket
     sources = [s.name for s in cfg.brackets()[bracket]]
     articles = pl.read_parquet(ctx.run.path(ARTICLES))
     adapters = adapters_of(ctx, target)
     requests = pair_requests(articles, summaries_by_source(ctx, sources), adapters)
-    tok = AutoTokenizer.from_pretrained(resolve_model(target.model),
-                                        trust_remote_code=target.trust_remote_code)
+    # the engine's tokenizer, the one `chat_prompts` templates these prompts with (loaded once)
+    tok = engine_tokenizer(resolve_model(target.model), target.trust_remote_code)
     ids = label_ids(tok)
     log.info("[judge] %s: %d pairwise judgements (%d adapters, both orders)", target.name,
              requests.height, len(adapters))
