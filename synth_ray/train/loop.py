@@ -214,7 +214,8 @@ def run_loop(
             save = state.step % eval_every == 0 or state.step >= plan.total_steps
             if save:
                 with amp():
-                    val = evaluate(model, val_loader, device) if val_loader else float(loss)
+                    val = (evaluate(model, val_loader, device) if val_loader
+                           else float(loss.detach()))
                 metrics["val_loss"] = val
                 if val < state.best_val:
                     state.best_val, state.best_step, state.bad_evals = val, state.step, 0
