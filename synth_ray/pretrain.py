@@ -246,7 +246,7 @@ def pretrain(names: list[str], parallel: int = 2) -> None:
     from synth_ray.cluster import ensure_ray
     from synth_ray.config import ResourcesSection
     from synth_ray.tiny import cache_root
-    from synth_ray.train.trainer import run_trials
+    from synth_ray.train.trainer import run_trials, train_run
 
     todo = missing(names)
     if not todo:
@@ -261,7 +261,7 @@ def pretrain(names: list[str], parallel: int = 2) -> None:
     log.info("[tiny] pre-training %d tiny model(s) on this machine's text (%s), %d steps "
              "each, %d at a time; cached for later runs under %s", len(todo), ", ".join(todo),
              PRETRAINED[todo[0]].steps, parallel, cache_root())
-    run_trials(jobs, work / "ray_tune", "pretrain", parallel)
+    run_trials([train_run([j]) for j in jobs], work / "ray_tune", "pretrain", parallel)
     for j in jobs:
         s = json.loads((Path(j["output"]) / "training_summary.json").read_text())
         log.info("[tiny] %s: %d steps, validation perplexity %.1f (a random model: ~%d)",

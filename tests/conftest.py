@@ -27,7 +27,8 @@ def demo_config_path() -> Path:
 # slowest step of the suite).
 @pytest.fixture(scope="session")
 def grid_run(tmp_path_factory):
-    """Three conditions as a Tune grid of 2-worker DDP runs; greedy evaluation sampling."""
+    """Three conditions as a Tune grid of 2-worker DDP runs, two adapters in the first run
+    (`adapters_per_run`), one in the second; greedy evaluation sampling."""
     from tests.integration.helpers import (
         JUDGE,
         TARGET,
@@ -38,7 +39,7 @@ def grid_run(tmp_path_factory):
     )
 
     tmp = tmp_path_factory.mktemp("train")
-    cfg = small_config(tmp, targets=[TARGET], training=TRAINING,
+    cfg = small_config(tmp, targets=[TARGET], training={**TRAINING, "adapters_per_run": 2},
                        conditions={"human": True, "single_source": {"small": "small-a"},
                                    "multi_source": {"small": ["small-a", "small-b"] * 2}},
                        evaluation={"sampling": {"temperature": 0.0, "max_tokens": 8,

@@ -24,6 +24,7 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A
 
 @dataclass
 class TrainState:
+    adapter: str = ""  # the adapter's run name: a Ray Train run may train several in turn
     step: int = 0  # optimizer steps done
     epoch: int = 0
     micro_in_epoch: int = 0  # micro-batches of `epoch` already consumed

@@ -1,9 +1,10 @@
 """Stage `train`: one LoRA adapter per (target, condition, seed) with Ray Train, the grid run
 as Ray Tune trials (several at once where the cluster has room, one by one on a laptop).
 
-Each adapter's Ray Train run lives under `<run.dir>/ray_train/<name>`: a rerun after a crash
-or `kill -9` of the driver resumes from its last checkpoint; a finished adapter (saved,
-checked) is skipped.
+A Ray Train run trains one adapter, or `training.adapters_per_run` of them in turn. Each
+run lives under `<run.dir>/ray_train/<name>`, its name fixed by the config: a rerun after a
+crash or `kill -9` of the driver resumes from its last checkpoint; a finished adapter
+(saved, checked) is skipped.
 """
 
 from __future__ import annotations
@@ -56,24 +57,54 @@ def jobs(ctx: Context) -> list[dict[str, Any]]:
     return out
 
 
-def _torch_trainer(job: dict[str, Any], target: TargetSection, callbacks: list | None = None):
+def train_runs(cfg: ExperimentConfig, all_jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Ray Train runs: `training.adapters_per_run` adapters of one target each, in grid
+    order. Set by the config alone, not by what is done yet, so a rerun finds each run's
+    checkpoints under the same name."""
+    per = cfg.training.adapters_per_run
+    runs = []
+    for target in cfg.targets:
+        mine = [j for j in all_jobs if j["target"] == target.name]
+        runs += [train_run(mine[i:i + per]) for i in range(0, len(mine), per)]
+    return runs
+
+
+def train_run(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Ray Train run of these jobs (one target's), named after the first."""
+    first = jobs[0]
+    name = first["run_name"] + (f"+{len(jobs) - 1}" if len(jobs) > 1 else "")
+    return {"jobs": jobs, "run_name": name, "storage": first["storage"],
+            "target": first["target"], "config": first["config"]}
+
+
+# How often Ray Train's controller polls its workers (Ray's default: 2 s). A run's end is
+# seen only at a poll, so each adapter waited ~2.5 s after its last step; polling 8 workers
+# 4 times a second costs little. RAY_TRAIN_HEALTH_CHECK_INTERVAL_S set by the user wins.
+POLL_INTERVAL_S = "0.25"
+
+
+def _torch_trainer(run: dict[str, Any], target: TargetSection, callbacks: list | None = None):
+    import os
+
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from synth_ray.train.worker import train_func
 
-    cfg = ExperimentConfig.model_validate(job["config"])
+    # read by TorchTrainer.fit() here, which passes it on to the run's controller
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", POLL_INTERVAL_S)
+    cfg = ExperimentConfig.model_validate(run["config"])
     return TorchTrainer(
         train_func,
-        train_loop_config=job,
+        train_loop_config=run,
         scaling_config=ScalingConfig(num_workers=target.num_workers, use_gpu=target.use_gpu,
                                      resources_per_worker={"CPU": target.cpus_per_worker,
                                                            **({"GPU": 1} if target.use_gpu
                                                               else {})}),
         torch_config=TorchConfig(backend="nccl" if target.use_gpu else "gloo"),
         run_config=RunConfig(
-            name=job["run_name"],
-            storage_path=job["storage"],
+            name=run["run_name"],
+            storage_path=run["storage"],
             failure_config=FailureConfig(max_failures=cfg.training.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
@@ -81,25 +112,25 @@ def _torch_trainer(job: dict[str, Any], target: TargetSection, callbacks: list |
     )
 
 
+def fit_run(run: dict[str, Any], callbacks: list | None = None) -> None:
+    """Train a run's adapters (or resume the run)."""
+    cfg = ExperimentConfig.model_validate(run["config"])
+    target = next(t for t in cfg.targets if t.name == run["target"])
+    result = _torch_trainer(run, target, callbacks).fit()
+    if result.error:
+        raise RuntimeError(f"training {run['run_name']} failed: {result.error}")
+
+
 def fit_adapter(job: dict[str, Any]) -> dict[str, Any]:
     """Train one adapter (or resume its run); returns its training summary."""
-    cfg = ExperimentConfig.model_validate(job["config"])
-    target = next(t for t in cfg.targets if t.name == job["target"])
-    result = _torch_trainer(job, target).fit()
-    if result.error:
-        raise RuntimeError(f"training {job['run_name']} failed: {result.error}")
+    fit_run(train_run([job]))
     return finish_adapter(job)
 
 
 def _tune_trial(params: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    job = params["job"]
-    cfg = ExperimentConfig.model_validate(job["config"])
-    target = next(t for t in cfg.targets if t.name == job["target"])
-    result = _torch_trainer(job, target, callbacks=[TuneReportCallback()]).fit()
-    if result.error:
-        raise RuntimeError(f"training {job['run_name']} failed: {result.error}")
+    fit_run(params["run"], callbacks=[TuneReportCallback()])
 
 
 def finish_adapter(job: dict[str, Any]) -> dict[str, Any]:
@@ -149,14 +180,15 @@ def run_grid(ctx: Context, todo: list[dict[str, Any]]) -> None:
 
 def run_trials(todo: list[dict[str, Any]], storage: Path | str, name: str,
                parallel: int) -> None:
-    """Jobs as Ray Tune trials, each a TorchTrainer. A trial asks for no CPU itself (its
-    workers do), so trials never starve their own workers on a small machine."""
+    """Ray Train runs (`train_run`) as Ray Tune trials, each a TorchTrainer. A trial asks
+    for no CPU itself (its workers do), so trials never starve their own workers on a small
+    machine."""
     from ray import tune
 
     trainable = tune.with_resources(_tune_trial, {"cpu": 0, "memory": 64 * 1024**2})
     tuner = tune.Tuner(
         trainable,
-        param_space={"job": tune.grid_search(todo)},
+        param_space={"run": tune.grid_search(todo)},
         tune_config=tune.TuneConfig(max_concurrent_trials=parallel),
         run_config=tune.RunConfig(storage_path=str(storage), name=name, verbose=0),
     )
@@ -174,7 +206,8 @@ def inputs(ctx: Context) -> dict[str, Any]:
                      for c in condition_names(cfg)},
         "targets": [t.model_dump() for t in cfg.targets],
         "lora": cfg.lora.model_dump(),
-        "training": cfg.training.model_dump(exclude={"parallel_trials", "max_failures"}),
+        "training": cfg.training.model_dump(exclude={"parallel_trials", "max_failures",
+                                                      "adapters_per_run"}),
         "system_prompt": cfg.generation.system_prompt,
     }
 
@@ -185,15 +218,18 @@ def run(ctx: Context) -> StageOutput:
     if not ctx.cfg.targets:
         raise ValueError("targets: no target to train; add one to the config")
     all_jobs = jobs(ctx)
-    todo = [j for j in all_jobs if not done(j)]
-    log.info("[train] %d adapter(s): %d already trained, %d to train (%d at a time)",
-             len(all_jobs), len(all_jobs) - len(todo), len(todo),
+    for j in all_jobs:
+        j["done"] = done(j)
+    todo = [r for r in train_runs(ctx.cfg, all_jobs) if not all(j["done"] for j in r["jobs"])]
+    left = sum(not j["done"] for j in all_jobs)
+    log.info("[train] %d adapter(s): %d already trained, %d to train in %d Ray Train run(s), "
+             "%d at a time", len(all_jobs), len(all_jobs) - left, left, len(todo),
              ctx.cfg.training.parallel_trials)
     if todo:
         ensure_ray(ctx.cfg.resources)
         check_resources(ctx.cfg, "train")
         if len(todo) == 1:
-            fit_adapter(todo[0])
+            fit_run(todo[0])
         else:
             run_grid(ctx, todo)
         ctx.run.pull("adapters")  # a run in a bucket: what the workers uploaded

@@ -1,9 +1,10 @@
-"""The function every Ray Train worker runs: one LoRA adapter for one (target, condition,
-seed), or, with `job["full"]`, full fine-tuning of every weight (how the tiny pre-trained
-family learns its corpora: `synth_ray/pretrain.py`). DDP through
+"""The function every Ray Train worker runs: the run's adapters one after the other (one
+per run unless `training.adapters_per_run` says more), each a LoRA adapter for one (target,
+condition, seed), or, with `job["full"]`, full fine-tuning of every weight (how the tiny
+pre-trained family learns its corpora: `synth_ray/pretrain.py`). DDP through
 `ray.train.torch.prepare_model`, or DeepSpeed ZeRO-3; checkpoints hold the trained weights,
-optimizer, schedule and loop state, so a replaced worker resumes where the last checkpoint
-left off."""
+optimizer, schedule and loop state and name their adapter, so a replaced worker resumes that
+adapter where the last checkpoint left off and skips the ones saved before it."""
 
 from __future__ import annotations
 
@@ -35,13 +36,15 @@ from synth_ray.train.lora import peft_config, save_adapter, save_full_model
 
 FULL_VERSION = 2  # part of the pre-trained models' cache key: bump when full training changes
 
-# Test-only fault injection: "RANK:STEP:MARKER" makes that rank die once at that step.
+# Test-only fault injection: "RANK:STEP:MARKER" makes that rank die once at that step (of
+# the adapter whose run name FAULT_ADAPTER_ENV gives, if set).
 FAULT_ENV = "SYNTH_RAY_TEST_KILL_WORKER"
+FAULT_ADAPTER_ENV = "SYNTH_RAY_TEST_KILL_ADAPTER"
 
 
-def _fault_hook(rank: int):
+def _fault_hook(rank: int, adapter: str):
     spec = os.environ.get(FAULT_ENV)
-    if not spec:
+    if not spec or os.environ.get(FAULT_ADAPTER_ENV, adapter) != adapter:
         return None
     want_rank, want_step, marker = spec.split(":", 2)
 
@@ -77,7 +80,31 @@ def _loaders(job, tokenizer, cfg, target, rank: int, world: int):
     return train, train_loader, sampler, val_loader
 
 
-def train_func(job: dict[str, Any]) -> None:
+def train_func(run: dict[str, Any]) -> None:
+    """A Ray Train run's adapters in order. The latest checkpoint names the adapter it
+    belongs to: the ones before it were saved before it began, so they are skipped, as are
+    those the driver found saved (`done`)."""
+    import ray.train
+
+    jobs = run["jobs"]
+    names = [j["run_name"] for j in jobs]
+    ckpt = ray.train.get_checkpoint()
+    first = 0
+    if ckpt:
+        with ckpt.as_directory() as d:
+            adapter = json.loads((Path(d) / "state.json").read_text()).get("adapter") or names[0]
+        if adapter in names:
+            first = names.index(adapter)
+        else:  # the run's storage holds another grid's run: start over, as a new name would
+            print(f"checkpoint of adapter {adapter!r}, not one of this run's {names}: ignored")
+            ckpt = None
+    for i, job in enumerate(jobs):
+        if i >= first and not job.get("done"):
+            train_adapter(job, ckpt if i == first else None)
+
+
+def train_adapter(job: dict[str, Any], ckpt) -> None:
+    """One adapter (or full fine-tuning), resumed from `ckpt` if given."""
     import ray.train
     import ray.train.torch
     from peft import get_peft_model
@@ -138,8 +165,7 @@ def train_func(job: dict[str, Any]) -> None:
         with gathered(trained_params, zero3):
             return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in trained_named}
 
-    state, best = TrainState(), None
-    ckpt = ray.train.get_checkpoint()
+    state, best = TrainState(adapter=job["run_name"]), None
     resumed_from = 0
     if ckpt:
         with ckpt.as_directory() as d:
@@ -187,7 +213,7 @@ def train_func(job: dict[str, Any]) -> None:
                      eval_every=tr.eval_every_steps, patience=tr.early_stopping_patience,
                      n_params=n_params, report_every=tr.report_every_steps,
                      report=report, on_best=on_best,
-                     fault_hook=_fault_hook(rank), autocast=tr.autocast)
+                     fault_hook=_fault_hook(rank, job["run_name"]), autocast=tr.autocast)
     final = best if best is not None else trained_state()
     if rank == 0:
         summary = {"target": target.name, "condition": job["condition"], "seed": job["seed"],

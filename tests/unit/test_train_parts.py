@@ -122,3 +122,32 @@ def test_autocast_is_refused_with_deepspeed() -> None:
             "targets": [{"name": "t", "model": "tiny://target", "strategy": "deepspeed"}]}
     problems = cross_reference_problems(ExperimentConfig.model_validate(data))
     assert any("training.autocast" in p and "DeepSpeed" in p for p in problems)
+
+
+def test_several_adapters_per_run_are_refused_with_deepspeed() -> None:
+    from synth_ray.config_checks import cross_reference_problems
+
+    data = {"sources": [], "conditions": {"human": True}, "training": {"adapters_per_run": 2},
+            "targets": [{"name": "t", "model": "tiny://target", "strategy": "deepspeed"}]}
+    problems = cross_reference_problems(ExperimentConfig.model_validate(data))
+    assert any("training.adapters_per_run" in p and "DeepSpeed" in p for p in problems)
+    data["targets"][0]["strategy"] = "ddp"
+    assert cross_reference_problems(ExperimentConfig.model_validate(data)) == []
+
+
+def test_train_runs_chunk_each_targets_grid_in_order() -> None:
+    from synth_ray.train.trainer import train_runs
+
+    def job(target: str, name: str) -> dict:
+        return {"target": target, "run_name": f"{target}--{name}", "storage": "s", "config": {}}
+
+    cfg = ExperimentConfig.model_validate({
+        "sources": [], "conditions": {"human": True}, "training": {"adapters_per_run": 2},
+        "targets": [{"name": "a", "model": "m"}, {"name": "b", "model": "m"}]})
+    jobs = [job("a", f"c{i}") for i in range(5)] + [job("b", "c0")]
+    runs = train_runs(cfg, jobs)
+    # never two targets in one run (each has its own workers); names fixed by the grid
+    assert [r["run_name"] for r in runs] == ["a--c0+1", "a--c2+1", "a--c4", "b--c0"]
+    assert [[j["run_name"] for j in r["jobs"]] for r in runs] == [
+        ["a--c0", "a--c1"], ["a--c2", "a--c3"], ["a--c4"], ["b--c0"]]
+    assert [r["target"] for r in runs] == ["a", "a", "a", "b"]
