@@ -268,6 +268,11 @@ class TrainingSection(Section):
         "each run's start-up (a controller, workers, their imports and the base model's "
         "load: ~15 s on a laptop) where adapters train in seconds, as in the demo.",
     )
+    poll_interval_s: float = Field(
+        0.25, gt=0, description="How often Ray Train's controller polls its workers "
+        "(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S; Ray's default 2 s). A run's end is noticed "
+        "only at a poll.",
+    )
     zero3_param_persistence_threshold: int | None = Field(
         None, ge=0, description="DeepSpeed stage3_param_persistence_threshold (None: its own)."
     )

@@ -70,17 +70,12 @@ def train_runs(cfg: ExperimentConfig, all_jobs: list[dict[str, Any]]) -> list[di
 
 
 def train_run(jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """A Ray Train run of these jobs (one target's), named after the first."""
+    """A Ray Train run of these jobs (one target's), named after the first (and how many:
+    plain characters, since the name is a folder, in a bucket too)."""
     first = jobs[0]
-    name = first["run_name"] + (f"+{len(jobs) - 1}" if len(jobs) > 1 else "")
+    name = first["run_name"] + (f"--{len(jobs)}-adapters" if len(jobs) > 1 else "")
     return {"jobs": jobs, "run_name": name, "storage": first["storage"],
             "target": first["target"], "config": first["config"]}
-
-
-# How often Ray Train's controller polls its workers (Ray's default: 2 s). A run's end is
-# seen only at a poll, so each adapter waited ~2.5 s after its last step; polling 8 workers
-# 4 times a second costs little. RAY_TRAIN_HEALTH_CHECK_INTERVAL_S set by the user wins.
-POLL_INTERVAL_S = "0.25"
 
 
 def _torch_trainer(run: dict[str, Any], target: TargetSection, callbacks: list | None = None):
@@ -91,9 +86,11 @@ def _torch_trainer(run: dict[str, Any], target: TargetSection, callbacks: list |
 
     from synth_ray.train.worker import train_func
 
-    # read by TorchTrainer.fit() here, which passes it on to the run's controller
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", POLL_INTERVAL_S)
     cfg = ExperimentConfig.model_validate(run["config"])
+    # Read by TorchTrainer.fit() in this process, which hands it to the run's controller.
+    # Ray's 2 s default left each run ~2.5 s idle after its last step (the end is seen at a
+    # poll); polling 8 workers 4 times a second costs little.
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(cfg.training.poll_interval_s)
     return TorchTrainer(
         train_func,
         train_loop_config=run,
@@ -207,7 +204,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
         "targets": [t.model_dump() for t in cfg.targets],
         "lora": cfg.lora.model_dump(),
         "training": cfg.training.model_dump(exclude={"parallel_trials", "max_failures",
-                                                      "adapters_per_run"}),
+                                                      "adapters_per_run", "poll_interval_s"}),
         "system_prompt": cfg.generation.system_prompt,
     }
 

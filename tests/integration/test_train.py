@@ -55,7 +55,7 @@ def test_adapters_of_one_run_equal_an_adapter_trained_alone(grid_run) -> None:
 
     _, grid_run = grid_run
     runs = sorted(p.name for p in (grid_run / "ray_train").iterdir() if p.is_dir())
-    assert runs == ["tiny-target--human+1", "tiny-target--multi-small"]
+    assert runs == ["tiny-target--human--2-adapters", "tiny-target--multi-small"]
     adapters = {c: load_file(str(grid_run / "adapters" / "tiny-target" / c /
                                  "adapter_model.safetensors"))
                 for c in ("human", "single-small", "multi-small")}

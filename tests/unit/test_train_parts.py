@@ -147,7 +147,8 @@ def test_train_runs_chunk_each_targets_grid_in_order() -> None:
     jobs = [job("a", f"c{i}") for i in range(5)] + [job("b", "c0")]
     runs = train_runs(cfg, jobs)
     # never two targets in one run (each has its own workers); names fixed by the grid
-    assert [r["run_name"] for r in runs] == ["a--c0+1", "a--c2+1", "a--c4", "b--c0"]
+    assert [r["run_name"] for r in runs] == ["a--c0--2-adapters", "a--c2--2-adapters", "a--c4",
+                                               "b--c0"]
     assert [[j["run_name"] for j in r["jobs"]] for r in runs] == [
         ["a--c0", "a--c1"], ["a--c2", "a--c3"], ["a--c4"], ["b--c0"]]
     assert [r["target"] for r in runs] == ["a", "a", "a", "b"]
