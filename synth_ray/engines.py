@@ -172,6 +172,13 @@ class EngineSpec:
                    s.replicas, s.trust_remote_code, dict(s.engine_kwargs))
 
 
+# vLLM on CPU runs the model in a worker process of its own beside the engine core unless
+# V1 multiprocessing is off; ray.data.llm's AsyncLLMEngine keeps its engine core process
+# either way, so this only drops the worker: one process start (torch + vLLM imports) less
+# per engine. Same tokens (docs/benchmarks.md, "vLLM engine start").
+CPU_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
 def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[str, Any],
                    gpu: bool):
     """No tokenize stage: the engine tokenizes the templated text itself, with the same
@@ -190,7 +197,7 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
         concurrency=spec.replicas,
         should_continue_on_error=True,
         log_engine_metrics=False,
-        runtime_env={"env_vars": engine_env(cfg.resources)},
+        runtime_env={"env_vars": {**engine_env(cfg.resources), **({} if gpu else CPU_ENGINE_ENV)}},
         chat_template_stage=LIGHT if RAY_TEXT_STAGES else False,
         tokenize_stage=False,
         detokenize_stage=LIGHT if RAY_TEXT_STAGES else False,
