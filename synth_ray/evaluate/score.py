@@ -22,6 +22,7 @@ import polars as pl
 
 from synth_ray.answering import score_rows
 from synth_ray.config import ExperimentConfig
+from synth_ray.engines import engine_tokenizer
 from synth_ray.evaluate.perplexity import token_spans
 from synth_ray.evaluate.respond import VANILLA, adapters_of, lora_engine, responses_path
 from synth_ray.evaluate.stats import compare_groups, summarize
@@ -112,7 +113,6 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 def run(ctx: Context) -> StageOutput:
     import ray
-    from transformers import AutoTokenizer
 
     from synth_ray.cluster import ensure_ray
 
@@ -130,8 +130,7 @@ def run(ctx: Context) -> StageOutput:
         texts[HUMAN] = test["response"].to_list()
         # diversity tasks run on the cluster while the engine scores perplexity
         pending = {c: task.remote(t, eval_json) for c, t in texts.items() if len(t) >= 2}
-        tok = AutoTokenizer.from_pretrained(resolve_model(target.model),
-                                            trust_remote_code=target.trust_remote_code)
+        tok = engine_tokenizer(resolve_model(target.model), target.trust_remote_code)
         requests = scoring_requests(cfg, tok, responses, test, adapters)
         log.info("[score] %s: %d perplexity requests, %d diversity tasks", target.name,
                  requests.height, len(pending))
