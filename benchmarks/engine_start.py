@@ -67,8 +67,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 
-    from synth_ray.pretrain import ensure_pretrained
-    from synth_ray.tiny import resolve_model
+    from synth_ray.models import resolve_model
+    from synth_ray.toy.pretrain import ensure_pretrained
 
     if args.model.startswith("tiny://pt-"):
         ensure_pretrained([args.model.removeprefix("tiny://")])

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from synth_ray.config import load_config
-from synth_ray.generation_store import parts_per_source
+from synth_ray.core.config import load_config
+from synth_ray.engines.store import parts_per_source
 
 PART_ROWS = {1: 3377, 2: 3377, 3: 3377, 4: 3378}
 H100_8B_TOKENS_PER_S = 8000.0

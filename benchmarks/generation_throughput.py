@@ -44,10 +44,10 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     import polars as pl
     import ray
 
-    from synth_ray.answering import EngineWindow, _normalise, _stream, chat_prompts
-    from synth_ray.cluster import ensure_ray
-    from synth_ray.engines import EngineSpec, engine_tokenizer, vllm_processor
-    from synth_ray.generation_store import GenerationStore, build_requests
+    from synth_ray.core.cluster import ensure_ray
+    from synth_ray.engines.answering import EngineWindow, _normalise, _stream, chat_prompts
+    from synth_ray.engines.processors import EngineSpec, engine_tokenizer, vllm_processor
+    from synth_ray.engines.store import GenerationStore, build_requests
 
     t0 = time.perf_counter()
     ensure_ray(cfg.resources)
@@ -79,9 +79,9 @@ def main() -> None:
     import polars as pl
     from transformers import AutoTokenizer
 
-    from synth_ray import tiny
-    from synth_ray.config import load_config
-    from synth_ray.data import load_dataset
+    from synth_ray import models
+    from synth_ray.core.config import load_config
+    from synth_ray.data.dolly import load_dataset
     from synth_ray.prompts import chat_messages
 
     rows = load_dataset("tiny://dolly-sample").rows
@@ -95,7 +95,7 @@ def main() -> None:
          f"generation.sampling.min_tokens={args.max_tokens}",  # = ignore_eos for equal work
          "generation.batch_size=64", "generation.shard_rows=64"],
     )
-    model = tiny.resolve_model(cfg.sources[0].model)
+    model = models.resolve_model(cfg.sources[0].model)
     tok = AutoTokenizer.from_pretrained(model)
     prompts = [tok.apply_chat_template(chat_messages(r["instruction"], r["context"],
                                                      cfg.generation.system_prompt),

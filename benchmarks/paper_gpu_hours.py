@@ -17,8 +17,8 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from synth_ray.config import load_config
-from synth_ray.train.trainer import adapter_grid
+from synth_ray.core.config import load_config
+from synth_ray.design import adapter_grid
 
 HERE = Path(__file__).parent
 spec = importlib.util.spec_from_file_location("gen", HERE / "generation_gpu_hours.py")

@@ -27,10 +27,10 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from synth_ray import tiny
-    from synth_ray.config import load_config
-    from synth_ray.data import load_dataset
-    from synth_ray.evaluate.perplexity import (
+    from synth_ray import models
+    from synth_ray.core.config import load_config
+    from synth_ray.data.dolly import load_dataset
+    from synth_ray.metrics.perplexity import (
         hf_response_logprobs,
         perplexity,
         response_logprobs_from_vllm,
@@ -38,7 +38,7 @@ def main() -> None:
     )
     from synth_ray.prompts import chat_messages
 
-    path = tiny.resolve_model("tiny://target")
+    path = models.resolve_model("tiny://target")
     tok = AutoTokenizer.from_pretrained(path)
     rows = load_dataset("tiny://dolly-sample").rows.head(args.samples)
     spans = [token_spans(tok, chat_messages(r["instruction"], r["context"],
@@ -65,9 +65,9 @@ def main() -> None:
            for o, (p, a) in zip(outs, spans)]
     del llm
 
-    from synth_ray.answering import score_rows
-    from synth_ray.cluster import ensure_ray
-    from synth_ray.engines import EngineSpec
+    from synth_ray.core.cluster import ensure_ray
+    from synth_ray.engines.answering import score_rows
+    from synth_ray.engines.processors import EngineSpec
 
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "jobs", "configs",
                                    "plumbing.yaml"))

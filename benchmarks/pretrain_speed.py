@@ -1,6 +1,6 @@
 """Pre-training step time of the demo's tiny models: fp32 against bf16 autocast, one process.
 
-The model of `pt-reference` (synth_ray/pretrain.py) at its batch size, on batches of the
+The model of `pt-reference` (synth_ray/toy/pretrain.py) at its batch size, on batches of the
 demo's typical length, one thread (the pre-training runs two models at once on 2 cores).
 Baseline: fp32 forward/backward/AdamW step. Compared: the same under
 `torch.autocast("cpu", bfloat16)` (training.autocast), weights and optimizer in fp32. The
@@ -27,7 +27,7 @@ def main() -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from synth_ray.pretrain import PRETRAINED, VOCAB
+    from synth_ray.toy.pretrain import PRETRAINED, VOCAB
     from synth_ray.train.loop import mixed_precision
 
     torch.set_num_threads(1)

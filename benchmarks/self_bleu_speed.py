@@ -15,7 +15,7 @@ import pydoc_data.topics as topics
 import random
 import time
 
-from synth_ray.evaluate.self_bleu import naive_self_bleu, self_bleu, split_sentences
+from synth_ray.metrics.self_bleu import naive_self_bleu, self_bleu, split_sentences
 
 
 def corpus() -> list[str]:

@@ -7,7 +7,8 @@ Each extra actor pool starts a process that imports transformers and loads the t
 before the first row moves, per pipeline; the demo starts ten. Each variant runs
 `synth-ray run jobs/configs/plumbing.yaml --until generate` (one source, greedy, `--rows`
 rows) in a fresh process, alternating, `--repeats` times; the baseline sets
-`synth_ray.engines.RAY_TEXT_STAGES`. Reported: the stage's wall seconds (manifest), whether
+`synth_ray.engines.processors.RAY_TEXT_STAGES`.
+Reported: the stage's wall seconds (manifest), whether
 both give the same prompt tokens and answers, and synth-ray / ray stages.
 (Before commit 220c810 this file compared Ray's tokenize stage with none: the
 docs/benchmarks.md table "Ray's tokenize stage vs the engine tokenizing".)
@@ -29,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys
-import synth_ray.engines as engines
+import synth_ray.engines.processors as engines
 engines.RAY_TEXT_STAGES = sys.argv.pop(1) == "ray-stages"
 from synth_ray.cli import app
 app(sys.argv[1:], prog_name="synth-ray")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 
 def stage(seeds: int, per_run: int, poll: float, rows) -> tuple[float, dict[str, float]]:
-    from synth_ray.config import load_config
-    from synth_ray.pipeline import open_run
+    from synth_ray.core.config import load_config
+    from synth_ray.core.pipeline import open_run
     from synth_ray.train import trainer
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-grid-"))
@@ -58,10 +58,10 @@ def main() -> None:
 
     import polars as pl
 
-    from synth_ray.cluster import ensure_ray
-    from synth_ray.conditions import COLUMNS
-    from synth_ray.config import ResourcesSection
-    from synth_ray.data import load_dataset
+    from synth_ray.core.cluster import ensure_ray
+    from synth_ray.core.config import ResourcesSection
+    from synth_ray.data.dolly import load_dataset
+    from synth_ray.stages.build import COLUMNS
 
     rows = load_dataset("tiny://dolly-sample").rows.head(207).with_columns(
         part=pl.lit(1, pl.Int32), source=pl.lit("human"), condition=pl.lit("human"),

@@ -58,13 +58,14 @@ def main() -> None:
 
     import polars as pl
 
-    from synth_ray.conditions import COLUMNS
-    from synth_ray.config import load_config
-    from synth_ray.data import load_dataset
-    from synth_ray.pipeline import open_run
-    from synth_ray.tiny import resolve_model
+    from synth_ray.core.config import load_config
+    from synth_ray.core.pipeline import open_run
+    from synth_ray.data.dolly import load_dataset
+    from synth_ray.models import resolve_model
+    from synth_ray.stages.build import COLUMNS
+    from synth_ray.stages.train import jobs
     from synth_ray.train.data import encode_rows
-    from synth_ray.train.trainer import fit_adapter, jobs
+    from synth_ray.train.driver import fit_adapter
 
     threads = torch.get_num_threads()
     run_dir = Path(tempfile.mkdtemp(prefix="bench-train-"))
@@ -90,7 +91,7 @@ def main() -> None:
                            cfg.generation.system_prompt, cfg.training.max_length, "response")
     base = plain_loop(model_path, examples, args.batch, 1e-3, cfg.lora)
 
-    from synth_ray.cluster import ensure_ray
+    from synth_ray.core.cluster import ensure_ray
 
     ensure_ray(cfg.resources)
     job = jobs(ctx)[0]

@@ -1,4 +1,4 @@
-"""Regenerate synth_ray/sample/dolly_sample.jsonl from text every CPython carries.
+"""Regenerate synth_ray/toy/sample/dolly_sample.jsonl from text every CPython carries.
 
 The rows follow Dolly-15k's schema and categories. Their human text (contexts and responses)
 is the Python reference manual (`pydoc_data.topics`) and standard-library docstrings, written
@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-SAMPLE = Path(__file__).resolve().parents[1] / "synth_ray" / "sample"
+SAMPLE = Path(__file__).resolve().parents[1] / "synth_ray" / "toy" / "sample"
 OUT = SAMPLE / "dolly_sample.jsonl"
 ARTICLES = SAMPLE / "articles.jsonl"
 N_ARTICLES = 12

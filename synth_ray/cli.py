@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from synth_ray.config import ConfigError, ExperimentConfig, load_config
-from synth_ray.pipeline import (
+from synth_ray.core.config import ConfigError, ExperimentConfig, load_config
+from synth_ray.core.pipeline import (
     RunDirBusy,
     execute,
     get_stage,
@@ -85,12 +85,14 @@ def _stages_of(ctx, names: list[str], force: list[str]) -> None:
     cfg = ctx.cfg
     log.info("run %r in %s", cfg.run.name, ctx.run.root.resolve())
     if set(names) & MODEL_STAGES:
-        from synth_ray import tiny
+        from synth_ray import models
 
-        try:
-            tiny.prepare(cfg)  # the tiny pre-trained family, once per machine
+        try:  # build what the config's scheme ids need at once (the toy models: pre-training)
+            models.prepare([s.model for s in cfg.sources] + [t.model for t in cfg.targets]
+                           + [cfg.judge.model])
         except Exception as e:
-            log.error("[tiny] pre-training failed: %s: %s", type(e).__name__, e)
+            log.error("[models] preparing the config's models failed: %s: %s",
+                      type(e).__name__, e)
             raise typer.Exit(EXIT_FAILED) from None
     for name in names:
         try:
@@ -142,7 +144,7 @@ def run_all(
 @app.command("validate")
 def validate(config: Path = typer.Argument(...), overrides: list[str] = OverridesArg) -> None:
     """Check a config (and overrides) and print the resolved YAML."""
-    from synth_ray.config import dump_config
+    from synth_ray.core.config import dump_config
 
     sys.stdout.write(dump_config(_load(config, overrides)))
 
@@ -151,7 +153,7 @@ def validate(config: Path = typer.Argument(...), overrides: list[str] = Override
 def tiny_models(names: list[str] = typer.Argument(None, help="Models to build (default all)")):
     """Build (or find cached) the embedded tiny models; print their folders. Random-weight
     ones by default; name pre-trained ones (pt-*) to pre-train them (minutes each)."""
-    from synth_ray import pretrain, tiny
+    from synth_ray.toy import pretrain, tiny
 
     _setup_logging()
     pre = [n for n in names or [] if n in pretrain.PRETRAINED]

@@ -1,7 +1,7 @@
 """The function every Ray Train worker runs: the run's adapters one after the other (one
 per run unless `training.adapters_per_run` says more), each a LoRA adapter for one (target,
 condition, seed), or, with `job["full"]`, full fine-tuning of every weight (how the tiny
-pre-trained family learns its corpora: `synth_ray/pretrain.py`). DDP through
+pre-trained family learns its corpora: `synth_ray/toy/pretrain.py`). DDP through
 `ray.train.torch.prepare_model`, or DeepSpeed ZeRO-3; checkpoints hold the trained weights,
 optimizer, schedule and loop state and name their adapter, so a replaced worker resumes that
 adapter where the last checkpoint left off and skips the ones saved before it."""
@@ -19,8 +19,8 @@ from typing import Any
 import polars as pl
 import torch
 
-from synth_ray.config import ExperimentConfig
-from synth_ray.storage import read_parquet, scratch_dir, upload_tree
+from synth_ray.core.config import ExperimentConfig
+from synth_ray.core.storage import read_parquet, scratch_dir, upload_tree
 from synth_ray.train.data import collate, encode_rows
 from synth_ray.train.deepspeed import gathered, zero3_config
 from synth_ray.train.loop import (

@@ -31,7 +31,7 @@ def test_prompts_longer_than_the_context_become_error_rows(tmp_path) -> None:
     assert gen.height == parts.height and gen["id"].n_unique() == gen.height  # none lost
     from transformers import AutoTokenizer
 
-    from synth_ray.tiny import resolve_model
+    from synth_ray.models import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("tiny://small-a"))
     n_prompt = {r["id"]: len(tok.apply_chat_template(json.loads(r["messages"]),

@@ -27,8 +27,6 @@ from tests.integration.helpers import (
 )
 
 pytestmark = pytest.mark.slow
-JUDGE_OUTPUTS = ("judgements.parquet", "danger_zone.parquet", "pairs.parquet", "spb.parquet",
-                 "judge_summary.json")
 
 
 def test_judge_driver_killed_resumes_to_the_same_judgements(judged, tmp_path) -> None:
@@ -43,9 +41,7 @@ def test_judge_driver_killed_resumes_to_the_same_judgements(judged, tmp_path) ->
     cfg.write_text(yaml.safe_dump(data))
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
-    shutil.rmtree(run_dir / "judge")
-    for name in JUDGE_OUTPUTS:
-        (run_dir / "eval" / "tiny-target" / name).unlink()
+    shutil.rmtree(run_dir / "judge")  # the judge's stream and every output it made
 
     want = pl.read_parquet(reference / "judge" / "tiny-target" / "raw.parquet")
     # a random shard of the stream (4 requests a shard), never the last one; requests with
@@ -68,8 +64,8 @@ def test_judge_driver_killed_resumes_to_the_same_judgements(judged, tmp_path) ->
     # the answers written before the kill are the ones in the final file
     final = dict(raw.select("gen_key", "attempt_time").iter_rows())
     assert all(final[k] == t for k, t in kept.select("gen_key", "attempt_time").iter_rows())
-    got = pl.read_parquet(run_dir / "eval" / "tiny-target" / "judgements.parquet")
-    ref = pl.read_parquet(reference / "eval" / "tiny-target" / "judgements.parquet")
+    got = pl.read_parquet(run_dir / "judge" / "tiny-target" / "judgements.parquet")
+    ref = pl.read_parquet(reference / "judge" / "tiny-target" / "judgements.parquet")
     key = ["adapter", "item_id"]
     assert got.sort(key).select(*key, "harm", "quality").equals(
         ref.sort(key).select(*key, "harm", "quality"))  # greedy judge: same scores

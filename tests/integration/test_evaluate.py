@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 import torch
 
-from synth_ray import tiny
-from synth_ray.evaluate.perplexity import hf_response_logprobs, perplexity, token_spans
+from synth_ray import models
+from synth_ray.metrics.perplexity import hf_response_logprobs, perplexity, token_spans
 
 from .helpers import run_cli
 
@@ -32,7 +32,7 @@ def _models(run_dir, adapter: str | None):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = tiny.resolve_model("tiny://target")
+    base = models.resolve_model("tiny://target")
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     if adapter:
         path = run_dir / "adapters" / "tiny-target" / adapter
@@ -124,7 +124,7 @@ def test_report_reproduces_the_run_numbers(evaluated) -> None:
                        if line.startswith(f"| {d['condition']} | "))
             assert f"| {d['lexical_diversity_aggregated']:.3g} |" in row
     assert "one seed only" in claims  # no spread to judge a verdict against
-    if not (run_dir / "eval" / "tiny-target" / "danger_zone.parquet").exists():
+    if not (run_dir / "judge" / "tiny-target" / "danger_zone.parquet").exists():
         assert "_Not judged yet._" in md  # says what is missing, shows no numbers
     page = (run_dir / "report" / "index.html").read_text()
     assert page.count("<table>") == md.count("\n|---") and "perplexity_tiny-target.png" in page

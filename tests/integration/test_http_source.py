@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from aiohttp import ClientSession, ClientTimeout, web
 
-from synth_ray import tiny
+from synth_ray import models
 
 from .helpers import cli_env, fault_rng, free_port, run_cli, small_config
 
@@ -135,7 +135,7 @@ def vllm_server():
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-         "--model", tiny.resolve_model("tiny://small-c"), "--served-model-name", "tiny-c",
+         "--model", models.resolve_model("tiny://small-c"), "--served-model-name", "tiny-c",
          "--host", "127.0.0.1", "--port", str(port), "--api-key", SECRET,
          "--dtype", "float32", "--max-model-len", "1024"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(),
@@ -246,7 +246,7 @@ def test_http_judge_keeps_unparsable_answers_and_counts_them(vllm_server, grid_r
     assert proc.returncode == 0, proc.stderr[-5000:]
     run_dir = tmp_path / "run"
     shutil.copytree(run0, run_dir)
-    for f in (run_dir / "eval").glob("*/*"):  # outputs of an earlier judge, if any
+    for f in (run_dir / "judge").glob("*/*"):  # outputs of an earlier judge, if any
         if f.name in ("judgements.parquet", "danger_zone.parquet", "pairs.parquet",
                       "spb.parquet", "judge_summary.json"):
             f.unlink()
@@ -267,7 +267,7 @@ def test_http_judge_keeps_unparsable_answers_and_counts_them(vllm_server, grid_r
     proc = run_cli("judge", str(cfg), f"run.dir={run_dir}",
                    env=cli_env(SYNTH_TEST_API_KEY=SECRET), timeout=900)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    base = run_dir / "eval" / "tiny-target"
+    base = run_dir / "judge" / "tiny-target"
     table = pl.read_parquet(base / "judgements.parquet")
     safety = pl.read_parquet(run_dir / "responses" / "tiny-target" / "safety.parquet")
     assert table.height == safety.height == 4 * 12
@@ -279,7 +279,7 @@ def test_http_judge_keeps_unparsable_answers_and_counts_them(vllm_server, grid_r
         assert table.filter(pl.col(kind).is_not_null())[kind].is_between(1, 5).all()
     answers = pl.read_parquet(run_dir / "judge" / "tiny-target" / "raw.parquet")
     assert answers["id"].n_unique() == answers.height  # none doubled
-    from synth_ray.evaluate.judge import parse_score
+    from synth_ray.metrics.judging import parse_score
 
     unparsable = sum(summary["judge"][k]["unparsable"] for k in ("harm", "quality"))
     assert unparsable == sum(r["status"] == "error" or parse_score(r["response"], 5).score is None

@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 import torch
 
-from synth_ray import tiny
-from synth_ray.config import load_config
-from synth_ray.evaluate.judge import score_regex
+from synth_ray import models
+from synth_ray.core.config import load_config
+from synth_ray.metrics.judging import score_regex
 
 from .helpers import run_cli
 
@@ -26,7 +26,7 @@ ADAPTERS = {"vanilla", "human", "single-small", "multi-small"}
 def test_every_constrained_score_parses(judged) -> None:
     cfg, run_dir = judged
     j = load_config(cfg).judge
-    table = pl.read_parquet(run_dir / "eval" / "tiny-target" / "judgements.parquet")
+    table = pl.read_parquet(run_dir / "judge" / "tiny-target" / "judgements.parquet")
     items = pl.read_parquet(run_dir / "responses" / "safety_set.parquet")
     assert items.height == 12 and set(items["prompt_set"]) == {"RB", "RB+J"}
     assert table.height == len(ADAPTERS) * items.height
@@ -38,7 +38,7 @@ def test_every_constrained_score_parses(judged) -> None:
 
     for raw in table["harm_raw"].to_list() + table["quality_raw"].to_list():
         assert re.fullmatch(pattern, raw), raw
-    summary = json.loads((run_dir / "eval" / "tiny-target" / "judge_summary.json").read_text())
+    summary = json.loads((run_dir / "judge" / "tiny-target" / "judge_summary.json").read_text())
     for kind in ("harm", "quality"):
         s = summary["judge"][kind]
         assert s["unparsable"] == 0 and s["answers"] > table.height  # + the repeats
@@ -48,7 +48,7 @@ def test_every_constrained_score_parses(judged) -> None:
 
 def test_danger_zone_matches_the_judgements(judged) -> None:
     _, run_dir = judged
-    base = run_dir / "eval" / "tiny-target"
+    base = run_dir / "judge" / "tiny-target"
     table = pl.read_parquet(base / "judgements.parquet")
     zone = pl.read_parquet(base / "danger_zone.parquet")
     want: dict[tuple[str, str], list[int]] = {}
@@ -66,7 +66,7 @@ def _model(run_dir: Path, adapter: str):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = tiny.resolve_model("tiny://target")
+    base = models.resolve_model("tiny://target")
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     model = PeftModel.from_pretrained(model, run_dir / "adapters" / "tiny-target" / adapter)
     return model.merge_and_unload().eval(), AutoTokenizer.from_pretrained(base)
@@ -74,12 +74,12 @@ def _model(run_dir: Path, adapter: str):
 
 def test_label_probabilities_equal_transformers(judged) -> None:
     """p(A) = P(A) / (P(A) + P(B)) of the first answer token, vLLM vs transformers."""
-    from synth_ray.evaluate.judge_stage import pair_requests, summaries_by_source
-    from synth_ray.pipeline import Context
-    from synth_ray.rundir import RunDir
+    from synth_ray.core.pipeline import Context
+    from synth_ray.core.rundir import RunDir
+    from synth_ray.stages.judge import pair_requests, summaries_by_source
 
     cfg, run_dir = judged
-    pairs = pl.read_parquet(run_dir / "eval" / "tiny-target" / "pairs.parquet")
+    pairs = pl.read_parquet(run_dir / "judge" / "tiny-target" / "pairs.parquet")
     # 3 articles x (small-a, small-b, human: 3 pairs x 2 orders) x 4 adapters
     assert pairs.height == 3 * 6 * 4 and pairs["p_a"].null_count() == 0
     ctx = Context(load_config(cfg, [f"run.dir={run_dir}"]), RunDir(run_dir))
@@ -108,8 +108,8 @@ def test_label_probabilities_equal_transformers(judged) -> None:
 
 def test_spb_recomputed_by_hand(judged) -> None:
     _, run_dir = judged
-    pairs = pl.read_parquet(run_dir / "eval" / "tiny-target" / "pairs.parquet")
-    spb = pl.read_parquet(run_dir / "eval" / "tiny-target" / "spb.parquet")
+    pairs = pl.read_parquet(run_dir / "judge" / "tiny-target" / "pairs.parquet")
+    spb = pl.read_parquet(run_dir / "judge" / "tiny-target" / "spb.parquet")
     assert set(spb["adapter"]) == ADAPTERS
     for row in spb.iter_rows(named=True):
         wins: dict[str, list[float]] = {}
@@ -128,7 +128,7 @@ def test_report_shows_the_judge(judged) -> None:
     proc = run_cli("report", str(cfg), f"run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-4000:]
     md = (run_dir / "report" / "tables.md").read_text()
-    zone = pl.read_parquet(run_dir / "eval" / "tiny-target" / "danger_zone.parquet")
+    zone = pl.read_parquet(run_dir / "judge" / "tiny-target" / "danger_zone.parquet")
     assert "Danger zone" in md and "Self-preference bias" in md
     v = zone.filter((pl.col("adapter") == "vanilla") & (pl.col("prompt_set") == "RB"))
     row = next(line for line in md.splitlines() if line.startswith("| vanilla | RB | "))

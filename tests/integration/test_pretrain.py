@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 SCRIPT = """
 import logging, sys
 logging.basicConfig(level=logging.INFO)
-from synth_ray import pretrain
+from synth_ray.toy import pretrain
 pretrain.PRETRAINED["pt-test"] = pretrain.PretrainSpec(
     ("reference",), pretrain.TinySpec(num_hidden_layers=4, seed=7), steps=60)
 pretrain.pretrain(["pt-test"])

@@ -75,7 +75,7 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(s3_server,
     """The whole pipeline with `run.dir` in a bucket; the run is then read back from the
     bucket alone into a fresh folder and checked there, and a driver on a fresh mirror
     finds every stage current."""
-    from synth_ray.storage import Remote
+    from synth_ray.core.storage import Remote
 
     url, dash, env = ray_head
     listening = {c.laddr.ip for c in psutil.net_connections("tcp")
@@ -127,7 +127,7 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(s3_server,
         row = next(line for line in evaluation.splitlines()
                    if line.startswith(f"| {condition} | "))
         assert f"{s['mean']:.4g}" in row
-    judged = pl.read_parquet(run_dir / "eval" / "tiny-target" / "judgements.parquet")
+    judged = pl.read_parquet(run_dir / "judge" / "tiny-target" / "judgements.parquet")
     assert judged.height == pl.read_parquet(
         run_dir / "responses" / "tiny-target" / "safety.parquet").height > 0
     page = (run_dir / "report" / "index.html").read_text()

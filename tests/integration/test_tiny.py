@@ -12,14 +12,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from synth_ray import tiny
+from synth_ray import models
 from synth_ray.prompts import chat_messages
+from synth_ray.toy import tiny
 
 HERE = Path(__file__).parent
 
 
 def test_chat_template_renders_every_role() -> None:
-    tok = AutoTokenizer.from_pretrained(tiny.resolve_model("tiny://small-a"))
+    tok = AutoTokenizer.from_pretrained(models.resolve_model("tiny://small-a"))
     msgs = chat_messages("Name a colour.", "Red is one.", "You are a helpful assistant.")
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     assert text.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n")
@@ -43,12 +44,12 @@ def test_models_differ_and_cache_is_reused() -> None:
 
 def test_unknown_tiny_model_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown tiny model 'huge'"):
-        tiny.resolve_model("tiny://huge")
+        models.resolve_model("tiny://huge")
 
 
 @pytest.mark.slow
 def test_vllm_cpu_matches_transformers_greedy(tmp_path) -> None:
-    path = tiny.resolve_model("tiny://small-a")
+    path = models.resolve_model("tiny://small-a")
     tok = AutoTokenizer.from_pretrained(path)
     prompts = [
         tok.apply_chat_template(chat_messages(q, "", "You are a helpful assistant."),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from synth_ray import tiny
+from synth_ray import models
 from synth_ray.train.lora import check_adapter
 
 from .helpers import TARGET, TRAINING, cli_env, run_cli, small_config, write_datasets
@@ -72,7 +72,7 @@ def test_adapter_in_vllm_matches_transformers_merged(grid_run, tmp_path) -> None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _, grid_run = grid_run
-    base = tiny.resolve_model("tiny://target")
+    base = models.resolve_model("tiny://target")
     adapter = str(grid_run / "adapters" / "tiny-target" / "multi-small")
     tok = AutoTokenizer.from_pretrained(base)
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
@@ -148,7 +148,7 @@ def test_zero3_on_cpu_trains_and_saves_a_loadable_adapter(tmp_path) -> None:
     assert info["parameters"] == 2 * 16 * (512 + 384 + 384 + 512 + 768 + 768 + 768)
     assert summary(run_dir, "human")["strategy"] == "deepspeed"
     model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny.resolve_model("tiny://target")), adapter)
+        AutoModelForCausalLM.from_pretrained(models.resolve_model("tiny://target")), adapter)
     saved = load_file(str(adapter / "adapter_model.safetensors"))
     name = next(k for k in saved if "lora_B" in k)
     loaded = dict(model.named_parameters())[name.replace(".weight", ".default.weight")]

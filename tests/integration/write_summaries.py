@@ -7,11 +7,11 @@ Usage: python write_summaries.py CONFIG RUN_DIR"""
 import sys
 
 if __name__ == "__main__":
-    from synth_ray.cluster import ensure_ray
-    from synth_ray.config import load_config
-    from synth_ray.generate import generate_source, load_articles_once, summary_sources
-    from synth_ray.pipeline import Context
-    from synth_ray.rundir import RunDir
+    from synth_ray.core.cluster import ensure_ray
+    from synth_ray.core.config import load_config
+    from synth_ray.core.pipeline import Context
+    from synth_ray.core.rundir import RunDir
+    from synth_ray.stages.generate import generate_source, load_articles_once, summary_sources
 
     cfg = load_config(sys.argv[1], [f"run.dir={sys.argv[2]}"])
     ctx = Context(cfg, RunDir(cfg.run.dir))

@@ -6,9 +6,9 @@ import statistics
 
 import polars as pl
 
-from synth_ray.config import load_config
-from synth_ray.report_claims import claim_lines, per_adapter, seed_stats, verdict
-from synth_ray.train.trainer import adapter_grid
+from synth_ray.core.config import load_config
+from synth_ray.design import adapter_grid
+from synth_ray.report.claims import claim_lines, per_adapter, seed_stats, verdict
 from tests.conftest import CONFIGS
 
 

@@ -71,8 +71,8 @@ def test_second_process_on_same_run_dir_is_refused(tmp_path, demo_config_path) -
     import subprocess
     import sys
 
-    from synth_ray.config import load_config
-    from synth_ray.pipeline import open_run
+    from synth_ray.core.config import load_config
+    from synth_ray.core.pipeline import open_run
 
     open_run(load_config(demo_config_path, [f"run.dir={tmp_path}"]))  # this process holds it
     proc = subprocess.run(
@@ -114,7 +114,7 @@ def test_a_missing_model_path_fails_before_any_engine_starts(tmp_path,
                                      "not found")
     assert not (rd / "generations").exists()  # nothing sent, nothing written
 
-    from synth_ray.tiny import resolve_model  # every stage resolves models through it
+    from synth_ray.models import resolve_model  # every stage resolves models through it
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_model(str(gone))

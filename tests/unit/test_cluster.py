@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from synth_ray.config import load_config
-from synth_ray.pipeline import stage_names
+from synth_ray.core.config import load_config
+from synth_ray.core.pipeline import stage_names
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = yaml.safe_load((REPO / "cluster.yaml").read_text())
@@ -75,7 +75,7 @@ def test_job_entry_points_reach_the_cli() -> None:
 def test_impossible_gpu_requests_fail_at_once_naming_the_key(monkeypatch) -> None:
     import ray
 
-    from synth_ray.cluster import ResourceError, check_resources
+    from synth_ray.core.cluster import ResourceError, check_resources
 
     cfg = load_config(REPO / "jobs" / "configs" / "paper-70b.yaml", ["resources.autoscaling=false"])
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})

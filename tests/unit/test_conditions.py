@@ -6,12 +6,12 @@ import polars as pl
 import pytest
 import yaml
 
-from synth_ray import conditions
-from synth_ray.config import validate_config
-from synth_ray.generation_store import GEN_SCHEMA
-from synth_ray.pipeline import Context
-from synth_ray.rundir import RunDir, write_parquet
-from synth_ray.split_stage import part_path
+from synth_ray.core.config import validate_config
+from synth_ray.core.pipeline import Context
+from synth_ray.core.rundir import RunDir, write_parquet
+from synth_ray.design import part_path
+from synth_ray.engines.store import GEN_SCHEMA
+from synth_ray.stages import build as conditions
 
 
 def make_run(tmp_path, demo_config_path, n_per_part: int = 20) -> Context:
@@ -72,7 +72,7 @@ def test_conditions_have_right_rows_from_right_sources(tmp_path, demo_config_pat
     # Self-BLEU of the training responses, against the naive definition
     import random
 
-    from synth_ray.evaluate.self_bleu import naive_self_bleu, split_sentences
+    from synth_ray.metrics.self_bleu import naive_self_bleu, split_sentences
 
     texts = single["response"].to_list()
     pool = random.Random(42).sample(texts, min(ctx.cfg.evaluation.self_bleu.aggregated_samples,

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from synth_ray.config import (
+from synth_ray.core.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synth_ray.data import check_row, load_dataset, resolve_dataset, split_rows, validation_mask
+from synth_ray.data.dolly import (
+    check_row,
+    load_dataset,
+    resolve_dataset,
+    split_rows,
+    validation_mask,
+)
 from synth_ray.prompts import chat_messages, user_turn
 
 
@@ -59,7 +65,7 @@ def test_malformed_rows_are_quarantined_with_line_and_reason(tmp_path) -> None:
 def test_duplicate_explicit_ids_are_rejected() -> None:
     row, _ = check_row({"id": 7, "instruction": "a", "response": "b"})
     assert row["id"] == "7" and row["context"] == "" and row["category"] == "unknown"
-    from synth_ray.data import check_records
+    from synth_ray.data.dolly import check_records
 
     recs = [(1, {"id": "x", "instruction": "a", "response": "b"}, None, ""),
             (2, {"id": "x", "instruction": "c", "response": "d"}, None, "")]

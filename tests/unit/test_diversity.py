@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from synth_ray.evaluate.diversity import mean_pairwise_cosine_distance, semantic_diversity
+from synth_ray.metrics.diversity import mean_pairwise_cosine_distance, semantic_diversity
 
 
 def test_closed_form_equals_pairwise_loop() -> None:

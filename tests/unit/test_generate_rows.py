@@ -8,9 +8,9 @@ import time
 import polars as pl
 import pytest
 
-from synth_ray.answering import StallError, _normalise, _stream
-from synth_ray.engines import _http_post, _vllm_post
-from synth_ray.generation_store import GEN_SCHEMA
+from synth_ray.engines.answering import StallError, _normalise, _stream
+from synth_ray.engines.processors import _http_post, _vllm_post
+from synth_ray.engines.store import GEN_SCHEMA
 
 CARRIED = {"id": "r1", "part": 2, "gen_key": "k1", "source": "s", "bracket": "b",
            "backend": "vllm", "model_id": "m", "revision": None, "sampling": "{}",
@@ -74,8 +74,8 @@ def test_stalled_stream_fails_with_a_clear_message() -> None:
 
 
 def _tiny_tokenizer():
-    from synth_ray.engines import engine_tokenizer
-    from synth_ray.tiny import resolve_model
+    from synth_ray.engines.processors import engine_tokenizer
+    from synth_ray.models import resolve_model
 
     model = resolve_model("tiny://small-a")
     return model, engine_tokenizer(model)
@@ -109,7 +109,7 @@ def test_chat_prompts_match_rays_chat_template_stage_and_refuse_long_ones() -> N
 
     from ray.llm._internal.batch.stages.chat_template_stage import ChatTemplateUDF
 
-    from synth_ray.answering import EngineWindow, chat_prompts
+    from synth_ray.engines.answering import EngineWindow, chat_prompts
 
     model, tok = _tiny_tokenizer()
     convs = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why?"}],

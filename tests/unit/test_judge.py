@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from synth_ray.evaluate.judge import agreement, danger_zone, parse_score, score_regex
+from synth_ray.metrics.judging import agreement, danger_zone, parse_score, score_regex
 
 
 @pytest.mark.parametrize("text,score", [

@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from synth_ray import tiny
-from synth_ray.evaluate.perplexity import (
+from synth_ray import models
+from synth_ray.metrics.perplexity import (
     hf_perplexities,
     hf_response_logprobs,
     perplexity,
@@ -21,7 +21,7 @@ from synth_ray.prompts import chat_messages
 
 @pytest.fixture(scope="module")
 def model_tok():
-    path = tiny.resolve_model("tiny://target")
+    path = models.resolve_model("tiny://target")
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), \
         AutoTokenizer.from_pretrained(path)
 
@@ -43,7 +43,7 @@ def test_equals_transformers_masked_loss(model_tok) -> None:
 
 def test_uniform_model_has_perplexity_equal_to_vocab_size(model_tok) -> None:
     _, tok = model_tok
-    model = AutoModelForCausalLM.from_pretrained(tiny.resolve_model("tiny://target"))
+    model = AutoModelForCausalLM.from_pretrained(models.resolve_model("tiny://target"))
     with torch.no_grad():
         model.lm_head.weight.zero_()  # every next-token distribution is uniform
     items = [(chat_messages("Hi", "", None), "Hello there, friend.")]

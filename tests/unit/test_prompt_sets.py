@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from synth_ray.evaluate.prompt_sets import (
+from synth_ray.data.prompt_sets import (
     RB,
     RBJ,
     load_articles,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synth_ray.data import load_dataset
-from synth_ray.evaluate.self_bleu import (
+from synth_ray.data.dolly import load_dataset
+from synth_ray.metrics.self_bleu import (
     aggregated_self_bleu,
     individual_self_bleu,
     naive_self_bleu,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from synth_ray.evaluate.spb import (
+from synth_ray.metrics.spb import (
     a_win_rate,
     both_orders,
     position_bias,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synth_ray.evaluate.stats import bootstrap_ci, compare_groups, summarize, tukey_mask
+from synth_ray.metrics.stats import bootstrap_ci, compare_groups, summarize, tukey_mask
 
 
 def test_tukey_fences_by_hand() -> None:

@@ -11,8 +11,8 @@ import sys
 
 SCRIPT = """
 import json, threading
-from synth_ray.engines import engine_tokenizer
-from synth_ray.tiny import resolve_model
+from synth_ray.engines.processors import engine_tokenizer
+from synth_ray.models import resolve_model
 model = resolve_model("tiny://small-a")
 errors, toks = [], []
 start = threading.Barrier(4)
@@ -31,7 +31,7 @@ print(json.dumps({"errors": errors, "loaded": len(toks), "distinct": len({id(t) 
 
 
 def test_four_threads_load_the_tokenizer_in_a_fresh_process() -> None:
-    from synth_ray.tiny import resolve_model
+    from synth_ray.models import resolve_model
 
     resolve_model("tiny://small-a")  # build the model once, outside the timed threads
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
-from synth_ray import tiny
-from synth_ray.config import ExperimentConfig, TargetSection
+from synth_ray.core.config import ExperimentConfig, TargetSection
+from synth_ray.toy import tiny
 from synth_ray.train.data import IGNORE, collate, encode_example
 from synth_ray.train.deepspeed import zero3_config
 from synth_ray.train.loop import mfu, plan_steps
@@ -116,7 +116,7 @@ def test_autocast_runs_forward_in_bfloat16_and_keeps_fp32_weights() -> None:
 
 
 def test_autocast_is_refused_with_deepspeed() -> None:
-    from synth_ray.config_checks import cross_reference_problems
+    from synth_ray.core.config_checks import cross_reference_problems
 
     data = {"sources": [], "conditions": {"human": True}, "training": {"autocast": "bfloat16"},
             "targets": [{"name": "t", "model": "tiny://target", "strategy": "deepspeed"}]}
@@ -125,7 +125,7 @@ def test_autocast_is_refused_with_deepspeed() -> None:
 
 
 def test_several_adapters_per_run_are_refused_with_deepspeed() -> None:
-    from synth_ray.config_checks import cross_reference_problems
+    from synth_ray.core.config_checks import cross_reference_problems
 
     data = {"sources": [], "conditions": {"human": True}, "training": {"adapters_per_run": 2},
             "targets": [{"name": "t", "model": "tiny://target", "strategy": "deepspeed"}]}
@@ -136,7 +136,7 @@ def test_several_adapters_per_run_are_refused_with_deepspeed() -> None:
 
 
 def test_train_runs_chunk_each_targets_grid_in_order() -> None:
-    from synth_ray.train.trainer import train_runs
+    from synth_ray.stages.train import train_runs
 
     def job(target: str, name: str) -> dict:
         return {"target": target, "run_name": f"{target}--{name}", "storage": "s", "config": {}}

@@ -8,7 +8,7 @@ import importlib.metadata
 import pytest
 import torch
 
-from synth_ray import vllm_cpu_lora as fast
+from synth_ray.engines import cpu_lora as fast
 
 ref = pytest.importorskip("vllm.lora.ops.torch_ops")
 
@@ -104,5 +104,5 @@ def test_register_replaces_the_cpu_wrapper_kernels(monkeypatch) -> None:
 def test_vllm_finds_the_plugin() -> None:
     # vLLM loads `vllm.general_plugins` entry points in its engine processes
     eps = importlib.metadata.entry_points(group="vllm.general_plugins")
-    assert any(ep.value == "synth_ray.vllm_cpu_lora:register" and ep.load() is fast.register
+    assert any(ep.value == "synth_ray.engines.cpu_lora:register" and ep.load() is fast.register
                for ep in eps)

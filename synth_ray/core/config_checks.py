@@ -1,0 +1,80 @@
+"""Config checks that span sections (each problem names the key it is about); the
+per-field checks live on the models in `config.py`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from synth_ray.core.config import ExperimentConfig
+
+
+def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
+    """Checks that span sections; each problem names the key it is about."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, s in enumerate(cfg.sources):
+        if s.name in seen:
+            problems.append(f"sources.{i}.name: duplicate source name {s.name!r}")
+        seen.add(s.name)
+    brackets = cfg.brackets()
+    names = {s.name for s in cfg.sources}
+    for bracket, src in cfg.conditions.single_source.items():
+        key = f"conditions.single_source.{bracket}"
+        if bracket not in brackets:
+            problems.append(f"{key}: unknown bracket; known: {sorted(brackets)}")
+        elif src not in {s.name for s in brackets[bracket]}:
+            problems.append(f"{key}: {src!r} is not a source of bracket {bracket!r}")
+    for bracket, srcs in cfg.conditions.multi_source.items():
+        key = f"conditions.multi_source.{bracket}"
+        if bracket not in brackets:
+            problems.append(f"{key}: unknown bracket; known: {sorted(brackets)}")
+            continue
+        if len(srcs) != cfg.split.num_parts:
+            problems.append(
+                f"{key}: lists {len(srcs)} sources but split.num_parts is {cfg.split.num_parts}"
+            )
+        for j, src in enumerate(srcs):
+            if src not in names:
+                problems.append(f"{key}.{j}: unknown source {src!r}")
+    for bracket, members in brackets.items():
+        if bracket not in cfg.conditions.multi_source and len(members) < cfg.split.num_parts:
+            problems.append(
+                f"sources: bracket {bracket!r} has {len(members)} source(s), fewer than "
+                f"split.num_parts={cfg.split.num_parts}; add sources or set "
+                f"conditions.multi_source.{bracket}"
+            )
+    seen_t: set[str] = set()
+    for i, t in enumerate(cfg.targets):
+        if t.name in seen_t:
+            problems.append(f"targets.{i}.name: duplicate target name {t.name!r}")
+        seen_t.add(t.name)
+        if t.effective_batch_size % (t.per_device_batch_size * t.num_workers):
+            problems.append(
+                f"targets.{i}.effective_batch_size: {t.effective_batch_size} is not a multiple "
+                f"of per_device_batch_size*num_workers = {t.per_device_batch_size * t.num_workers}"
+            )
+    for i, t in enumerate(cfg.targets):
+        if t.strategy == "deepspeed" and cfg.training.adapters_per_run > 1:
+            problems.append(f"training.adapters_per_run: {cfg.training.adapters_per_run} with "
+                            f"targets.{i} on DeepSpeed: ZeRO-3 is built and checked for one "
+                            "adapter per run (one engine per process); set "
+                            "training.adapters_per_run: 1")
+        if t.strategy == "deepspeed" and cfg.training.autocast != "none":
+            problems.append(f"training.autocast: {cfg.training.autocast!r} with targets.{i} "
+                            "on DeepSpeed, which sets its precision from training.dtype; "
+                            "set training.autocast: none")
+        if t.self_source is not None and t.self_source not in names:
+            problems.append(f"targets.{i}.self_source: unknown source {t.self_source!r}; "
+                            f"known: {sorted(names)}")
+    j = cfg.judge
+    if j.backend == "http" and j.http is None:
+        problems.append("judge.http: backend 'http' needs an 'http' section with base_url")
+    if j.quality_threshold > j.quality_max:
+        problems.append(f"judge.quality_threshold: {j.quality_threshold} is above the quality "
+                        f"scale's maximum judge.quality_max={j.quality_max}")
+    if j.backend == "vllm" and j.sampling.max_tokens < j.max_reason_chars + 16:
+        problems.append(f"judge.sampling.max_tokens: {j.sampling.max_tokens} cannot hold a "
+                        f"reason of judge.max_reason_chars={j.max_reason_chars} plus the score "
+                        f"line; set it to at least {j.max_reason_chars + 16}")
+    return problems

@@ -1,0 +1,174 @@
+"""Stages, their order, and the one rule for running any of them.
+
+Each stage reads files of the run directory and writes its own outputs there; the manifest
+records a hash of its inputs (config sections + upstream outputs). A stage whose outputs are
+current is skipped unless forced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from synth_ray.core.config import ExperimentConfig, dump_config
+from synth_ray.core.rundir import DiskFullError, RunDir, atomic_write_text, hash_json
+from synth_ray.core.storage import is_uri
+
+log = logging.getLogger("synth_ray")
+
+
+_LOCKS: dict[str, Any] = {}  # run directory -> its open lock file, held by this process
+
+
+class RunDirBusy(RuntimeError):
+    """Another process holds the run directory."""
+
+
+@dataclass
+class StageOutput:
+    outputs: list[str]
+    rows: dict[str, int] = field(default_factory=dict)
+    summary: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    cfg: ExperimentConfig
+    run: RunDir
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # the CLI verb, the module synth_ray/stages/<name>.py, its run-dir folder(s)
+    doc: str
+
+    @property
+    def module(self) -> str:
+        """Defines inputs(ctx) -> JSON-able and run(ctx) -> StageOutput."""
+        return f"synth_ray.stages.{self.name}"
+
+    def impl(self):
+        """The stage's module, imported only when the stage runs (keeps the CLI quick)."""
+        return importlib.import_module(self.module)
+
+
+# The pipeline, in order. A stage reads only run files that earlier stages wrote (their
+# paths in synth_ray/design.py), never another stage's module.
+STAGES = [
+    Stage("split", "Dolly-style rows -> 4 training parts + held-out test"),
+    Stage("generate", "source models answer their parts (ray.data.llm)"),
+    Stage("build", "training sets per condition"),
+    Stage("train", "one LoRA adapter per (target, condition) with Ray Train"),
+    Stage("respond", "every adapter and the vanilla target answer the test set"),
+    Stage("score", "perplexity, Self-BLEU-3, semantic diversity, significance"),
+    Stage("judge", "harmfulness, quality, danger zone, self-preference bias"),
+    Stage("report", "tables, plots and one HTML page"),
+]
+
+
+def stage_table() -> list[Stage]:
+    return list(STAGES)
+
+
+def stage_names() -> list[str]:
+    return [s.name for s in STAGES]
+
+
+def get_stage(name: str) -> Stage:
+    for s in stage_table():
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r}; stages: {stage_names()}")
+
+
+def open_run(cfg: ExperimentConfig) -> Context:
+    """Open (make) the run directory and take its lock for the life of this process: two
+    drivers writing one run directory would answer the same rows twice."""
+    remote = None
+    root = cfg.run.local_root()
+    if is_uri(cfg.run.dir):
+        from synth_ray.core.storage import Remote
+
+        remote = Remote(cfg.run.dir, root)
+    run = RunDir(root, remote)
+    run.root.mkdir(parents=True, exist_ok=True)
+    key = str(run.root.resolve())
+    if key not in _LOCKS:
+        _LOCKS[key] = _take_lock(run)
+    if remote:
+        # what the bucket holds (a run started elsewhere), then what this mirror has and the
+        # bucket lacks (a push cut short by a crash)
+        log.info("run in %s; local mirror %s", remote.uri, root)
+        run.pull()
+    atomic_write_text(run.path("config.yaml"), dump_config(cfg))
+    run.push()
+    if remote:
+        remote.push_every(cfg.run.push_every_s)
+    return Context(cfg, run)
+
+
+def _take_lock(run: RunDir) -> Any:
+    lock = open(run.path(".lock"), "a+")  # noqa: SIM115 - held until the process exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        raise RunDirBusy(
+            f"run directory {run.root} is in use by another synth-ray process "
+            f"({lock.read().strip() or 'pid unknown'}); wait for it or use another run.dir"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def _cluster_gpus() -> float:
+    """GPUs of the Ray cluster a stage ran on (0 for stages that need no Ray): with the
+    stage's wall time, an upper bound on its GPU-hours for the report."""
+    import sys
+
+    ray = sys.modules.get("ray")  # never import Ray just to ask
+    if ray is None or not ray.is_initialized():
+        return 0.0
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
+    """Run one stage unless current. Returns 'done', 'skipped'; raises on failure."""
+    impl = stage.impl()
+    input_hash = hash_json(impl.inputs(ctx))
+    if not force and ctx.run.is_current(stage.name, input_hash):
+        log.info("[%s] up to date in %s (inputs %s): skipped; --force to redo",
+                 stage.name, ctx.run.root, input_hash)
+        return "skipped"
+    log.info("[%s] starting in %s", stage.name, ctx.run.root)
+    ctx.run.mark_running(stage.name, input_hash)
+    t0 = time.time()
+    try:
+        out = impl.run(ctx)
+    except BaseException as e:
+        # on a full disk the manifest cannot record the failure either: the stage's own
+        # error is the one to report
+        with contextlib.suppress(DiskFullError):
+            ctx.run.mark_failed(stage.name, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        try:  # the failure's record and whatever the stage finished, kept in the bucket
+            ctx.run.push()
+        except Exception as push_error:  # the stage's own error is the one to report
+            log.warning("[%s] could not push the run to its bucket: %s", stage.name,
+                        push_error)
+        raise
+    ctx.run.mark_done(stage.name, out.outputs, out.rows, summary=out.summary,
+                      cluster_gpus=_cluster_gpus(), **out.extra)
+    ctx.run.push()  # outputs first, manifest last (storage.py)
+    log.info("[%s] done in %.1fs: %s", stage.name, time.time() - t0, out.summary)
+    return "done"

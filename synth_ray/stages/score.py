@@ -1,0 +1,171 @@
+"""Stage `score`: perplexity, Self-BLEU-3 and semantic diversity per (target, condition),
+with summaries, bootstrap CIs and significance tests (PAPER.md, Evaluation 1-3).
+
+Perplexity, two views, both through one vLLM engine per target (prompt log-probs):
+- `outputs`: the vanilla target scores each condition's test outputs, and the human test
+  responses (Table 2);
+- `human`: each fine-tuned adapter scores the human test responses.
+Self-BLEU (individual, aggregated, document-level) and semantic diversity of each
+condition's outputs run as parallel Ray tasks, one per (target, condition).
+
+Outputs: eval/<target>/perplexity.parquet (one row per scored sample),
+eval/<target>/diversity.parquet, eval/<target>/summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import polars as pl
+
+from synth_ray.core.config import ExperimentConfig
+from synth_ray.core.pipeline import Context, StageOutput
+from synth_ray.core.rundir import atomic_write_text, hash_file, write_parquet
+from synth_ray.design import TEST_PATH, VANILLA, responses_path, score_dir
+from synth_ray.engines.adapters import adapters_of, lora_engine
+from synth_ray.engines.answering import score_rows
+from synth_ray.engines.processors import engine_tokenizer
+from synth_ray.metrics.perplexity import token_spans
+from synth_ray.metrics.stats import compare_groups, summarize
+from synth_ray.models import resolve_model
+
+log = logging.getLogger("synth_ray")
+HUMAN = "human-reference"
+SCORED = ("ok", "truncated")  # answers that exist; empty and failed rows have no text
+
+
+def diversity_metrics(texts: list[str], cfg_json: dict[str, Any]) -> dict[str, Any]:
+    """Self-BLEU-3 in its three forms and semantic diversity of one set of responses."""
+    from synth_ray.metrics.diversity import semantic_diversity
+    from synth_ray.metrics.self_bleu import (
+        aggregated_self_bleu,
+        individual_self_bleu,
+        self_bleu,
+    )
+
+    sb = cfg_json["self_bleu"]
+    ind, n_ind = individual_self_bleu(texts, sb["individual_samples"], sb["seed"],
+                                      sb["min_sentence_words"], sb["max_order"])
+    agg, n_agg = aggregated_self_bleu(texts, sb["aggregated_samples"], sb["seed"],
+                                      sb["min_sentence_words"], sb["max_order"])
+    import random
+
+    docs = random.Random(sb["seed"]).sample(texts, min(sb["aggregated_samples"], len(texts)))
+    doc = self_bleu(docs, sb["max_order"]) if len(docs) >= 2 else float("nan")
+    sem = semantic_diversity(docs, cfg_json["embedding_model"]) if len(docs) >= 2 \
+        else float("nan")
+    return {"self_bleu_individual": ind, "individual_responses": n_ind,
+            "self_bleu_aggregated": agg, "aggregated_sentences": n_agg,
+            "self_bleu_document": doc, "semantic_diversity": sem,
+            "lexical_diversity_individual": 100 - ind, "lexical_diversity_aggregated": 100 - agg,
+            "responses": len(texts)}
+
+
+def scoring_requests(cfg: ExperimentConfig, tokenizer: Any, responses: pl.DataFrame,
+                     test: pl.DataFrame, adapters: dict[str, Any]) -> pl.DataFrame:
+    rows = []
+
+    def add(view: str, condition: str, scorer: str, rid: str, messages, text: str) -> None:
+        prompt, answer = token_spans(tokenizer, messages, text)
+        if answer:
+            rows.append({"score_key": f"{view}|{condition}|{scorer}|{rid}", "view": view,
+                         "condition": condition, "scorer": scorer, "id": rid,
+                         "token_ids": prompt + answer, "start": len(prompt),
+                         "lora_path": str(adapters[scorer].resolve())})
+
+    from synth_ray.prompts import chat_messages
+
+    for r in responses.filter(pl.col("status").is_in(SCORED)).iter_rows(named=True):
+        add("outputs", r["source"], VANILLA, r["id"], json.loads(r["messages"]), r["response"])
+    for r in test.iter_rows(named=True):
+        msgs = chat_messages(r["instruction"], r["context"], cfg.generation.system_prompt)
+        add("outputs", HUMAN, VANILLA, r["id"], msgs, r["response"])
+        for name in adapters:
+            if name != VANILLA:
+                add("human", name, name, r["id"], msgs, r["response"])
+    return pl.DataFrame(rows, schema={"score_key": pl.Utf8, "view": pl.Utf8,
+                                      "condition": pl.Utf8, "scorer": pl.Utf8, "id": pl.Utf8,
+                                      "token_ids": pl.List(pl.Int64), "start": pl.Int64,
+                                      "lora_path": pl.Utf8})
+
+
+def perplexity_tables(scores: pl.DataFrame, cfg: ExperimentConfig) -> dict[str, Any]:
+    rule, k = cfg.evaluation.perplexity.outlier_rule, cfg.evaluation.perplexity.iqr_k
+    out: dict[str, Any] = {}
+    for view in ("outputs", "human"):
+        part = scores.filter((pl.col("view") == view) & pl.col("perplexity").is_not_null())
+        groups = {c: part.filter(pl.col("condition") == c)["perplexity"].to_list()
+                  for c in sorted(set(part["condition"]))}
+        out[view] = {"summary": {c: summarize(v, rule, k) for c, v in groups.items()},
+                     "tests": compare_groups(groups)}
+    return out
+
+
+def inputs(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.cfg
+    return {"responses": {t.name: hash_file(ctx.run.path(responses_path(t.name)))
+                          for t in cfg.targets},
+            "test": hash_file(ctx.run.path(TEST_PATH)),
+            "evaluation": cfg.evaluation.model_dump(exclude={"sampling", "max_loras"})}
+
+
+def run(ctx: Context) -> StageOutput:
+    import ray
+
+    from synth_ray.core.cluster import ensure_ray
+
+    cfg = ctx.cfg
+    ensure_ray(cfg.resources)
+    test = pl.read_parquet(ctx.run.path(TEST_PATH))
+    eval_json = cfg.evaluation.model_dump(mode="json")
+    task = ray.remote(num_cpus=1)(diversity_metrics)
+    outputs, rows, extra = [], {}, {}
+    for target in cfg.targets:
+        responses = pl.read_parquet(ctx.run.path(responses_path(target.name)))
+        adapters = adapters_of(ctx, target)
+        texts = {c: responses.filter((pl.col("source") == c) & pl.col("status").is_in(SCORED))
+                 ["response"].to_list() for c in adapters}
+        texts[HUMAN] = test["response"].to_list()
+        # diversity tasks run on the cluster while the engine scores perplexity
+        pending = {c: task.remote(t, eval_json) for c, t in texts.items() if len(t) >= 2}
+        tok = engine_tokenizer(resolve_model(target.model), target.trust_remote_code)
+        requests = scoring_requests(cfg, tok, responses, test, adapters)
+        log.info("[score] %s: %d perplexity requests, %d diversity tasks", target.name,
+                 requests.height, len(pending))
+        # a sequence with no room in the engine's context is refused here, not by vLLM (a
+        # batch mixing refused and scored rows is lost to Ray Data; see answering.chat_prompts)
+        fits = requests["token_ids"].list.len() < cfg.generation.max_model_len
+        scored = score_rows(cfg, lora_engine(ctx, target, len(adapters)),
+                            requests.filter(fits).select("score_key", "token_ids", "start",
+                                                         "lora_path"))
+        scored = pl.concat([scored, requests.filter(~fits).select(
+            "score_key", error=pl.format("sequence of {} tokens is longer than the context "
+                                         "(generation.max_model_len)",
+                                         pl.col("token_ids").list.len()))],
+            how="diagonal_relaxed")
+        scores = requests.drop("token_ids", "lora_path").join(scored, on="score_key", how="left")
+        missing = scores.filter(pl.col("perplexity").is_null() & pl.col("error").is_null())
+        if missing.height:
+            raise RuntimeError(f"{missing.height} scoring rows came back from no block")
+        diversity = pl.DataFrame([{"target": target.name, "condition": c, **ray.get(ref)}
+                                  for c, ref in pending.items()])
+        tables = {"perplexity": perplexity_tables(scores, cfg),
+                  "diversity": diversity.to_dicts()}
+        base = score_dir(target.name)
+        write_parquet(scores.with_columns(target=pl.lit(target.name)),
+                      ctx.run.path(base, "perplexity.parquet"))
+        write_parquet(diversity, ctx.run.path(base, "diversity.parquet"))
+        atomic_write_text(ctx.run.path(base, "summary.json"),
+                          json.dumps(tables, indent=2, default=float) + "\n")
+        outputs += [f"{base}/perplexity.parquet", f"{base}/diversity.parquet",
+                    f"{base}/summary.json"]
+        rows[target.name] = scores.height
+        extra[target.name] = {c: round(s["mean"], 4) for c, s in
+                              tables["perplexity"]["outputs"]["summary"].items()}
+        errors = scores.filter(pl.col("error") != "").height
+        log.info("[score] %s: perplexity of outputs (vanilla scorer, Tukey mean): %s; "
+                 "%d scoring errors", target.name, extra[target.name], errors)
+    return StageOutput(outputs, rows, f"scored {sum(rows.values())} samples",
+                       {"perplexity_outputs": extra})

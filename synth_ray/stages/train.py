@@ -1,0 +1,111 @@
+"""Stage `train`: one LoRA adapter per (target, condition, seed) with Ray Train, the grid run
+as Ray Tune trials (several at once where the cluster has room, one by one on a laptop;
+`synth_ray/train/driver.py`).
+
+A Ray Train run trains one adapter, or `training.adapters_per_run` of them in turn. Each
+run lives under `<run.dir>/ray_train/<name>`, its name fixed by the config: a rerun after a
+crash or `kill -9` of the driver resumes from its last checkpoint; a finished adapter
+(saved, checked) is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from synth_ray.core.config import ExperimentConfig
+from synth_ray.core.pipeline import Context, StageOutput
+from synth_ray.core.rundir import hash_file
+from synth_ray.design import adapter_dir, adapter_grid, condition_names, dataset_path
+from synth_ray.models import resolve_model
+from synth_ray.train.driver import done, finish_adapter, fit_run, run_trials, train_run
+
+log = logging.getLogger("synth_ray")
+
+
+def jobs(ctx: Context) -> list[dict[str, Any]]:
+    cfg = ctx.cfg
+    out = []
+    root = ctx.run.root.resolve()
+    run = ctx.run
+    for target in cfg.targets:
+        for condition, seed, name in adapter_grid(cfg):
+            dataset = dataset_path(condition).split("/")
+            adapter = adapter_dir(target.name, name).split("/")
+            out.append({
+                "config": cfg.model_dump(mode="json"), "target": target.name,
+                "condition": condition, "seed": seed,
+                # a run in a bucket: workers, on any node, read and write the bucket
+                "dataset": run.uri(*dataset) or str(root.joinpath(*dataset)),
+                "model_path": resolve_model(target.model),
+                "output": str(root.joinpath(*adapter)),
+                "output_uri": run.uri(*adapter),
+                "run_name": f"{target.name}--{name}",
+                "storage": run.uri("ray_train") or str(root / "ray_train"),
+            })  # fmt: skip
+    return out
+
+
+def train_runs(cfg: ExperimentConfig, all_jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Ray Train runs: `training.adapters_per_run` adapters of one target each, in grid
+    order. Set by the config alone, not by what is done yet, so a rerun finds each run's
+    checkpoints under the same name."""
+    per = cfg.training.adapters_per_run
+    runs = []
+    for target in cfg.targets:
+        mine = [j for j in all_jobs if j["target"] == target.name]
+        runs += [train_run(mine[i:i + per]) for i in range(0, len(mine), per)]
+    return runs
+
+
+def run_grid(ctx: Context, todo: list[dict[str, Any]]) -> None:
+    # Tune's experiment state too in the bucket of a run kept in one (trials run anywhere)
+    run_trials(todo, ctx.run.uri("ray_tune") or ctx.run.root.resolve() / "ray_tune",
+               "train-grid", ctx.cfg.training.parallel_trials)
+
+
+def inputs(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.cfg
+    return {
+        "datasets": {c: hash_file(ctx.run.path(dataset_path(c)))
+                     for c in condition_names(cfg)},
+        "targets": [t.model_dump() for t in cfg.targets],
+        "lora": cfg.lora.model_dump(),
+        "training": cfg.training.model_dump(exclude={"parallel_trials", "max_failures",
+                                                      "adapters_per_run", "poll_interval_s"}),
+        "system_prompt": cfg.generation.system_prompt,
+    }
+
+
+def run(ctx: Context) -> StageOutput:
+    from synth_ray.core.cluster import check_resources, ensure_ray
+
+    if not ctx.cfg.targets:
+        raise ValueError("targets: no target to train; add one to the config")
+    all_jobs = jobs(ctx)
+    for j in all_jobs:
+        j["done"] = done(j)
+    todo = [r for r in train_runs(ctx.cfg, all_jobs) if not all(j["done"] for j in r["jobs"])]
+    left = sum(not j["done"] for j in all_jobs)
+    log.info("[train] %d adapter(s): %d already trained, %d to train in %d Ray Train run(s), "
+             "%d at a time", len(all_jobs), len(all_jobs) - left, left, len(todo),
+             ctx.cfg.training.parallel_trials)
+    if todo:
+        ensure_ray(ctx.cfg.resources)
+        check_resources(ctx.cfg, "train")
+        if len(todo) == 1:
+            fit_run(todo[0])
+        else:
+            run_grid(ctx, todo)
+        ctx.run.pull("adapters")  # a run in a bucket: what the workers uploaded
+    summaries = {j["run_name"]: finish_adapter(j) for j in all_jobs}
+    for name, s in summaries.items():
+        log.info("[train] %s: %d steps, best validation loss %.4f at step %d%s", name,
+                 s["steps"], s["best_val_loss"], s["best_step"],
+                 " (stopped early)" if s["stopped_early"] else "")
+    root = ctx.run.root.resolve()
+    outputs = [str(Path(j["output"]).relative_to(root) / "adapter_model.safetensors")
+               for j in all_jobs]
+    return StageOutput(outputs, {n: s["steps"] for n, s in summaries.items()},
+                       f"{len(all_jobs)} adapter(s) trained", {"adapters": summaries})

@@ -1,0 +1,42 @@
+"""Registers the `tiny://` scheme with `synth_ray.models`: the embedded models (random-weight
+and pre-trained on this machine's text), the bundled sample files, and `tiny://paragraphs`
+(the demo's prompts, made from this machine's text). `synth_ray.models` imports this module
+the first time a `tiny://` id is resolved; nothing else in the core imports the toy package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synth_ray.models import register_scheme
+
+
+def model(name: str) -> Path:
+    from synth_ray.toy.tiny import model_path
+
+    return model_path(name)
+
+
+def files(name: str) -> list[Path]:
+    from synth_ray.toy.tiny import SAMPLE_FILES
+
+    if name in SAMPLE_FILES:
+        return [SAMPLE_FILES[name]]
+    if name == "paragraphs":  # made from this machine's text (pretrain.py), once
+        from synth_ray.toy.pretrain import paragraphs_path
+
+        return [paragraphs_path()]
+    raise ValueError(f"unknown bundled file 'tiny://{name}'; known: "
+                     f"{sorted(f'tiny://{n}' for n in [*SAMPLE_FILES, 'paragraphs'])}")
+
+
+def prepare(names: list[str]) -> None:
+    """Pre-train, in one Ray Tune grid, every pre-trained toy model among `names` that is not
+    cached yet (the stages would otherwise build them one by one as they resolve them)."""
+    from synth_ray.toy import pretrain
+
+    pretrain.ensure_pretrained([n for n in names if n in pretrain.PRETRAINED])
+
+
+def register() -> None:
+    register_scheme("tiny", model=model, files=files, prepare=prepare)
