@@ -31,7 +31,8 @@ from synth_ray.design import (
     summary_sources,
 )
 from synth_ray.engines.answering import EngineWindow, answer_many
-from synth_ray.engines.processors import EngineSpec, api_key, http_processor, vllm_processor
+from synth_ray.engines.http import api_key, http_processor
+from synth_ray.engines.processors import EngineSpec, vllm_processor
 from synth_ray.engines.store import (
     REQUEST_SCHEMA,
     GenerationStore,

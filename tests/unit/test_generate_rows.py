@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from synth_ray.engines.answering import StallError, _normalise, _stream
-from synth_ray.engines.processors import _http_post, _vllm_post
+from synth_ray.engines.http import _http_post
+from synth_ray.engines.processors import _vllm_post
 from synth_ray.engines.store import GEN_SCHEMA
 
 CARRIED = {"id": "r1", "part": 2, "gen_key": "k1", "source": "s", "bracket": "b",
