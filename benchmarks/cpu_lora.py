@@ -11,6 +11,7 @@ kernels), after one warm-up call. Adapters: PEFT LoRA r=16 on the demo target's 
 largest difference of a prompt log-prob between the two kernels.
 
 Run: .venv/bin/python benchmarks/cpu_lora.py [--prompts 160] [--tokens 300]
+     .venv/bin/python benchmarks/cpu_lora.py --quick   (seconds: the test suite)
 """
 
 from __future__ import annotations
@@ -96,7 +97,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=160)
     ap.add_argument("--tokens", type=int, default=300)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes, seconds: the test suite runs every benchmark so")
     args = ap.parse_args()
+    if args.quick:
+        args.prompts, args.tokens = 8, 40
 
     from transformers import AutoConfig
 

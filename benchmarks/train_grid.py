@@ -9,6 +9,7 @@ run directory; the stage's own clock is reported, and each adapter's best valida
 is checked to be the same in every variant (grouping must not change what is trained).
 
 Run: .venv/bin/python benchmarks/train_grid.py [--seeds 6] [--per-run 3]
+     .venv/bin/python benchmarks/train_grid.py --quick   (seconds: the test suite)
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--per-run", type=int, default=3)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes, seconds: the test suite runs every benchmark so")
     args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.per_run = 2, 2
 
     import polars as pl
 

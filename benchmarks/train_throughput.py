@@ -1,12 +1,15 @@
-"""Training throughput: synth-ray's Ray Train path against a plain single-process PEFT loop,
-one run, same data, same tiny target, same LoRA, same batch size, same threads.
+"""Training throughput on CPU, the tiny target, the bundled sample's real lengths.
 
-Baseline: a plain loop (transformers + PEFT + AdamW, no Ray) in this process with the
-machine's CPU threads. Ray Train: `fit_adapter` with one worker given the same number of
-CPUs (hence threads). Both: tokens/s over every step after the first two (warm-up); the Ray
-path's step time includes its per-step report and checkpoints.
+1. Batching (issue 22), no Ray: the per-worker loop (`train.loop.run_loop`, what every Ray
+   Train worker runs) with padded micro-batches (the baseline), padding-free ones, and
+   padding-free with the chunked loss, in this process, alternating `--rounds` times.
+   tokens/s counts real tokens only, so padding shows as a lower rate.
+2. Ray Train's overhead: `fit_adapter` with one worker given the machine's threads against
+   a plain PEFT loop (transformers + PEFT + AdamW, no Ray) over the same data.
+Both: tokens/s over every step after the first two (warm-up).
 
-Run: .venv/bin/python benchmarks/train_throughput.py [--rows 256] [--batch 8]
+Run: .venv/bin/python benchmarks/train_throughput.py [--rows 256] [--batch 8] [--rounds 3]
+     .venv/bin/python benchmarks/train_throughput.py --quick   (seconds: the test suite)
 """
 
 from __future__ import annotations
@@ -49,12 +52,72 @@ def plain_loop(model_path: str, examples: list, batch: int, lr: float, lora) -> 
     return tokens / (time.perf_counter() - t_start)
 
 
+def loop_tokens_per_s(model_path: str, examples: list, batch: int, lora, padding_free: bool,
+                      chunk: int | None) -> float:
+    """`run_loop` over one epoch of `examples`; tokens/s after two warm-up steps."""
+    from peft import get_peft_model
+    from torch.utils.data import DataLoader, DistributedSampler
+    from transformers import AutoModelForCausalLM
+
+    from synth_ray.train.data import collate
+    from synth_ray.train.loop import (
+        TorchStep,
+        TrainState,
+        build_optimizer,
+        build_scheduler,
+        plan_steps,
+        run_loop,
+    )
+    from synth_ray.train.lora import peft_config
+    from synth_ray.train.padding_free import collate_padding_free
+
+    torch.manual_seed(42)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32),
+                           peft_config(lora))
+    col = collate_padding_free if padding_free else (lambda b: collate(b, pad_id=0))
+    sampler = DistributedSampler(examples, num_replicas=1, rank=0, shuffle=True, seed=42)
+    loader = DataLoader(examples, batch_size=batch, sampler=sampler, collate_fn=col)
+    plan = plan_steps(len(examples), batch, 1, 1, epochs=1, warmup_ratio=0.03)
+    opt = build_optimizer(model, 1e-3, 0.0)
+    step = TorchStep(model, opt, build_scheduler(opt, "cosine", plan), 1, 1.0)
+    state = run_loop(step, loader, sampler, None, plan, TrainState(), device="cpu",
+                     eval_every=10**9, patience=5, n_params=1, report=lambda m, s: None,
+                     on_best=lambda: None, loss_chunk=chunk)
+    steady = state.history[2:]
+    return sum(h["tokens"] for h in steady) / sum(h["step_time_s"] for h in steady)
+
+
+def batching(model_path: str, examples: list, batch: int, lora, rounds: int) -> None:
+    variants = {"padded (baseline)": (False, None), "padding-free": (True, None),
+                "padding-free + chunked loss": (True, 1024)}
+    rates: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):  # alternate, so drift on a shared machine hits every variant
+        for name, (free, chunk) in variants.items():
+            rates[name].append(loop_tokens_per_s(model_path, examples, batch, lora, free, chunk))
+    lengths = [len(e["input_ids"]) for e in examples]
+    print(f"1. batching: {len(examples)} examples, lengths {min(lengths)}-{max(lengths)} "
+          f"(mean {sum(lengths) / len(lengths):.0f}), micro-batch {batch}, {rounds} round(s), "
+          f"threads {torch.get_num_threads()}")
+    med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+    for name, r in med.items():
+        runs = ", ".join(f"{x:.0f}" for x in rates[name])
+        print(f"   {name:30s} {r:9.1f} tok/s (median; all: {runs})")
+    base = med["padded (baseline)"]
+    print(f"padding-free / padded tokens/s: {med['padding-free'] / base:.2f}x")
+    print(f"padding-free + chunked loss / padded tokens/s: "
+          f"{med['padding-free + chunked loss'] / base:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--report-every", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: seconds (test suite)")
     args = ap.parse_args()
+    if args.quick:
+        args.rows, args.batch, args.rounds = 40, 4, 1
 
     import polars as pl
 
@@ -72,6 +135,9 @@ def main() -> None:
     cfg = load_config(
         Path(__file__).parents[1] / "jobs" / "configs" / "plumbing.yaml",
         [f"run.dir={run_dir}", "conditions.human=true", "sources=[]", "conditions.single_source={}",
+         "targets.0.self_source=null", "judge.max_articles=0",
+         # part 2 compares Ray's overhead: the plain loop's padded batches and model loss
+         "training.padding_free=false", "training.loss_chunk_tokens=null",
          "conditions.multi_source={}", f"targets.0.per_device_batch_size={args.batch}",
          f"targets.0.effective_batch_size={args.batch}", f"targets.0.cpus_per_worker={threads}",
          "training.eval_every_steps=1000000", "training.learning_rate=1e-3",
@@ -89,6 +155,8 @@ def main() -> None:
 
     examples = encode_rows(AutoTokenizer.from_pretrained(model_path), rows.to_dicts(),
                            cfg.generation.system_prompt, cfg.training.max_length, "response")
+    batching(model_path, examples, args.batch, cfg.lora, args.rounds)
+
     base = plain_loop(model_path, examples, args.batch, 1e-3, cfg.lora)
 
     from synth_ray.core.cluster import ensure_ray
@@ -101,6 +169,7 @@ def main() -> None:
     ray_tps = sum(h["tokens"] for h in steady) / sum(h["step_time_s"] for h in steady)
     print(f"rows={args.rows} batch={args.batch} threads={threads} steps={len(hist)} "
           f"report_every={args.report_every}")
+    print("2. Ray Train's overhead (padded batches in both)")
     print(f"plain PEFT loop      {base:9.1f} tok/s")
     print(f"Ray Train, 1 worker  {ray_tps:9.1f} tok/s")
     print(f"ratio Ray Train / plain: {ray_tps / base:.2f}x")

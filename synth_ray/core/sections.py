@@ -259,6 +259,22 @@ class TrainingSection(Section):
     zero3_param_persistence_threshold: int | None = Field(
         None, ge=0, description="DeepSpeed stage3_param_persistence_threshold (None: its own)."
     )
+    padding_free: bool = Field(
+        True, description="Lay a micro-batch's sequences end to end with position ids that "
+        "restart per sequence, attention kept inside each (no padding computed; the same "
+        "maths as padding: docs/stages.md). Checked on the model before training; where its "
+        "attention does not keep sequences apart, padding is used and the log says so.",
+    )
+    group_by_length: bool = Field(
+        False, description="Micro-batches of similar lengths (seeded megabatches sorted by "
+        "length, as transformers' group_by_length): less padding, but it changes which "
+        "examples share a step.",
+    )
+    loss_chunk_tokens: int | None = Field(
+        1024, ge=1, description="Compute the loss this many target tokens at a time, never "
+        "holding fp32 logits for the whole micro-batch (None: the model's own loss). LoRA "
+        "with DDP only; ZeRO-3 and full fine-tuning use the model's loss (logged).",
+    )
 
 
 class SelfBleuSection(Section):

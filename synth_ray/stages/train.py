@@ -72,8 +72,11 @@ def inputs(ctx: Context) -> dict[str, Any]:
                      for c in condition_names(cfg)},
         "targets": [t.model_dump() for t in cfg.targets],
         "lora": cfg.lora.model_dump(),
+        # how the work is scheduled and batched, not what is learned (padding-free and the
+        # chunked loss have the padded batch's maths): changing them retrains nothing
         "training": cfg.training.model_dump(exclude={"parallel_trials", "max_failures",
-                                                      "adapters_per_run", "poll_interval_s"}),
+                                                      "adapters_per_run", "poll_interval_s",
+                                                      "padding_free", "loss_chunk_tokens"}),
         "system_prompt": cfg.generation.system_prompt,
     }
 

@@ -224,6 +224,9 @@ def _job(name: str, work: Path, cpus: int) -> dict[str, Any]:
             "loss_on": "all", "dtype": "float32", "autocast": autocast(),
             "eval_every_steps": spec.steps // 4,
             "report_every_steps": 25, "early_stopping_patience": 100,
+            # the recipe the cached models were trained with (FULL_VERSION 2): padded
+            # batches, the model's own loss
+            "padding_free": False, "loss_chunk_tokens": None,
             "seeds": [spec.model.seed]},
     })
     return {"config": cfg.model_dump(mode="json"), "target": name, "condition": "pretrain",

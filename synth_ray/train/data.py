@@ -8,6 +8,7 @@ text is learned (the authors' choice, PAPER.md). No Ray here: importable on any 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -42,6 +43,54 @@ def encode_rows(tokenizer: Any, rows: list[dict[str, Any]], system_prompt: str |
         if any(label != IGNORE for label in ex["labels"]):  # a prompt past max_length: no loss
             out.append(ex)
     return out
+
+
+def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Real (non-padding) tokens of a micro-batch, padded or padding-free."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel())
+
+
+def length_grouped_order(lengths: list[int], batch_size: int, seed: int,
+                         mega: int = 50) -> list[int]:
+    """A seeded shuffle in which each run of `batch_size` indices has similar lengths (less
+    padding, and shorter attention blocks padding-free): shuffle, cut into megabatches of
+    `mega` batches, sort each megabatch by length (longest first), as transformers'
+    `group_by_length` does. It changes which examples share a step, not which are seen."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    size = batch_size * mega
+    out: list[int] = []
+    for s in range(0, len(order), size):
+        out += sorted(order[s:s + size], key=lambda i: -lengths[i])
+    return out
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """`DistributedSampler`'s contract (`set_epoch`, one shard per rank, equal shard sizes)
+    over `length_grouped_order`: every rank's k-th micro-batch comes from the same
+    length-sorted stretch, so ranks finish a step at about the same time."""
+
+    def __init__(self, lengths: list[int], batch_size: int, num_replicas: int, rank: int,
+                 seed: int):
+        self.lengths, self.batch_size = lengths, batch_size
+        self.world, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+        self.num_samples = math.ceil(len(lengths) / num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        order = length_grouped_order(self.lengths, self.batch_size * self.world,
+                                     self.seed + self.epoch)
+        order += order[: self.num_samples * self.world - len(order)]  # pad as DDP does
+        # interleaved like DistributedSampler: rank r's k-th micro-batch and every other
+        # rank's come from the same stretch of world x batch similar lengths
+        return iter(order[self.rank::self.world])
 
 
 def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -17,6 +17,9 @@ from typing import Any
 
 import torch
 
+from synth_ray.train.data import batch_tokens
+from synth_ray.train.loss import micro_batch_loss
+
 # Dense bf16 peak FLOP/s, for MFU. LoRA costs about 4N FLOPs per token: 2N forward,
 # 2N for the activation gradients, none for the frozen weights' gradients.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
@@ -155,14 +158,14 @@ def mixed_precision(device, autocast: str) -> Callable[[], Any]:
 
 
 @torch.no_grad()
-def evaluate(model, loader, device) -> float:
+def evaluate(model, loader, device, loss_chunk: int | None = None) -> float:
     """Token-weighted mean validation loss over every worker's shard."""
     model.eval()
     total, count = 0.0, 0.0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         n = float((batch["labels"][:, 1:] != -100).sum())
-        total += float(model(**batch).loss) * n
+        total += float(micro_batch_loss(model, batch, loss_chunk)) * n
         count += n
     model.train()
     return mean_across_workers(total, count, device)
@@ -173,12 +176,13 @@ def run_loop(
     device, eval_every: int, patience: int, n_params: int, report_every: int = 1,
     report: Callable[[dict[str, float], bool], None],
     on_best: Callable[[], None], fault_hook: Callable[[int], None] | None = None,
-    autocast: str = "none",
+    autocast: str = "none", loss_chunk: int | None = None,
 ) -> TrainState:
     """Train until `plan.total_steps` or early stop. `report(metrics, save_checkpoint)` is
     called every `report_every` optimizer steps and at every validation (with a
     checkpoint); `on_best()` when validation loss improves. Every step's metrics go into
-    `state.history`."""
+    `state.history`. Batches are padded or padding-free (`data.collate*`); `loss_chunk`
+    tokens at a time for the loss (`loss.py`), or the model's own loss (None)."""
     model = stepper.model
     model.train()
     peak = peak_flops()
@@ -193,9 +197,9 @@ def run_loop(
             batch = {k: v.to(device) for k, v in batch.items()}
             with stepper.sync_context(boundary):
                 with amp():
-                    loss = model(**batch).loss
+                    loss = micro_batch_loss(model, batch, loss_chunk)
                 stepper.backward(loss, boundary)
-            tokens += int(batch["attention_mask"].sum())
+            tokens += batch_tokens(batch)
             state.micro_in_epoch = i + 1
             if not boundary:
                 continue
@@ -215,7 +219,7 @@ def run_loop(
             save = state.step % eval_every == 0 or state.step >= plan.total_steps
             if save:
                 with amp():
-                    val = (evaluate(model, val_loader, device) if val_loader
+                    val = (evaluate(model, val_loader, device, loss_chunk) if val_loader
                            else float(loss.detach()))
                 metrics["val_loss"] = val
                 if val < state.best_val:

@@ -21,7 +21,7 @@ import torch
 
 from synth_ray.core.config import ExperimentConfig
 from synth_ray.core.storage import read_parquet, scratch_dir, upload_tree
-from synth_ray.train.data import collate, encode_rows
+from synth_ray.train.data import LengthGroupedSampler, collate, encode_rows
 from synth_ray.train.deepspeed import gathered, zero3_config
 from synth_ray.train.loop import (
     DeepSpeedStep,
@@ -33,6 +33,7 @@ from synth_ray.train.loop import (
     run_loop,
 )
 from synth_ray.train.lora import peft_config, save_adapter, save_full_model
+from synth_ray.train.padding_free import collate_padding_free, keeps_sequences_apart
 
 FULL_VERSION = 2  # part of the pre-trained models' cache key: bump when full training changes
 
@@ -56,9 +57,8 @@ def _fault_hook(rank: int, adapter: str):
     return hook
 
 
-def _loaders(job, tokenizer, cfg, target, rank: int, world: int):
-    from torch.utils.data import DataLoader, DistributedSampler
-
+def _examples(job, tokenizer, cfg) -> tuple[list, list]:
+    """The tokenized training and validation examples of the job's dataset."""
     rows = read_parquet(job["dataset"])  # a path, or a URI for a run in a bucket
     enc = functools.partial(encode_rows, tokenizer, system_prompt=cfg.generation.system_prompt,
                             max_length=cfg.training.max_length, loss_on=cfg.training.loss_on)
@@ -66,18 +66,49 @@ def _loaders(job, tokenizer, cfg, target, rank: int, world: int):
     val = enc(rows.filter(pl.col("split") == "validation").to_dicts())
     if not train:
         raise ValueError(f"{job['dataset']}: no training rows left after tokenization")
+    return train, val
+
+
+def _loaders(job, tokenizer, cfg, target, rank: int, world: int, train: list, val: list,
+             padding_free: bool):
+    from torch.utils.data import DataLoader, DistributedSampler
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    col = functools.partial(collate, pad_id=pad)
-    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True,
-                                 seed=job["seed"])
-    train_loader = DataLoader(train, batch_size=target.per_device_batch_size, sampler=sampler,
-                              collate_fn=col)
+    col = collate_padding_free if padding_free else functools.partial(collate, pad_id=pad)
+    batch = target.per_device_batch_size
+    if cfg.training.group_by_length:
+        sampler = LengthGroupedSampler([len(e["input_ids"]) for e in train], batch, world,
+                                       rank, job["seed"])
+    else:
+        sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=job["seed"])
+    train_loader = DataLoader(train, batch_size=batch, sampler=sampler, collate_fn=col)
     val_loader = None
     if val:
         vs = DistributedSampler(val, num_replicas=world, rank=rank, shuffle=False)
-        val_loader = DataLoader(val, batch_size=target.per_device_batch_size, sampler=vs,
-                                collate_fn=col)
-    return train, train_loader, sampler, val_loader
+        val_loader = DataLoader(val, batch_size=batch, sampler=vs, collate_fn=col)
+    return train_loader, sampler, val_loader
+
+
+def batching_choices(cfg, model, device, vocab_size: int, zero3: bool,
+                     full: bool) -> tuple[bool, int | None, list[str]]:
+    """(padding-free, loss chunk, notes): what the config asks for, where this model and
+    strategy allow it; each refusal is a note for the log and the training summary."""
+    tr, notes = cfg.training, []
+    padding_free = tr.padding_free
+    if padding_free:  # every rank runs the check (under ZeRO-3 a forward needs them all)
+        ok, measured = keeps_sequences_apart(model, device, vocab_size)
+        if not ok:
+            padding_free = False
+            notes.append(f"training.padding_free: this model's attention does not keep "
+                         f"packed sequences apart ({measured}); padded batches instead")
+    chunk = tr.loss_chunk_tokens
+    if chunk and (zero3 or full):
+        notes.append("training.loss_chunk_tokens: the model's own loss (full logits) under "
+                     + ("ZeRO-3, which partitions lm_head" if zero3 else
+                        "full fine-tuning, which trains lm_head"))
+        chunk = None
+    return padding_free, chunk, notes
 
 
 def train_func(run: dict[str, Any]) -> None:
@@ -122,11 +153,7 @@ def train_adapter(job: dict[str, Any], ckpt) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(job["model_path"],
                                               trust_remote_code=target.trust_remote_code)
-    train, train_loader, sampler, val_loader = _loaders(job, tokenizer, cfg, target, rank, world)
     accum = max(1, target.effective_batch_size // (target.per_device_batch_size * world))
-    plan = plan_steps(len(train), target.per_device_batch_size, world, accum, tr.epochs,
-                      tr.warmup_ratio, tr.max_steps)
-
     ds_cfg = zero3_config(tr, target, accum) if zero3 else None
     if zero3:  # load the weights already partitioned (a 70B model fits no single worker)
         from transformers.integrations import HfDeepSpeedConfig
@@ -141,6 +168,10 @@ def train_adapter(job: dict[str, Any], ckpt) -> None:
     full = bool(job.get("full"))
     if not full:
         model = get_peft_model(model, peft_config(cfg.lora))
+    vocab_size = model.config.vocab_size
+    train, val = _examples(job, tokenizer, cfg)
+    plan = plan_steps(len(train), target.per_device_batch_size, world, accum, tr.epochs,
+                      tr.warmup_ratio, tr.max_steps)
     unwrapped = model  # the PEFT (or plain) model, before DDP or DeepSpeed wrap it
     n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     # the weights this run trains (and checkpoints): the LoRA matrices, or all of them
@@ -160,6 +191,12 @@ def train_adapter(job: dict[str, Any], ckpt) -> None:
         scheduler = build_scheduler(optimizer, tr.scheduler, plan)
         model = ray.train.torch.prepare_model(model)
         stepper = TorchStep(model, optimizer, scheduler, accum, tr.max_grad_norm)
+    padding_free, loss_chunk, notes = batching_choices(cfg, stepper.model, device, vocab_size,
+                                                       zero3, full)
+    for note in notes:  # no silent fallback: in the worker's log and the training summary
+        print(f"[train] {job['run_name']}: {note}")
+    train_loader, sampler, val_loader = _loaders(job, tokenizer, cfg, target, rank, world,
+                                                 train, val, padding_free)
 
     def trained_state() -> dict[str, torch.Tensor]:
         with gathered(trained_params, zero3):
@@ -213,7 +250,8 @@ def train_adapter(job: dict[str, Any], ckpt) -> None:
                      eval_every=tr.eval_every_steps, patience=tr.early_stopping_patience,
                      n_params=n_params, report_every=tr.report_every_steps,
                      report=report, on_best=on_best,
-                     fault_hook=_fault_hook(rank, job["run_name"]), autocast=tr.autocast)
+                     fault_hook=_fault_hook(rank, job["run_name"]), autocast=tr.autocast,
+                     loss_chunk=loss_chunk)
     final = best if best is not None else trained_state()
     if rank == 0:
         summary = {"target": target.name, "condition": job["condition"], "seed": job["seed"],
@@ -221,7 +259,9 @@ def train_adapter(job: dict[str, Any], ckpt) -> None:
                    "best_step": state.best_step, "best_val_loss": state.best_val,
                    "stopped_early": state.stopped_early, "train_examples": len(train),
                    "world_size": world, "grad_accum": accum, "strategy": target.strategy,
-                   "resumed_from_step": resumed_from, "history": state.history}
+                   "resumed_from_step": resumed_from, "padding_free": padding_free,
+                   "loss_chunk_tokens": loss_chunk, "group_by_length": tr.group_by_length,
+                   "batching_notes": notes, "history": state.history}
         # a run in a bucket: saved here (checked, complete), then uploaded for the driver
         out = scratch_dir("adapter-") / "adapter" if job.get("output_uri") else job["output"]
         if full:
