@@ -61,14 +61,15 @@ def examples(n: int, seq: int, vocab: int, seed: int) -> list[dict[str, list[int
     return out
 
 
-def loader(data, batch: int, seed: int):
+def loader(data, batch: int, seed: int, padding_free: bool = False):
     from torch.utils.data import DataLoader, DistributedSampler
 
     from synth_ray.train.data import collate
+    from synth_ray.train.padding_free import collate_padding_free
 
     sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=seed)
-    return DataLoader(data, batch_size=batch, sampler=sampler,
-                      collate_fn=lambda b: collate(b, pad_id=0)), sampler
+    col = collate_padding_free if padding_free else (lambda b: collate(b, pad_id=0))
+    return DataLoader(data, batch_size=batch, sampler=sampler, collate_fn=col), sampler
 
 
 def n_params(model) -> int:
@@ -95,9 +96,11 @@ def plain(model, data, batch: int, device: str) -> float:
     return tokens / dt
 
 
-def synth_ray_loop(model, data, batch: int, device: str) -> float:
+def synth_ray_loop(model, data, batch: int, device: str, padding_free: bool = False,
+                   chunk: int | None = None) -> float:
     """`run_loop` as a Ray Train worker drives it (report and checkpoint hooks are no-ops
-    here: Ray's cost is measured on CPU)."""
+    here: Ray's cost is measured on CPU); padded batches and the model's loss unless
+    asked (issue 22)."""
     from synth_ray.train.loop import (
         TorchStep,
         TrainState,
@@ -107,13 +110,13 @@ def synth_ray_loop(model, data, batch: int, device: str) -> float:
         run_loop,
     )
 
-    dl, sampler = loader(data, batch, seed=42)
+    dl, sampler = loader(data, batch, seed=42, padding_free=padding_free)
     plan = plan_steps(len(data), batch, 1, 1, epochs=1, warmup_ratio=0.03)
     opt = build_optimizer(model, 5e-5, 0.01)
     step = TorchStep(model, opt, build_scheduler(opt, "cosine", plan), 1, 1.0)
     state = run_loop(step, dl, sampler, None, plan, TrainState(), device=device,
                      eval_every=10**9, patience=5, n_params=n_params(model), report_every=10,
-                     report=lambda m, save: None, on_best=lambda: None)
+                     report=lambda m, save: None, on_best=lambda: None, loss_chunk=chunk)
     steady = state.history[2:]
     del opt, step
     mfus = [h["mfu"] for h in steady if "mfu" in h]
@@ -198,6 +201,24 @@ def main() -> None:
     base = sum(r[1] for r in rows[:4] if "plain" in r[0]) / 2
     ours = sum(r[1] for r in rows[:4] if "run_loop" in r[0]) / 2
     print(f"ratio synth-ray run_loop / plain loop: {ours / base:.3f}x")
+
+    # Issue 22: padding-free batches (the same maths), then the chunked loss on top.
+    for rep in (1, 2):
+        record(f"synth-ray run_loop, b={args.batch}, padding-free (pass {rep})",
+               lambda: synth_ray_loop(model, data, args.batch, device, padding_free=True))
+        record(f"synth-ray run_loop, b={args.batch}, padding-free + chunked loss (pass {rep})",
+               lambda: synth_ray_loop(model, data, args.batch, device, True, 1024))
+    free_tps = sum(r[1] for r in rows if "padding-free (pass" in r[0]) / 2
+    both_tps = sum(r[1] for r in rows if "chunked loss (pass" in r[0]) / 2
+    print(f"padding-free / padded tokens/s: {free_tps / ours:.2f}x")
+    print(f"padding-free + chunked loss / padded tokens/s: {both_tps / ours:.2f}x")
+    # The largest micro-batch that fits without checkpointing, padding-free + chunked loss.
+    for b in (8, 12, 16):
+        record(f"synth-ray run_loop, b={b}, padding-free + chunked loss, no checkpointing",
+               lambda b=b: synth_ray_loop(model, examples(b * args.steps, args.seq, vocab, 4),
+                                          b, device, True, 1024))
+        if rows[-1][1] == 0.0:
+            break
 
     # Worst case of a micro-batch of `batch`: every sequence at max_length (peak memory).
     full = [{"input_ids": e["input_ids"][:1] * args.seq, "labels": [-100] + [1] * (args.seq - 1)}

@@ -5,7 +5,7 @@ articles (`judge.articles`) for the self-preference study, in the same engine pa
 Per source, one streaming Ray Data pipeline (`engines`): requests -> chat template -> vLLM
 engine replicas (or an OpenAI-compatible HTTP API) -> normalised rows. The driver writes a
 shard every `generation.shard_rows` rows (`answering`), so a crash loses at most the rows in
-flight; a rerun sends only the requests without an answer (`generation_store`).
+flight; a rerun sends only the requests without an answer (`engines/store.py`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The per-worker training loop, with no Ray in it: it runs under Ray Train's TorchTrainer
-(trainer.py), in a plain process (the benchmark), or on a GPU machine without Ray.
+(`train/driver.py`), in a plain process (the benchmark), or on a GPU machine without Ray.
 
 Gradient accumulation, clipping, a warm-up + decay schedule, validation every
 `eval_every_steps` optimizer steps with early stopping (patience, keep the best), and
