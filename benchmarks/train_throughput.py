@@ -108,6 +108,44 @@ def batching(model_path: str, examples: list, batch: int, lora, rounds: int) -> 
           f"{med['padding-free + chunked loss'] / base:.2f}x")
 
 
+LOSS_MEMORY = """
+import resource, sys, torch
+from synth_ray.train.loss import chunked_cross_entropy
+tokens, vocab, hidden, chunk = map(int, sys.argv[1:5])
+torch.manual_seed(0)
+head = torch.nn.Linear(hidden, vocab, bias=False).requires_grad_(False)
+h = torch.randn(1, tokens, hidden, requires_grad=True)
+labels = torch.randint(0, vocab, (1, tokens))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if chunk:
+    loss, _ = chunked_cross_entropy(h, head, labels, chunk)
+else:  # transformers' ForCausalLMLoss: all logits, upcast to fp32
+    logits = head(h).float()
+    loss = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:])
+loss.backward()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def loss_memory(tokens: int, vocab: int = 128256, hidden: int = 256) -> None:
+    """Peak memory of the loss alone (forward + backward), each variant in a fresh
+    process: Llama-3's vocabulary over `tokens` positions, full logits vs 1,024 at a time."""
+    import subprocess
+    import sys
+
+    mib = {}
+    for name, chunk in (("full logits (transformers)", 0), ("chunked, 1,024 tokens", 1024)):
+        out = subprocess.run([sys.executable, "-c", LOSS_MEMORY, str(tokens), str(vocab),
+                              str(hidden), str(chunk)], capture_output=True, text=True,
+                             check=True)
+        mib[name] = float(out.stdout.strip().splitlines()[-1])
+    print(f"3. loss memory: {tokens} tokens x vocab {vocab:,}, peak RSS growth in the loss")
+    for name, m in mib.items():
+        print(f"   {name:30s} {m:9.0f} MiB")
+    ratio = mib["chunked, 1,024 tokens"] / mib["full logits (transformers)"]
+    print(f"chunked / full loss peak memory: {ratio:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=256)
@@ -115,9 +153,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--report-every", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="tiny sizes: seconds (test suite)")
+    ap.add_argument("--loss-tokens", type=int, default=4096)
     args = ap.parse_args()
     if args.quick:
-        args.rows, args.batch, args.rounds = 40, 4, 1
+        args.rows, args.batch, args.rounds, args.loss_tokens = 40, 4, 1, 2048
 
     import polars as pl
 
@@ -135,7 +174,7 @@ def main() -> None:
     cfg = load_config(
         Path(__file__).parents[1] / "jobs" / "configs" / "plumbing.yaml",
         [f"run.dir={run_dir}", "conditions.human=true", "sources=[]", "conditions.single_source={}",
-         "targets.0.self_source=null", "judge.max_articles=0",
+         "targets.0.self_source=null",
          # part 2 compares Ray's overhead: the plain loop's padded batches and model loss
          "training.padding_free=false", "training.loss_chunk_tokens=null",
          "conditions.multi_source={}", f"targets.0.per_device_batch_size={args.batch}",
@@ -156,6 +195,7 @@ def main() -> None:
     examples = encode_rows(AutoTokenizer.from_pretrained(model_path), rows.to_dicts(),
                            cfg.generation.system_prompt, cfg.training.max_length, "response")
     batching(model_path, examples, args.batch, cfg.lora, args.rounds)
+    loss_memory(args.loss_tokens)
 
     base = plain_loop(model_path, examples, args.batch, 1e-3, cfg.lora)
 
