@@ -25,11 +25,12 @@ from pathlib import Path
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
-def raw_vllm(model: str, prompts: list[str], max_tokens: int) -> dict[str, float]:
+def raw_vllm(model: str, prompts: list[str], max_tokens: int,
+             eager: bool = False) -> dict[str, float]:
     from vllm import LLM, SamplingParams
 
     t0 = time.perf_counter()
-    llm = LLM(model=model, dtype="float32", max_model_len=2048, seed=42)
+    llm = LLM(model=model, dtype="float32", max_model_len=2048, seed=42, enforce_eager=eager)
     params = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=max_tokens, ignore_eos=True)
     llm.generate(prompts[:8], params, use_tqdm=False)  # warm-up, as the pipeline's first batch
     t1 = time.perf_counter()
@@ -80,6 +81,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.prompts, args.max_tokens = 32, 8
+        # start engines as synth-ray's CPU engines do (eager, no model-worker process)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 
     import polars as pl
     from transformers import AutoTokenizer
@@ -107,7 +110,7 @@ def main() -> None:
                                        tokenize=False, add_generation_prompt=True)
                for r in rows.iter_rows(named=True)]
 
-    raw = raw_vllm(model, prompts, args.max_tokens)
+    raw = raw_vllm(model, prompts, args.max_tokens, eager=args.quick)
     small = pipeline(cfg, rows.head(64), args.max_tokens)
     pipe = pipeline(cfg, rows, args.max_tokens)
     raw_steady = raw["tokens"] / raw["steady_s"]

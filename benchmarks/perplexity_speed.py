@@ -27,6 +27,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.samples = 16
+        # start engines as synth-ray's CPU engines do (eager, no model-worker process)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 
     import polars as pl
     import torch
@@ -59,7 +61,7 @@ def main() -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=path, dtype="float32", max_model_len=2048)
+    llm = LLM(model=path, dtype="float32", max_model_len=2048, enforce_eager=args.quick)
     params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
     prompts = [TokensPrompt(prompt_token_ids=p + a) for p, a in spans]
     llm.generate(prompts[:8], params, use_tqdm=False)  # warm-up

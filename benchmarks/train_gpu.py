@@ -154,7 +154,7 @@ def main() -> None:
                     help="tiny sizes, seconds: the test suite runs every benchmark so")
     args = ap.parse_args()
     if args.quick:
-        args.tiny, args.steps = True, 4
+        args.tiny, args.steps, args.seq, args.batch = True, 4, 64, 2
 
     from synth_ray.train.loop import mfu, peak_flops
 

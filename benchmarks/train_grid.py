@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 
-def stage(seeds: int, per_run: int, poll: float, rows) -> tuple[float, dict[str, float]]:
+def stage(seeds: int, per_run: int, poll: float, rows,
+          epochs: int = 2) -> tuple[float, dict[str, float]]:
     from synth_ray.core.config import load_config
     from synth_ray.core.pipeline import open_run
-    from synth_ray.train import trainer
+    from synth_ray.stages import train as trainer
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-grid-"))
     (run_dir / "datasets").mkdir()
@@ -35,7 +36,7 @@ def stage(seeds: int, per_run: int, poll: float, rows) -> tuple[float, dict[str,
         [f"run.dir={run_dir}", "sources=[]", "conditions.single_source={}",
          "conditions.multi_source={}", "targets.0.self_source=null",
          f"training.seeds={list(range(1, seeds + 1))}",
-         "training.epochs=2", "training.eval_every_steps=25", "training.max_length=256",
+         f"training.epochs={epochs}", "training.eval_every_steps=25", "training.max_length=256",
          "training.parallel_trials=2", f"training.adapters_per_run={per_run}",
          f"training.poll_interval_s={poll}", "training.learning_rate=1e-3"],
     )
@@ -57,9 +58,11 @@ def main() -> None:
     ap.add_argument("--per-run", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
                     help="tiny sizes, seconds: the test suite runs every benchmark so")
+    ap.add_argument("--rows", type=int, default=207)
+    ap.add_argument("--epochs", type=int, default=2)
     args = ap.parse_args()
     if args.quick:
-        args.seeds, args.per_run = 2, 2
+        args.seeds, args.per_run, args.rows, args.epochs = 2, 2, 45, 1
 
     import polars as pl
 
@@ -68,7 +71,7 @@ def main() -> None:
     from synth_ray.data.dolly import load_dataset
     from synth_ray.stages.build import COLUMNS
 
-    rows = load_dataset("tiny://dolly-sample").rows.head(207).with_columns(
+    rows = load_dataset("tiny://dolly-sample").rows.head(args.rows).with_columns(
         part=pl.lit(1, pl.Int32), source=pl.lit("human"), condition=pl.lit("human"),
         bracket=pl.lit(None, pl.Utf8),
         split=pl.when(pl.int_range(pl.len()) % 9 == 0).then(pl.lit("validation"))
@@ -78,9 +81,11 @@ def main() -> None:
     variants = [("1 adapter per run, Ray's 2 s poll (baseline)", 1, 2.0),
                 ("1 adapter per run, 0.25 s poll", 1, 0.25),
                 (f"{args.per_run} adapters per run, 0.25 s poll", args.per_run, 0.25)]
+    if args.quick:  # the baseline and the grouped runs: the two code paths
+        variants = [variants[0], variants[2]]
     results = []
     for label, per_run, poll in variants:
-        took, losses = stage(args.seeds, per_run, poll, rows)
+        took, losses = stage(args.seeds, per_run, poll, rows, args.epochs)
         results.append((label, took, losses))
         print(f"{label:48s} {took:7.1f} s", flush=True)
     base = results[0][1]
