@@ -54,37 +54,18 @@ def plain_loop(model_path: str, examples: list, batch: int, lr: float, lora) -> 
 
 def loop_tokens_per_s(model_path: str, examples: list, batch: int, lora, padding_free: bool,
                       chunk: int | None) -> float:
-    """`run_loop` over one epoch of `examples`; tokens/s after two warm-up steps."""
+    """`run_loop` over one epoch of `examples` (train_gpu.py's loop, on the CPU here): a
+    fresh LoRA model each time; tokens/s after two warm-up steps."""
     from peft import get_peft_model
-    from torch.utils.data import DataLoader, DistributedSampler
+    from train_gpu import synth_ray_loop  # this folder: the same loop as the GPU figure
     from transformers import AutoModelForCausalLM
 
-    from synth_ray.train.data import collate
-    from synth_ray.train.loop import (
-        TorchStep,
-        TrainState,
-        build_optimizer,
-        build_scheduler,
-        plan_steps,
-        run_loop,
-    )
     from synth_ray.train.lora import peft_config
-    from synth_ray.train.padding_free import collate_padding_free
 
     torch.manual_seed(42)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32),
                            peft_config(lora))
-    col = collate_padding_free if padding_free else (lambda b: collate(b, pad_id=0))
-    sampler = DistributedSampler(examples, num_replicas=1, rank=0, shuffle=True, seed=42)
-    loader = DataLoader(examples, batch_size=batch, sampler=sampler, collate_fn=col)
-    plan = plan_steps(len(examples), batch, 1, 1, epochs=1, warmup_ratio=0.03)
-    opt = build_optimizer(model, 1e-3, 0.0)
-    step = TorchStep(model, opt, build_scheduler(opt, "cosine", plan), 1, 1.0)
-    state = run_loop(step, loader, sampler, None, plan, TrainState(), device="cpu",
-                     eval_every=10**9, patience=5, n_params=1, report=lambda m, s: None,
-                     on_best=lambda: None, loss_chunk=chunk)
-    steady = state.history[2:]
-    return sum(h["tokens"] for h in steady) / sum(h["step_time_s"] for h in steady)
+    return synth_ray_loop(model, examples, batch, "cpu", padding_free, chunk)
 
 
 def batching(model_path: str, examples: list, batch: int, lora, rounds: int) -> None:
