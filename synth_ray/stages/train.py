@@ -107,6 +107,8 @@ def run(ctx: Context) -> StageOutput:
         log.info("[train] %s: %d steps, best validation loss %.4f at step %d%s", name,
                  s["steps"], s["best_val_loss"], s["best_step"],
                  " (stopped early)" if s["stopped_early"] else "")
+        for note in s.get("batching_notes", []):  # a setting the model or strategy refused
+            log.warning("[train] %s: %s", name, note)
     root = ctx.run.root.resolve()
     outputs = [str(Path(j["output"]).relative_to(root) / "adapter_model.safetensors")
                for j in all_jobs]

@@ -117,6 +117,12 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(s3_server,
     assert [stages[s]["status"] for s in names] == ["done"] * len(names)
     for out in (o for s in names for o in stages[s]["outputs"]):
         assert (run_dir / out).stat().st_size > 0, out
+    # stage = CLI verb = run-dir folder: each stage's outputs lie in its own folders
+    from synth_ray.design import STAGE_FOLDERS
+
+    for s in names:
+        assert stages[s]["outputs"] and all(
+            o.split("/")[0] in STAGE_FOLDERS[s] for o in stages[s]["outputs"]), s
     # every stage's numbers reached the report: one adapter per condition, each scored
     adapters = stages["train"]["adapters"]
     assert {a.split("--")[1] for a in adapters} == {"human", "single-small", "multi-small"}
