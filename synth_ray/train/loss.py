@@ -26,22 +26,12 @@ from torch.utils.checkpoint import checkpoint
 IGNORE = -100
 
 
-def output_head(model: Any) -> torch.nn.Module:
-    """The `lm_head` of a (PEFT-, DDP- or DeepSpeed-wrapped) causal LM."""
-    inner = model
-    while hasattr(inner, "module"):  # DDP / DeepSpeed engine
-        inner = inner.module
-    head = inner.get_output_embeddings()
-    if head is None:
-        raise ValueError(f"{type(inner).__name__} has no output embeddings (lm_head)")
-    return head
-
-
 @contextlib.contextmanager
 def hidden_states_out(model: Any) -> Iterator[torch.nn.Module]:
-    """While inside, the model's forward returns its last hidden states as `logits`."""
+    """While inside, the model's forward returns its last hidden states as `logits`; yields
+    the real `lm_head` (of a PEFT-, DDP- or DeepSpeed-wrapped causal LM)."""
     inner = model
-    while hasattr(inner, "module"):
+    while hasattr(inner, "module"):  # DDP / DeepSpeed engine
         inner = inner.module
     head = inner.get_output_embeddings()
     inner.set_output_embeddings(torch.nn.Identity())
