@@ -27,10 +27,6 @@ PLACEHOLDER = "{prompt}"
 RB, RBJ = "RB", "RB+J"
 
 
-def _files(uri: str) -> list[Path]:
-    return resolve_dataset(uri)
-
-
 def source_hash(uri: str) -> str:
     """What an input's content is, for the manifest: a local file's hash, else the hub id
     (a hub dataset is pinned by its revision, not hashed; nothing is fetched here)."""
@@ -63,7 +59,7 @@ def load_table(uri: str, fields: dict[str, tuple[str, ...]], what: str,
     optional = optional or {}
     rows, rejects, seen_id, seen_text = [], [], {}, {}
     offset = 0
-    for f in _files(uri):
+    for f in resolve_dataset(uri):
         last = 0
         for no, obj, err, raw in iter_records(f):
             last, line = no, offset + no

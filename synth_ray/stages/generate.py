@@ -76,10 +76,12 @@ def generate_source(ctx: Context, source: SourceSection, parts: list[int],
     jobs = []
     if parts:
         jobs.append((build_requests(cfg, source, frames),
-                     GenerationStore(ctx.run.path("generations"), source.name)))
+                     GenerationStore(ctx.run.path(generation_path(source.name)).parent,
+                                     source.name)))
     if articles is not None:
         jobs.append((summary_requests(cfg, source, articles),
-                     GenerationStore(ctx.run.path("summaries"), source.name)))
+                     GenerationStore(ctx.run.path(summary_path(source.name)).parent,
+                                     source.name)))
 
     def make():
         if source.backend == "http":

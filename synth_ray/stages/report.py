@@ -19,7 +19,7 @@ import polars as pl
 
 from synth_ray.core.pipeline import Context, StageOutput, stage_names
 from synth_ray.core.rundir import atomic_write_text, atomic_write_with, hash_file
-from synth_ray.design import DATASETS_SUMMARY, REPORT_DIR, judge_dir, score_dir
+from synth_ray.design import DATASETS_SUMMARY, REPORT_DIR, adapter_dir, judge_dir, score_dir
 from synth_ray.report.claims import claims_section
 from synth_ray.report.safety import safety_section
 from synth_ray.report.tables import condition_order as _order
@@ -52,7 +52,7 @@ def datasets_section(ctx: Context) -> str:
 
 
 def training_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
-    files = sorted(ctx.run.path("adapters").glob("*/*/training_summary.json"))
+    files = sorted(ctx.run.root.glob(adapter_dir("*", "*") + "/training_summary.json"))
     if not files:
         return "_No adapter has been trained._", []
     rows, images = [], []
@@ -245,7 +245,7 @@ def to_html(md: str, images: list[str], title: str) -> str:
 
 
 def inputs(ctx: Context) -> dict[str, Any]:
-    files = [p for pattern in (DATASETS_SUMMARY, "adapters/*/*/training_summary.json",
+    files = [p for pattern in (DATASETS_SUMMARY, adapter_dir("*", "*") + "/training_summary.json",
                                score_dir("*") + "/summary.json",
                                score_dir("*") + "/perplexity.parquet",
                                judge_dir("*") + "/judge_summary.json",
