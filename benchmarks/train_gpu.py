@@ -113,7 +113,7 @@ def synth_ray_loop(model, data, batch: int, device: str, padding_free: bool = Fa
     dl, sampler = loader(data, batch, seed=42, padding_free=padding_free)
     plan = plan_steps(len(data), batch, 1, 1, epochs=1, warmup_ratio=0.03)
     opt = build_optimizer(model, 5e-5, 0.01)
-    step = TorchStep(model, opt, build_scheduler(opt, "cosine", plan), 1, 1.0)
+    step = TorchStep(model, opt, build_scheduler(opt, "cosine", plan), 1.0)
     state = run_loop(step, dl, sampler, None, plan, TrainState(), device=device,
                      eval_every=10**9, patience=5, n_params=n_params(model), report_every=10,
                      report=lambda m, save: None, on_best=lambda: None, loss_chunk=chunk)

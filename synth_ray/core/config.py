@@ -22,6 +22,7 @@ from synth_ray.core.sections import (  # noqa: F401 - re-exported: the config's 
     PAPER_SYSTEM_PROMPT,
     ConditionsSection,
     DatasetSection,
+    EngineSection,
     EvaluationSection,
     GenerationSection,
     HttpSection,

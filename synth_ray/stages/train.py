@@ -86,6 +86,13 @@ def run(ctx: Context) -> StageOutput:
 
     if not ctx.cfg.targets:
         raise ValueError("targets: no target to train; add one to the config")
+    import importlib.util
+
+    for i, t in enumerate(ctx.cfg.targets):  # an optional part: say which extra brings it
+        if t.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+            raise ImportError(f"targets.{i}.strategy: 'deepspeed' needs DeepSpeed, which is "
+                              "not installed: pip install 'synth-ray[zero3]' (the gpu and cpu "
+                              "extras include it)")
     all_jobs = jobs(ctx)
     for j in all_jobs:
         j["done"] = done(j)

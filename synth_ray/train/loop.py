@@ -4,6 +4,15 @@
 Gradient accumulation, clipping, a warm-up + decay schedule, validation every
 `eval_every_steps` optimizer steps with early stopping (patience, keep the best), and
 resumable state. `report(metrics, save)` is the caller's hook: Ray Train's report, a print.
+
+An optimizer step is one accumulation group: `accum` micro-batches on every worker (fewer
+for the last group of an epoch). Its loss is the mean over every target token of the group
+on every worker, as one big batch would have it: each micro-batch's mean loss is weighted
+by its share of the group's targets (counted across workers before the group's first
+backward). Dividing by `accum` instead would weight a short micro-batch's tokens more and
+overweight the partial group at an epoch's end; DeepSpeed is told where each group ends
+(`set_gradient_accumulation_boundary`) rather than counting micro-batches itself, so its
+optimizer and schedule step exactly when this loop counts a step.
 """
 
 from __future__ import annotations
@@ -76,9 +85,9 @@ def mfu(tokens_per_s: float, n_params: int, peak: float | None) -> float | None:
 class TorchStep:
     """Plain PyTorch optimizer step (the model may be DDP-wrapped)."""
 
-    def __init__(self, model, optimizer, scheduler, accum: int, max_grad_norm: float):
+    def __init__(self, model, optimizer, scheduler, max_grad_norm: float):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.accum, self.max_grad_norm = accum, max_grad_norm
+        self.max_grad_norm = max_grad_norm
 
     def sync_context(self, boundary: bool):
         # DDP all-reduces on every backward unless told not to: only on the last micro-batch.
@@ -87,7 +96,8 @@ class TorchStep:
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor, boundary: bool) -> None:
-        (loss / self.accum).backward()
+        """`loss` is already this micro-batch's share of the group's loss."""
+        loss.backward()
         if boundary:
             params = [p for p in self.model.parameters() if p.requires_grad]
             torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
@@ -109,7 +119,10 @@ class DeepSpeedStep:
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor, boundary: bool) -> None:
-        self.model.backward(loss)
+        # the group ends where the loop says (a short last group of an epoch included), and
+        # the loss is already weighted (no division by gradient_accumulation_steps)
+        self.model.set_gradient_accumulation_boundary(boundary)
+        self.model.backward(loss, scale_wrt_gas=False)
         self.model.step()
 
     def lr(self) -> float:
@@ -142,11 +155,40 @@ def sum_across_workers(x: float, device) -> float:
     return float(t[0])
 
 
-def mean_across_workers(total: float, count: float, device) -> float:
-    t = torch.tensor([total, count], dtype=torch.float64, device=device)
+def sums_across_workers(values: list[float], device) -> list[float]:
+    """Each value summed over every worker, in one all-reduce."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     if _distributed():
         torch.distributed.all_reduce(t)
-    return float(t[0] / t[1]) if t[1] else math.nan
+    return [float(v) for v in t]
+
+
+def mean_across_workers(total: float, count: float, device) -> float:
+    total, count = sums_across_workers([total, count], device)
+    return total / count if count else math.nan
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if _distributed() else 1
+
+
+def n_targets(batch: dict[str, torch.Tensor]) -> int:
+    """Target tokens of a micro-batch: position t predicts labels[t + 1]; -100 is none."""
+    return int((batch["labels"][..., 1:] != -100).sum())
+
+
+def accumulation_groups(loader, start: int, accum: int):
+    """(index of its last micro-batch, micro-batches) per optimizer step of one epoch, from
+    micro-batch `start` on (a resumed epoch starts at a group's boundary). The last group
+    of an epoch may be short."""
+    group: list = []
+    for i, batch in enumerate(loader):
+        if i < start:
+            continue  # consumed before the checkpoint we resumed from
+        group.append(batch)
+        if (i + 1) % accum == 0 or i + 1 == len(loader):
+            yield i, group
+            group = []
 
 
 def mixed_precision(device, autocast: str) -> Callable[[], Any]:
@@ -187,30 +229,35 @@ def run_loop(
     model.train()
     peak = peak_flops()
     amp = mixed_precision(device, autocast)
+    world = world_size()
     while state.step < plan.total_steps and not state.stopped_early:
         sampler.set_epoch(state.epoch)  # same shuffle on resume
-        t0, tokens = time.perf_counter(), 0
-        for i, batch in enumerate(train_loader):
-            if i < state.micro_in_epoch:
-                continue  # consumed before the checkpoint we resumed from
-            boundary = (i + 1) % plan.accum == 0 or i + 1 == len(train_loader)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with stepper.sync_context(boundary):
-                with amp():
-                    loss = micro_batch_loss(model, batch, loss_chunk)
-                stepper.backward(loss, boundary)
-            tokens += batch_tokens(batch)
-            state.micro_in_epoch = i + 1
-            if not boundary:
-                continue
+        t0 = time.perf_counter()
+        for last, group in accumulation_groups(train_loader, state.micro_in_epoch, plan.accum):
+            group = [{k: v.to(device) for k, v in b.items()} for b in group]
+            counts = [n_targets(b) for b in group]
+            (group_targets,) = sums_across_workers([float(sum(counts))], device)
+            loss_sum, tokens = 0.0, 0
+            for j, (batch, n) in enumerate(zip(group, counts)):
+                boundary = j + 1 == len(group)
+                with stepper.sync_context(boundary):
+                    with amp():
+                        loss = micro_batch_loss(model, batch, loss_chunk)
+                    # this micro-batch's share of the group's mean; x world: DDP and ZeRO
+                    # average gradients over workers, the group's mean sums them
+                    share = n * world / group_targets if group_targets else 0.0
+                    stepper.backward(loss * share, boundary)
+                loss_sum += float(loss.detach()) * n
+                tokens += batch_tokens(batch)
+            state.micro_in_epoch = last + 1
             state.step += 1
             # A step's time runs from the end of the previous one, so the previous step's
             # validation, report and checkpoint count against throughput too.
             now = time.perf_counter()
             dt, t0 = now - t0, now
-            step_tokens = sum_across_workers(tokens, device)
-            tokens = 0
-            metrics = {"step": state.step, "epoch": state.epoch, "loss": float(loss.detach()),
+            loss_sum, step_tokens = sums_across_workers([loss_sum, float(tokens)], device)
+            step_loss = loss_sum / group_targets if group_targets else 0.0
+            metrics = {"step": state.step, "epoch": state.epoch, "loss": step_loss,
                        "lr": stepper.lr(), "tokens": step_tokens, "step_time_s": dt,
                        "tokens_per_s": step_tokens / dt if dt else 0.0}
             tps = metrics["tokens_per_s"]
@@ -220,7 +267,7 @@ def run_loop(
             if save:
                 with amp():
                     val = (evaluate(model, val_loader, device, loss_chunk) if val_loader
-                           else float(loss.detach()))
+                           else step_loss)
                 metrics["val_loss"] = val
                 if val < state.best_val:
                     state.best_val, state.best_step, state.bad_evals = val, state.step, 0

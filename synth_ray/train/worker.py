@@ -111,6 +111,23 @@ def batching_choices(cfg, model, device, vocab_size: int, zero3: bool,
     return padding_free, chunk, notes
 
 
+def build_stepper(model, tr, plan, ds_cfg: dict[str, Any] | None, wrap=None):
+    """(stepper, optimizer, scheduler): AdamW and the schedule, under DeepSpeed when
+    `ds_cfg` is given (ZeRO-3), else a plain step over `wrap(model)` (DDP)."""
+    optimizer = build_optimizer(model, tr.learning_rate, tr.weight_decay)
+    if ds_cfg is not None:
+        import deepspeed
+
+        # ZeRO-3 wraps the optimizer; the schedule must be built on the wrapped one
+        engine, optimizer, _, scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=ds_cfg,
+            lr_scheduler=lambda opt: build_scheduler(opt, tr.scheduler, plan))
+        return DeepSpeedStep(engine), optimizer, scheduler
+    scheduler = build_scheduler(optimizer, tr.scheduler, plan)
+    model = wrap(model) if wrap else model
+    return TorchStep(model, optimizer, scheduler, tr.max_grad_norm), optimizer, scheduler
+
+
 def train_func(run: dict[str, Any]) -> None:
     """A Ray Train run's adapters in order. The latest checkpoint names the adapter it
     belongs to: the ones before it were saved before it began, so they are skipped, as are
@@ -178,19 +195,8 @@ def train_adapter(job: dict[str, Any], ckpt) -> None:
     trained_named = [(n, p) for n, p in model.named_parameters()
                      if full or "lora_" in n]
     trained_params = [p for _, p in trained_named]
-    optimizer = build_optimizer(model, tr.learning_rate, tr.weight_decay)
-    if zero3:
-        import deepspeed
-
-        # ZeRO-3 wraps the optimizer; the schedule must be built on the wrapped one
-        engine, optimizer, _, scheduler = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=ds_cfg,
-            lr_scheduler=lambda opt: build_scheduler(opt, tr.scheduler, plan))
-        stepper = DeepSpeedStep(engine)
-    else:
-        scheduler = build_scheduler(optimizer, tr.scheduler, plan)
-        model = ray.train.torch.prepare_model(model)
-        stepper = TorchStep(model, optimizer, scheduler, accum, tr.max_grad_norm)
+    stepper, optimizer, scheduler = build_stepper(model, tr, plan, ds_cfg,
+                                                  wrap=ray.train.torch.prepare_model)
     padding_free, loss_chunk, notes = batching_choices(cfg, stepper.model, device, vocab_size,
                                                        zero3, full)
     for note in notes:  # no silent fallback: in the worker's log and the training summary

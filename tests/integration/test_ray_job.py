@@ -1,6 +1,8 @@
-"""`ray job submit` against a local head started the way cluster.yaml starts one: token
-auth on, dashboard and job server on 127.0.0.1 only; the run directory in a bucket (a local
-S3 server), as on a multi-node cluster."""
+"""`ray job submit` to a local cluster of three Ray nodes started the way cluster.yaml starts
+them: a head with CPU: 0 (token auth on, dashboard and job server on 127.0.0.1 only) and two
+worker nodes joined with `ray start --address`, each with its own resources and temp dir;
+the run directory in a bucket (a local S3 server). Engines and training workers can only
+land on the workers, and the bucket alone holds the run."""
 
 from __future__ import annotations
 
@@ -27,57 +29,95 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its node
+    try:
+        proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever of it is left
+
+
 @pytest.fixture
-def ray_head(tmp_path):
-    """A head in the foreground (`ray start --block`): stopping it stops only this cluster,
-    never another Ray instance on the machine (`ray stop` would kill them all)."""
+def ray_cluster(tmp_path):
+    """Three nodes in the foreground (`ray start --block` each): stopping them stops only
+    this cluster, never another Ray instance on the machine (`ray stop` would kill them
+    all). Each node has its own temp dir (short: Unix socket paths are limited): `ray
+    start` records its address there, not in /tmp/ray where a later ray.init() would try to
+    join it."""
+    import ray
+
     env = cli_env(RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}")
     subprocess.run([BIN / "ray", "get-auth-token", "--generate"], env=env, check=True,
                    capture_output=True)
     port, dash = free_port(), free_port()
-    # its own temp dir (short: Unix socket paths are limited): `ray start` records its
-    # address there, not in /tmp/ray where a later ray.init() would try to join it
-    temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
-    log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed below
-    head = subprocess.Popen([BIN / "ray", "start", "--head", "--block", f"--port={port}",
-                             f"--temp-dir={temp}", "--dashboard-host", "127.0.0.1",
-                             f"--dashboard-port={dash}", "--num-cpus=2",
-                             "--disable-usage-stats"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    temps, procs, logs = [], [], []
+
+    def start(name: str, *args: str) -> None:
+        temps.append(tempfile.mkdtemp(prefix=name, dir="/tmp"))
+        logs.append(open(tmp_path / f"{name}.log", "w"))  # noqa: SIM115 - closed below
+        procs.append(subprocess.Popen(
+            [BIN / "ray", "start", "--block", f"--temp-dir={temps[-1]}",
+             "--disable-usage-stats", *args], env=env, stdout=logs[-1],
+            stderr=subprocess.STDOUT, start_new_session=True))
+
+    # the head as cluster.yaml's: nothing is placed on it (CPU: 0)
+    start("rh", "--head", f"--port={port}", "--dashboard-host", "127.0.0.1",
+          f"--dashboard-port={dash}", "--num-cpus=0")
     url = f"http://127.0.0.1:{dash}"
     try:
         # ready when the job server answers an authenticated request (its agent may come
         # up seconds after the dashboard on a busy machine)
         deadline = time.time() + 240
-        while time.time() < deadline and head.poll() is None:
+        while time.time() < deadline and procs[0].poll() is None:
             ok = subprocess.run([BIN / "ray", "job", "list", "--address", url], env=env,
                                 capture_output=True, text=True, timeout=60)
             if ok.returncode == 0:
                 break
             time.sleep(2)
         else:
-            pytest.fail(f"ray head not ready: {(tmp_path / 'head.log').read_text()[-3000:]}")
+            pytest.fail(f"ray head not ready: {(tmp_path / 'rh.log').read_text()[-3000:]}")
+        head_address = f"{ray.util.get_node_ip_address()}:{port}"
+        for i, name in enumerate(("wa", "wb")):  # two workers, a CPU and a resource each
+            start(name, f"--address={head_address}", "--num-cpus=1",
+                  f"--resources={json.dumps({f'worker_{i}': 1})}")
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            out = subprocess.run([BIN / "ray", "list", "nodes", "--address", url, "--format",
+                                  "json"], env=env, capture_output=True, text=True, timeout=60)
+            if out.returncode == 0 and sum(n["state"] == "ALIVE"
+                                           for n in json.loads(out.stdout)) == 3:
+                break
+            time.sleep(2)
+        else:
+            pytest.fail(f"worker nodes not up: {out.stdout[-2000:]} {out.stderr[-2000:]}")
         yield url, dash, env
     finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops its cluster
-        try:
-            head.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGKILL)  # whatever of it is left
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
+        for proc in reversed(procs):
+            _stop(proc)
+        for f in logs:
+            f.close()
+        for t in temps:
+            shutil.rmtree(t, ignore_errors=True)
 
 
-def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(s3_server, ray_head,
-                                                                      tmp_path) -> None:
+def ray_list(kind: str, url: str, env: dict) -> list[dict]:
+    out = subprocess.run([BIN / "ray", "list", kind, "--address", url, "--format", "json",
+                          "--detail", "--limit", "10000"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_job_submit_runs_the_pipeline_on_a_private_authenticated_cluster(s3_server, ray_cluster,
+                                                                         tmp_path) -> None:
     """The whole pipeline with `run.dir` in a bucket; the run is then read back from the
     bucket alone into a fresh folder and checked there, and a driver on a fresh mirror
     finds every stage current."""
     from synth_ray.core.storage import Remote
 
-    url, dash, env = ray_head
+    url, dash, env = ray_cluster
     listening = {c.laddr.ip for c in psutil.net_connections("tcp")
                  if c.status == psutil.CONN_LISTEN and c.laddr.port == dash}
     assert listening == {"127.0.0.1"}
@@ -99,6 +139,16 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_head(s3_server,
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert "succeeded" in log and "report at" in log
+    # what needs a CPU ran on the two workers, never on the head: the vLLM engines (one
+    # actor per replica) and Ray Train's workers
+    nodes = ray_list("nodes", url, env)
+    assert len(nodes) == 3
+    head = next(n["node_id"] for n in nodes if n["is_head_node"])
+    actors = ray_list("actors", url, env)
+    engines = [a for a in actors if "vLLMEngineStageUDF" in a["class_name"]]
+    trainers = [a for a in actors if a["class_name"] == "RayTrainWorker"]
+    assert engines and trainers, sorted({a["class_name"] for a in actors})
+    assert all(a["node_id"] != head for a in engines + trainers)
 
     # everything below reads what the bucket holds, nothing of the driver's mirror
     run_dir = tmp_path / "run"

@@ -113,7 +113,7 @@ def test_a_short_run_trains_the_same_adapter_padding_free_and_chunked(target_pat
         loader = DataLoader(ex, batch_size=4, sampler=sampler, collate_fn=col)
         plan = plan_steps(len(ex), 4, 1, 2, 1, 0.1)
         opt = build_optimizer(model, 1e-3, 0.0)
-        step = TorchStep(model, opt, build_scheduler(opt, "cosine", plan), 2, 1.0)
+        step = TorchStep(model, opt, build_scheduler(opt, "cosine", plan), 1.0)
         torch.manual_seed(7)
         run_loop(step, loader, sampler, None, plan, TrainState(), device="cpu", eval_every=100,
                  patience=5, n_params=1, report=lambda m, s: None, on_best=lambda: None,

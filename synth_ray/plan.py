@@ -1,0 +1,307 @@
+"""`synth-ray plan`: what a config asks of a cluster, from the config alone (no Ray, no
+GPU, no network): per stage every vLLM engine (device, tensor x pipeline parallel, replicas,
+the bf16 weights against the GPU memory it is given), every training run (workers, GPUs,
+ZeRO stage, nodes), request and token counts, expected GPU-hours and API tokens; and every
+problem that would stop the run on the cluster (`problems`: `plan` exits 2 on any).
+
+Counts are exact where the run directory already holds the split; otherwise they come from
+the dataset's known size (Dolly-15k: 15,011 rows) or `dataset.max_rows`. Token lengths and
+throughputs are stated assumptions, each with its source (`BASIS`), not measurements of
+this config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synth_ray.core.cluster import engine_bundles, engine_device, resource_problems
+from synth_ray.core.config import EngineSection, ExperimentConfig
+from synth_ray.design import TEST_PATH, adapter_grid, part_path, summary_sources
+from synth_ray.engines.store import parts_per_source
+
+GIB = 1024**3
+BF16_BYTES = 2
+VLLM_MEMORY_SHARE = 0.9  # vLLM's default gpu_memory_utilization
+WEIGHTS_SHARE = 0.85  # weights may fill this much of an engine's memory: the rest is KV cache
+TRAIN_MEMORY_SHARE = 0.8  # a training worker's weights: the rest is activations, optimizer
+KNOWN_ROWS = {"databricks/databricks-dolly-15k": 15_011}
+REFUSALBENCH_PROMPTS = 886  # PAPER.md
+MEAN_PROMPT_TOKENS = 120  # a Dolly instruction + context + chat template (assumption)
+MEAN_JUDGE_TOKENS = 200  # a judge's reason and score line (assumption)
+# The throughputs behind the GPU-hours, per H100, each with where it comes from.
+DECODE_8B_TOKENS_PER_S = 8000.0
+TRAIN_8B_TOKENS_PER_S = 6016.0
+BASIS = [
+    "decode: ~8,000 output tok/s for vLLM serving Llama-3.1-8B on one H100 (published "
+    "figure, docs/benchmarks.md 'Expected GPU-hours'), scaled per GPU by 8B / model size",
+    "training: 6,016 tok/s for LoRA on Llama-3.1-8B shapes on one H100 (measured, "
+    "docs/benchmarks.md 'On one H100'), scaled by 8B / model size; ZeRO-3 communication not "
+    "counted",
+    "prompt reads (score, self-preference labels): a forward pass is half the FLOPs of the "
+    "LoRA step measured above, so twice its tokens/s",
+    f"lengths: {MEAN_PROMPT_TOKENS} prompt tokens per request, answers of --mean-output-tokens "
+    f"(capped by max_tokens), {MEAN_JUDGE_TOKENS} tokens per judge answer (assumptions)",
+]
+
+
+def params_b(model: str, layout: EngineSection | None = None) -> float | None:
+    """Parameters in billions: the config's `params_b`, a local folder's safetensors, or
+    the size in the model's name ("Llama-3.1-70B-Instruct" -> 70)."""
+    if layout is not None and layout.params_b:
+        return layout.params_b
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        files = list(folder.glob("*.safetensors"))
+        if files:  # the dtype of the file is unknown here: bytes / 2 is bf16's count
+            return sum(f.stat().st_size for f in files) / BF16_BYTES / 1e9
+    m = re.search(r"(?<![\d.])(\d+(?:\.\d+)?)[bB](?![a-zA-Z])", model.rsplit("/", 1)[-1])
+    return float(m.group(1)) if m else None
+
+
+def weights_gib(billions: float | None) -> float | None:
+    return None if billions is None else billions * 1e9 * BF16_BYTES / GIB
+
+
+@dataclass
+class Counts:
+    """Rows the stages will see, and where the numbers come from."""
+
+    train_rows: int | None
+    test_rows: int | None
+    source: str
+
+
+def row_counts(cfg: ExperimentConfig) -> Counts:
+    root = cfg.run.local_root()
+    if (root / TEST_PATH).exists():
+        import polars as pl
+
+        parts = [root / part_path(k) for k in range(1, cfg.split.num_parts + 1)]
+        if all(p.exists() for p in parts):
+            train = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
+            test = pl.scan_parquet(root / TEST_PATH).select(pl.len()).collect().item()
+            return Counts(train, test, f"the split in {root}")
+    n = cfg.dataset.max_rows or KNOWN_ROWS.get(cfg.dataset.path)
+    if n is None:
+        return Counts(None, None, f"unknown: {cfg.dataset.path!r} has no known size; run "
+                      "`synth-ray split` first or set dataset.max_rows")
+    test = math.ceil(n * cfg.split.test_fraction)
+    return Counts(n - test, test, f"{n:,} rows ({cfg.dataset.path}), split "
+                  f"{cfg.split.test_fraction:g} test")
+
+
+def safety_items(cfg: ExperimentConfig) -> int:
+    j = cfg.judge
+    path = Path(j.safety_prompts).expanduser()
+    if path.is_file() and path.suffix == ".jsonl":
+        n = sum(1 for line in path.open() if line.strip())
+    else:
+        n = REFUSALBENCH_PROMPTS
+    n = min(n, j.max_safety_prompts or n)
+    return n * (1 + j.jailbreaks_per_prompt)
+
+
+def engine_row(cfg: ExperimentConfig, name: str, model: str, layout: EngineSection,
+               problems: list[str], key: str) -> dict[str, Any]:
+    """One engine: its layout, its bf16 weights and the GPU memory it is given."""
+    device = engine_device(cfg)
+    gpu = device == "cuda"
+    tp = layout.tensor_parallel_size if gpu else 1
+    pp = layout.pipeline_parallel_size if gpu else 1
+    b = params_b(model, layout)
+    weights = weights_gib(b)
+    share = layout.gpu_memory_utilization or VLLM_MEMORY_SHARE
+    memory = tp * pp * cfg.resources.gpu_memory_gib * share if gpu else None
+    fits = None
+    if gpu and weights is not None:
+        fits = weights <= WEIGHTS_SHARE * memory
+        if not fits:
+            problems.append(f"{key}: {model} needs ~{weights:.0f} GiB of bf16 weights; "
+                            f"tensor x pipeline parallel {tp} x {pp} on "
+                            f"{cfg.resources.gpu_memory_gib:g} GiB GPUs gives {memory:.0f} GiB "
+                            f"to vLLM (weights may use {WEIGHTS_SHARE:.0%}): raise "
+                            f"{key}.tensor_parallel_size")
+    elif gpu:
+        problems.append(f"{key}: no parameter count for {model!r}; set {key}.params_b")
+    placement = engine_bundles(tp, pp, gpu)
+    return {"name": name, "model": model, "device": device, "tensor_parallel_size": tp,
+            "pipeline_parallel_size": pp, "replicas": layout.replicas,
+            "weights_gib": None if weights is None else round(weights, 1),
+            "gpu_memory_gib": None if memory is None else round(memory, 1), "fits": fits,
+            "bundles": placement["bundles"], "strategy": placement["strategy"],
+            "params_b": b}
+
+
+def decode_hours(tokens: float, billions: float | None) -> float:
+    if not billions:
+        return 0.0
+    return tokens / (DECODE_8B_TOKENS_PER_S * 8.0 / billions) / 3600.0
+
+
+def stage_generate(cfg: ExperimentConfig, counts: Counts, out_tokens: float,
+                   problems: list[str]) -> dict[str, Any]:
+    engines, requests, tokens, hours, api = [], 0, 0.0, 0.0, {}
+    per_part = counts.train_rows / cfg.split.num_parts if counts.train_rows else None
+    writers = summary_sources(cfg)
+    articles = cfg.judge.max_articles or 100
+    for i, s in enumerate(cfg.sources):
+        parts = parts_per_source(cfg).get(s.name, [])
+        n = round(per_part * len(parts)) if per_part is not None else 0
+        n_sum = articles if s.name in writers else 0
+        t = n * min(out_tokens, cfg.generation.sampling.max_tokens) \
+            + n_sum * cfg.judge.summary_max_tokens
+        requests, tokens = requests + n + n_sum, tokens + t
+        if s.backend == "http":
+            api[s.name] = {"input_tokens": (n + n_sum) * MEAN_PROMPT_TOKENS, "output_tokens": t}
+            continue
+        row = engine_row(cfg, f"source {s.name}", s.model, s, problems, f"sources.{i}")
+        # per-GPU throughput: the hours count every GPU of a tensor-parallel replica
+        row["gpu_hours"] = round(decode_hours(t, row["params_b"]), 2)
+        hours += row["gpu_hours"]
+        engines.append(row)
+    return {"stage": "generate", "engines": engines, "training": [], "requests": requests,
+            "output_tokens": round(tokens), "gpu_hours": round(hours, 2), "api_tokens": api}
+
+
+def stage_train(cfg: ExperimentConfig, counts: Counts, out_tokens: float,
+                problems: list[str]) -> dict[str, Any]:
+    runs, hours = [], 0.0
+    n_adapters = len(adapter_grid(cfg))
+    per_node = cfg.resources.gpus_per_node
+    for i, t in enumerate(cfg.targets):
+        b = params_b(t.model, t.engine)
+        weights = weights_gib(b)
+        zero = 3 if t.strategy == "deepspeed" else 0
+        per_gpu = None if weights is None else weights / (t.num_workers if zero else 1)
+        nodes = math.ceil(t.num_workers / per_node) if t.use_gpu else 1
+        fits = None
+        if t.use_gpu and per_gpu is not None:
+            fits = per_gpu <= TRAIN_MEMORY_SHARE * cfg.resources.gpu_memory_gib
+            if not fits:
+                problems.append(f"targets.{i}: ~{per_gpu:.0f} GiB of bf16 weights per GPU "
+                                f"({'ZeRO-3 over ' + str(t.num_workers) if zero else 'DDP: whole'}"
+                                f") on {cfg.resources.gpu_memory_gib:g} GiB GPUs; use "
+                                "strategy: deepspeed with more workers")
+        examples = counts.train_rows or 0
+        tokens = n_adapters * cfg.training.epochs * examples * (MEAN_PROMPT_TOKENS + min(
+            out_tokens, cfg.training.max_length))
+        h = (tokens / (TRAIN_8B_TOKENS_PER_S * 8.0 / b) / 3600.0) if (t.use_gpu and b) else 0.0
+        hours += h
+        runs.append({"target": t.name, "workers": t.num_workers,
+                     "gpus_per_worker": 1 if t.use_gpu else 0,
+                     "cpus_per_worker": t.cpus_per_worker, "zero_stage": zero, "nodes": nodes,
+                     "weights_per_gpu_gib": None if per_gpu is None else round(per_gpu, 1),
+                     "fits": fits, "adapters": n_adapters, "tokens": round(tokens),
+                     "gpu_hours": round(h, 2)})
+    return {"stage": "train", "engines": [], "training": runs, "requests": 0,
+            "output_tokens": 0, "gpu_hours": round(hours, 2), "api_tokens": {}}
+
+
+def stage_target_engines(cfg: ExperimentConfig, stage: str, counts: Counts, out_tokens: float,
+                         problems: list[str]) -> dict[str, Any]:
+    """respond, score and the judge's self-preference labels: a target's LoRA engine."""
+    engines, requests, tokens, hours = [], 0, 0.0, 0.0
+    served = len(adapter_grid(cfg)) + 1  # + the vanilla target
+    prompts = (counts.test_rows or 0) + safety_items(cfg)
+    answer = min(out_tokens, cfg.evaluation.sampling.max_tokens)
+    for i, t in enumerate(cfg.targets):
+        if stage == "judge" and not t.self_source:
+            continue
+        row = engine_row(cfg, f"target {t.name}", t.model, t.engine, problems,
+                         f"targets.{i}.engine")
+        if stage == "respond":
+            n, tk = served * prompts, served * prompts * answer
+            h = decode_hours(tk, row["params_b"])
+        elif stage == "score":  # a prompt read of every response
+            n, tk = served * prompts, served * prompts * (MEAN_PROMPT_TOKENS + answer)
+            h = decode_hours(tk, row["params_b"]) * DECODE_8B_TOKENS_PER_S / (
+                2 * TRAIN_8B_TOKENS_PER_S)
+        else:  # judge: pairs of summaries, both orders, each adapter
+            writers = len(summary_sources(cfg)) + 1
+            pairs = (cfg.judge.max_articles or 100) * writers * (writers - 1)
+            n = served * pairs
+            tk = n * (MEAN_PROMPT_TOKENS + 2 * cfg.judge.summary_max_tokens)
+            h = decode_hours(tk, row["params_b"]) * DECODE_8B_TOKENS_PER_S / (
+                2 * TRAIN_8B_TOKENS_PER_S)
+        row["gpu_hours"] = round(h, 2) if row["device"] == "cuda" else 0.0
+        requests, tokens, hours = requests + n, tokens + tk, hours + row["gpu_hours"]
+        engines.append(row)
+    return {"stage": stage, "engines": engines, "training": [], "requests": requests,
+            "output_tokens": round(tokens) if stage == "respond" else 0,
+            "gpu_hours": round(hours, 2), "api_tokens": {}}
+
+
+def stage_judge(cfg: ExperimentConfig, counts: Counts, out_tokens: float,
+                problems: list[str]) -> dict[str, Any]:
+    j = cfg.judge
+    served = len(adapter_grid(cfg)) + 1
+    n = round(served * safety_items(cfg) * 2 * (1 + j.repeat_fraction)) * len(cfg.targets)
+    tokens = n * min(MEAN_JUDGE_TOKENS, j.sampling.max_tokens)
+    labels = stage_target_engines(cfg, "judge", counts, out_tokens, problems)
+    out = {**labels, "requests": labels["requests"] + n, "output_tokens": tokens}
+    if j.backend == "http":
+        out["api_tokens"] = {"judge": {"input_tokens": n * (MEAN_PROMPT_TOKENS + out_tokens),
+                                       "output_tokens": tokens}}
+        return out
+    row = engine_row(cfg, "judge", j.model, j, problems, "judge")
+    row["gpu_hours"] = round(decode_hours(tokens, row["params_b"]), 2) \
+        if row["device"] == "cuda" else 0.0
+    out["engines"] = [row, *labels["engines"]]
+    out["gpu_hours"] = round(labels["gpu_hours"] + row["gpu_hours"], 2)
+    return out
+
+
+def make_plan(cfg: ExperimentConfig, mean_output_tokens: float = 350.0) -> dict[str, Any]:
+    problems: list[str] = []
+    counts = row_counts(cfg)
+    stages = [stage_generate(cfg, counts, mean_output_tokens, problems),
+              stage_train(cfg, counts, mean_output_tokens, problems),
+              stage_target_engines(cfg, "respond", counts, mean_output_tokens, problems),
+              stage_target_engines(cfg, "score", counts, mean_output_tokens, problems),
+              stage_judge(cfg, counts, mean_output_tokens, problems)]
+    # placement on the cluster the config describes, nodes of resources.gpus_per_node GPUs
+    # (how many nodes a fixed cluster has is checked against Ray when a stage starts)
+    problems += resource_problems(cfg, [s["stage"] for s in stages],
+                                  [cfg.resources.gpus_per_node], grow=True)
+    api: dict[str, dict[str, float]] = {}
+    for s in stages:
+        for k, v in s["api_tokens"].items():
+            api[k] = v
+    problems = list(dict.fromkeys(problems))  # respond, score, judge share a target engine
+    return {"config": cfg.run.name, "device": engine_device(cfg),
+            "rows": {"train": counts.train_rows, "test": counts.test_rows,
+                     "from": counts.source},
+            "stages": stages, "gpu_hours": round(sum(s["gpu_hours"] for s in stages), 1),
+            "api_tokens": api, "basis": BASIS, "problems": problems}
+
+
+def summary_lines(plan: dict[str, Any]) -> list[str]:
+    """The plan in a few lines, for the terminal (and `run` before it starts)."""
+    out = [f"plan for {plan['config']!r}: vLLM engines on {plan['device']}; rows: "
+           f"{plan['rows']['from']}"]
+    for s in plan["stages"]:
+        parts = [f"{e['name']} {e['tensor_parallel_size']}x{e['pipeline_parallel_size']}"
+                 f"x{e['replicas']}" + (f" {e['weights_gib']:.0f}/{e['gpu_memory_gib']:.0f} GiB"
+                                        if e["gpu_memory_gib"] and e["weights_gib"] else "")
+                 + ("" if e["fits"] is not False else " DOES NOT FIT")
+                 for e in s["engines"]]
+        parts += [f"{t['target']}: {t['workers']} worker(s) x {t['gpus_per_worker']} GPU, "
+                  f"ZeRO-{t['zero_stage']}, {t['nodes']} node(s)" for t in s["training"]]
+        if parts or s["requests"]:
+            out.append(f"  {s['stage']}: {s['requests']:,} requests; "
+                       f"{'; '.join(parts) or 'no engines'}; ~{s['gpu_hours']:g} GPU-h")
+    out.append(f"  expected GPU-hours: ~{plan['gpu_hours']:g} (H100; docs/benchmarks.md)")
+    if plan["api_tokens"]:
+        total = sum(v["input_tokens"] + v["output_tokens"] for v in plan["api_tokens"].values())
+        out.append(f"  API tokens: ~{total / 1e6:.1f}M over {len(plan['api_tokens'])} endpoint(s)")
+    out += [f"  PROBLEM: {p}" for p in plan["problems"]]
+    return out
+
+
+def to_json(plan: dict[str, Any]) -> str:
+    return json.dumps(plan, indent=2)
