@@ -17,7 +17,7 @@ lint: setup
 bench: setup
 	@for b in generation_throughput train_throughput self_bleu_speed perplexity_speed; do \
 	  echo "== $$b"; .venv/bin/python benchmarks/$$b.py || exit 1; done
-	@.venv/bin/python benchmarks/generation_gpu_hours.py jobs/configs/paper-8b.yaml
+	@.venv/bin/synth-ray plan jobs/configs/paper-8b.yaml  # expected GPU-hours, on paper
 
 clean-demo:
 	rm -rf runs/demo

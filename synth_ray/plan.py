@@ -187,7 +187,8 @@ def stage_train(cfg: ExperimentConfig, counts: Counts, out_tokens: float,
                                 f"({'ZeRO-3 over ' + str(t.num_workers) if zero else 'DDP: whole'}"
                                 f") on {cfg.resources.gpu_memory_gib:g} GiB GPUs; use "
                                 "strategy: deepspeed with more workers")
-        examples = counts.train_rows or 0
+        # a condition's training set: the train rows less its validation share
+        examples = (counts.train_rows or 0) * (1 - cfg.split.validation_fraction)
         tokens = n_adapters * cfg.training.epochs * examples * (MEAN_PROMPT_TOKENS + min(
             out_tokens, cfg.training.max_length))
         h = (tokens / (TRAIN_8B_TOKENS_PER_S * 8.0 / b) / 3600.0) if (t.use_gpu and b) else 0.0

@@ -261,6 +261,18 @@ def _engine_kwargs(cfg: ExperimentConfig, spec: EngineSpec, gpu: bool) -> dict[s
     return kwargs
 
 
+def engine_record(cfg: ExperimentConfig, spec: EngineSpec) -> dict[str, Any]:
+    """How an engine is built (device, parallelism, bundles), for the stage's manifest
+    entry: a run on CPU engines says so there as well as in the log."""
+    gpu = engine_device(cfg) == "cuda"
+    spec = _cpu_layout(spec, gpu)
+    placement = engine_bundles(spec.tensor_parallel_size, spec.pipeline_parallel_size, gpu)
+    return {"name": spec.name, "model": spec.model, "device": "cuda" if gpu else "cpu",
+            "tensor_parallel_size": spec.tensor_parallel_size,
+            "pipeline_parallel_size": spec.pipeline_parallel_size, "replicas": spec.replicas,
+            **placement}
+
+
 def _cpu_layout(spec: EngineSpec, gpu: bool) -> EngineSpec:
     """On CPU a replica is one engine in one process: no tensor or pipeline parallel."""
     if gpu:

@@ -32,7 +32,7 @@ from synth_ray.design import (
 )
 from synth_ray.engines.answering import EngineWindow, answer_many
 from synth_ray.engines.http import api_key, http_processor
-from synth_ray.engines.processors import EngineSpec, vllm_processor
+from synth_ray.engines.processors import EngineSpec, engine_record, vllm_processor
 from synth_ray.engines.store import (
     REQUEST_SCHEMA,
     GenerationStore,
@@ -165,5 +165,7 @@ def run(ctx: Context) -> StageOutput:
     return StageOutput(
         outputs, rows,
         f"{len(plan)} source(s), {sum(rows.values())} rows, {total_err} error rows",
-        {"sources": summaries},
+        {"sources": summaries,
+         "engines": [engine_record(cfg, EngineSpec.of_source(cfg.source(n))) for n in plan
+                     if cfg.source(n).backend == "vllm"]},
     )

@@ -38,7 +38,12 @@ from synth_ray.design import (
 from synth_ray.engines.adapters import adapters_of, lora_engine
 from synth_ray.engines.answering import EngineWindow, answer_many, chat_prompts, label_rows
 from synth_ray.engines.http import api_key, http_processor
-from synth_ray.engines.processors import EngineSpec, engine_tokenizer, vllm_processor
+from synth_ray.engines.processors import (
+    EngineSpec,
+    engine_record,
+    engine_tokenizer,
+    vllm_processor,
+)
 from synth_ray.engines.store import REQUEST_SCHEMA, GenerationStore, request_row
 from synth_ray.metrics.judging import agreement, danger_zone, parse_score, score_regex
 from synth_ray.metrics.spb import (
@@ -334,5 +339,7 @@ def run(ctx: Context) -> StageOutput:
                           json.dumps(extra[target.name], indent=2, default=float) + "\n")
         outputs.append(f"{base}/judge_summary.json")
         rows[target.name] = extra[target.name]["calls"]["rows"]
+    engines = [engine_record(cfg, judge_spec(cfg))] if cfg.judge.backend == "vllm" else []
+    engines += [engine_record(cfg, lora_engine(ctx, t, 1)) for t in cfg.targets if t.self_source]
     return StageOutput(outputs, rows, f"{sum(rows.values())} judge answers for "
-                       f"{len(cfg.targets)} target(s)", {"targets": extra})
+                       f"{len(cfg.targets)} target(s)", {"targets": extra, "engines": engines})

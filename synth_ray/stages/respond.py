@@ -32,7 +32,7 @@ from synth_ray.design import (
 )
 from synth_ray.engines.adapters import adapters_of, lora_engine
 from synth_ray.engines.answering import EngineWindow, answer_many
-from synth_ray.engines.processors import vllm_processor
+from synth_ray.engines.processors import engine_record, vllm_processor
 from synth_ray.engines.store import REQUEST_SCHEMA, GenerationStore, request_row
 from synth_ray.prompts import chat_messages
 from synth_ray.train.lora import ADAPTER_FILE
@@ -99,13 +99,14 @@ def run(ctx: Context) -> StageOutput:
     safety = safety_items(ctx).select(id="item_id", instruction="text", context=pl.lit(""))
     ensure_ray(cfg.resources)
     check_resources(cfg, "respond")
-    outputs, rows, summaries = [], {}, {}
+    outputs, rows, summaries, engines = [], {}, {}, []
     for target in cfg.targets:
         adapters = adapters_of(ctx, target)
         folder = ctx.run.path(responses_path(target.name)).parent
         jobs = [(build_requests(cfg, target, adapters, test), GenerationStore(folder, "test")),
                 (build_requests(cfg, target, adapters, safety), GenerationStore(folder, "safety"))]
         spec = lora_engine(ctx, target, len(adapters))
+        engines.append(engine_record(cfg, spec))
         _, summary = answer_many(
             ctx, "respond", f"target {target.name!r} ({len(adapters)} adapters)", jobs,
             lambda spec=spec: vllm_processor(cfg, spec, cfg.evaluation.sampling),
@@ -115,4 +116,4 @@ def run(ctx: Context) -> StageOutput:
         summaries[target.name] = summary
     outputs += [SAFETY_SET, SAFETY_REJECTS]
     return StageOutput(outputs, rows, f"{sum(rows.values())} responses for "
-                       f"{len(cfg.targets)} target(s)", {"targets": summaries})
+                       f"{len(cfg.targets)} target(s)", {"targets": summaries, "engines": engines})

@@ -26,7 +26,7 @@ from synth_ray.core.rundir import atomic_write_text, hash_file, write_parquet
 from synth_ray.design import TEST_PATH, VANILLA, responses_path, score_dir
 from synth_ray.engines.adapters import adapters_of, lora_engine
 from synth_ray.engines.answering import score_rows
-from synth_ray.engines.processors import engine_tokenizer
+from synth_ray.engines.processors import engine_record, engine_tokenizer
 from synth_ray.metrics.perplexity import token_spans
 from synth_ray.metrics.stats import compare_groups, summarize
 from synth_ray.models import resolve_model
@@ -122,7 +122,7 @@ def run(ctx: Context) -> StageOutput:
     test = pl.read_parquet(ctx.run.path(TEST_PATH))
     eval_json = cfg.evaluation.model_dump(mode="json")
     task = ray.remote(num_cpus=1)(diversity_metrics)
-    outputs, rows, extra = [], {}, {}
+    outputs, rows, extra, engines = [], {}, {}, []
     for target in cfg.targets:
         responses = pl.read_parquet(ctx.run.path(responses_path(target.name)))
         adapters = adapters_of(ctx, target)
@@ -137,13 +137,16 @@ def run(ctx: Context) -> StageOutput:
                  requests.height, len(pending))
         # a sequence with no room in the engine's context is refused here, not by vLLM (a
         # batch mixing refused and scored rows is lost to Ray Data; see answering.chat_prompts)
-        fits = requests["token_ids"].list.len() < cfg.generation.max_model_len
-        scored = score_rows(cfg, lora_engine(ctx, target, len(adapters)),
-                            requests.filter(fits).select("score_key", "token_ids", "start",
-                                                         "lora_path"))
+        spec = lora_engine(ctx, target, len(adapters))
+        engines.append(engine_record(cfg, spec))
+        context = target.engine.max_model_len or cfg.generation.max_model_len
+        fits = requests["token_ids"].list.len() < context
+        scored = score_rows(cfg, spec, requests.filter(fits).select(
+            "score_key", "token_ids", "start", "lora_path"))
         scored = pl.concat([scored, requests.filter(~fits).select(
-            "score_key", error=pl.format("sequence of {} tokens is longer than the context "
-                                         "(generation.max_model_len)",
+            "score_key", error=pl.format(f"sequence of {{}} tokens is longer than the context "
+                                         f"of {context} tokens (targets.*.engine."
+                                         "max_model_len or generation.max_model_len)",
                                          pl.col("token_ids").list.len()))],
             how="diagonal_relaxed")
         scores = requests.drop("token_ids", "lora_path").join(scored, on="score_key", how="left")
@@ -169,4 +172,4 @@ def run(ctx: Context) -> StageOutput:
         log.info("[score] %s: perplexity of outputs (vanilla scorer, Tukey mean): %s; "
                  "%d scoring errors", target.name, extra[target.name], errors)
     return StageOutput(outputs, rows, f"scored {sum(rows.values())} samples",
-                       {"perplexity_outputs": extra})
+                       {"perplexity_outputs": extra, "engines": engines})

@@ -138,3 +138,17 @@ def test_report_shows_the_judge(judged) -> None:
     for name in ("danger_tiny-target.png", "spb_tiny-target.png"):
         png = (run_dir / "report" / "plots" / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_each_engine_stage_records_its_engines_device(judged) -> None:
+    """No silent CPU run: the manifest and the log name each engine's device and bundles
+    (a CPU config here: the tiny target, no GPU asked for)."""
+    _, run_dir = judged
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    for stage, names in (("respond", ["target tiny-target"]),
+                         ("judge", ["judge", "target tiny-target"])):
+        engines = stages[stage]["engines"]
+        assert [e["name"] for e in engines] == names, stage
+        assert all(e["device"] == "cpu" and e["bundles"] == [{"CPU": 1}] for e in engines)
+    log = (run_dir / "log.txt").read_text()
+    assert "engine target tiny-target: tiny://target on cpu (vLLM-cpu, fp32)" in log
