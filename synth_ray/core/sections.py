@@ -7,7 +7,7 @@ documented default (see PAPER.md).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,20 @@ LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Fields added after runs were made with this section: a stage's input hash leaves
+    # them out while they hold their defaults, so upgrading synth-ray redoes no finished
+    # stage; set to anything else, they count.
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    def hashed(self) -> dict[str, Any]:
+        """The section as stage input hashes see it (JSON-safe)."""
+        out = self.model_dump(mode="json")
+        for name in self.ADDED_FIELDS:
+            if getattr(self, name) == type(self).model_fields[name].get_default(
+                    call_default_factory=True):
+                out.pop(name)
+        return out
 
 
 class RunSection(Section):
@@ -119,6 +133,9 @@ class EngineSection(Section):
 
 
 class SourceSection(EngineSection):
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"gpu_memory_utilization", "max_model_len", "params_b"})
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: str = Field(description="Hub id, local path, or tiny://NAME for the embedded models.")
     bracket: str
@@ -193,6 +210,8 @@ class ConditionsSection(Section):
 
 
 class TargetSection(Section):
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"engine"})
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: str
     revision: str | None = None
@@ -319,6 +338,9 @@ class EvaluationSection(Section):
 
 class JudgeSection(EngineSection):
     """The LLM judge of harmfulness and quality (PAPER.md, Evaluation 4-5) and its inputs."""
+
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"pipeline_parallel_size", "gpu_memory_utilization", "max_model_len", "params_b"})
 
     model: str = Field("tiny://judge", description="Hub id, local path, tiny://judge, or the "
                        "API's model name when backend is 'http'.")

@@ -133,7 +133,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
         "summaries": {"sources": summary_sources(cfg), "articles": source_hash(cfg.judge.articles),
                       "max_articles": cfg.judge.max_articles,
                       "max_tokens": cfg.judge.summary_max_tokens},
-        "sources": [s.model_dump() for s in ctx.cfg.sources],
+        "sources": [s.hashed() for s in ctx.cfg.sources],
         "generation": ctx.cfg.generation.model_dump(),
     }
 

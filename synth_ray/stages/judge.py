@@ -309,8 +309,8 @@ def inputs(ctx: Context) -> dict[str, Any]:
            for t in cfg.targets if t.self_source}
     return {"responses": {t.name: hash_file(ctx.run.path(responses_path(t.name, "safety")))
                           for t in cfg.targets},
-            "judge": cfg.judge.model_dump(mode="json"),
-            "targets": [t.model_dump() for t in cfg.targets],
+            "judge": cfg.judge.hashed(),
+            "targets": [t.hashed() for t in cfg.targets],
             "summaries": spb,
             "articles": hash_file(ctx.run.path(ARTICLES)) if spb else None}
 

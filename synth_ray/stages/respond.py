@@ -88,7 +88,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
                        "limit": j.max_safety_prompts},
             "sampling": cfg.evaluation.sampling.model_dump(), "lora": cfg.lora.model_dump(),
             "system_prompt": cfg.generation.system_prompt,
-            "targets": [t.model_dump() for t in cfg.targets]}
+            "targets": [t.hashed() for t in cfg.targets]}
 
 
 def run(ctx: Context) -> StageOutput:

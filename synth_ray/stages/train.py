@@ -70,7 +70,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
     return {
         "datasets": {c: hash_file(ctx.run.path(dataset_path(c)))
                      for c in condition_names(cfg)},
-        "targets": [t.model_dump() for t in cfg.targets],
+        "targets": [t.hashed() for t in cfg.targets],
         "lora": cfg.lora.model_dump(),
         # how the work is scheduled and batched, not what is learned (padding-free and the
         # chunked loss have the padded batch's maths): changing them retrains nothing

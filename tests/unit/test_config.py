@@ -15,7 +15,8 @@ from synth_ray.core.config import (
     validate_config,
 )
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "jobs" / "configs").glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
 
 
 def demo_dict(demo_config_path: Path) -> dict:
@@ -163,3 +164,39 @@ def test_default_conditions_follow_config_order(demo_config_path) -> None:
     cfg = validate_config(data)
     assert cfg.single_source_for("small") == "small-a"
     assert cfg.multi_source_for("small") == ["small-a", "small-b", "small-c", "small-d"]
+
+
+# The keys stage input hashes saw in these sections before the engine layout fields came
+# (commit 3435d5a): a field added since must be in its section's ADDED_FIELDS, or every
+# finished run would redo its stages after an upgrade.
+KEYS_BEFORE = {
+    "source": {"backend", "bracket", "engine_kwargs", "http", "model", "name",
+               "pipeline_parallel_size", "replicas", "revision", "system_turn",
+               "tensor_parallel_size", "trust_remote_code"},
+    "target": {"cpu_offload", "cpus_per_worker", "effective_batch_size",
+               "gradient_checkpointing", "model", "name", "num_workers",
+               "per_device_batch_size", "revision", "self_source", "strategy",
+               "trust_remote_code", "use_gpu"},
+    "judge": {"articles", "backend", "engine_kwargs", "harm_threshold", "http",
+              "jailbreak_templates", "jailbreaks_per_prompt", "max_articles",
+              "max_reason_chars", "max_safety_prompts", "model", "quality_max",
+              "quality_threshold", "repeat_fraction", "replicas", "revision",
+              "safety_prompts", "sampling", "seed", "summary_max_tokens",
+              "tensor_parallel_size", "trust_remote_code"},
+}
+
+
+def test_fields_added_later_change_no_stage_hash_until_set() -> None:
+    """Stage input hashes see a section without the fields added after runs were made
+    (engine layout, plan sizes) while those hold their defaults: upgrading redoes nothing
+    finished; a field that is set counts."""
+    cfg = load_config(REPO / "jobs" / "configs" / "plumbing.yaml")
+    assert set(cfg.sources[0].hashed()) == KEYS_BEFORE["source"]
+    assert set(cfg.targets[0].hashed()) == KEYS_BEFORE["target"]
+    assert set(cfg.judge.hashed()) == KEYS_BEFORE["judge"]
+    full = cfg.sources[0].model_dump(mode="json")
+    assert cfg.sources[0].hashed() == {k: full[k] for k in KEYS_BEFORE["source"]}
+    longer = cfg.sources[0].model_copy(update={"max_model_len": 2048})
+    assert longer.hashed()["max_model_len"] == 2048
+    wide = load_config(REPO / "jobs" / "configs" / "paper-70b.yaml").targets[0]
+    assert wide.hashed()["engine"]["tensor_parallel_size"] == 4
