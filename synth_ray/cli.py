@@ -196,6 +196,66 @@ def plan(
         raise typer.Exit(EXIT_CONFIG)
 
 
+@app.command("status")
+def status(
+    run_dir: str = typer.Argument(..., help="A run directory (or its s3:// / gs:// URI)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Where a run stands: each stage's status, rows, error, time, and what the next `run`
+    would redo. Reads the run directory only."""
+    import json
+
+    from rich.table import Table
+
+    from synth_ray.core.status import NotARunDir, age, run_status
+    from synth_ray.core.storage import Remote, default_mirror, is_uri
+
+    root = Path(run_dir)
+    if is_uri(run_dir):  # read what the bucket holds, in a mirror of its own
+        root = default_mirror(run_dir).with_name(default_mirror(run_dir).name + "-status")
+        Remote(run_dir, root).pull()
+    try:
+        st = run_status(root)
+    except (NotARunDir, ConfigError) as e:
+        console.print("[red]error:[/red]", escape(str(e)), highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+    if as_json:
+        sys.stdout.write(json.dumps(st, indent=2) + "\n")
+        return
+    table = Table(title=f"run {st['run']!r} in {st['dir']}")
+    for col in ("stage", "status", "rows", "wall time", "finished", "next run", "why / error"):
+        table.add_column(col)
+    for r in st["stages"]:
+        table.add_row(r["stage"], r["status"], "" if r["rows"] is None else f"{r['rows']:,}",
+                      "" if r["wall_s"] is None else f"{r['wall_s']:.0f} s",
+                      age(r["finished"]), r["next_run"], escape(r["error"] or r["why"]))
+    Console().print(table)
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the config's JSON schema (for editor completion and checks of YAML files)."""
+    import json
+
+    sys.stdout.write(json.dumps(ExperimentConfig.model_json_schema(), indent=2) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"synth-ray {version('synth-ray')}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """synth-ray: how the diversity of synthetic fine-tuning data changes an LLM."""
+
+
 @app.command("tiny")
 def tiny_models(names: list[str] = typer.Argument(None, help="Models to build (default all)")):
     """Build (or find cached) the embedded tiny models; print their folders. Random-weight

@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from synth_ray.cli import app
 
+REPO = Path(__file__).resolve().parents[2]
+
 runner = CliRunner()
 
 
@@ -119,3 +121,49 @@ def test_a_missing_model_path_fails_before_any_engine_starts(tmp_path,
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_model(str(gone))
     assert resolve_model("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def test_status_says_what_the_next_run_would_redo(tmp_path) -> None:
+    """`synth-ray status` on a real run directory (the split stage, run by the CLI): the
+    finished stage is skipped next time; changing its inputs or losing an output makes it
+    redo; later stages wait; a folder that is not a run is refused with exit 2."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    run_dir = tmp_path / "run"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "synth_ray.cli", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+
+    assert cli("split", "jobs/configs/plumbing.yaml", f"run.dir={run_dir}",
+               "dataset.max_rows=40").returncode == 0
+
+    def status() -> dict:
+        out = cli("status", str(run_dir), "--json")
+        assert out.returncode == 0, out.stderr
+        return {s["stage"]: s for s in json.loads(out.stdout)["stages"]}
+
+    st = status()
+    assert st["split"]["status"] == "done" and st["split"]["next_run"] == "skip"
+    assert st["split"]["rows"] > 0 and st["split"]["wall_s"] is not None
+    assert st["generate"]["next_run"] == "redo" and st["generate"]["why"] == "never finished"
+    assert st["build"]["why"].startswith("waits for an earlier stage")
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["split"]["seed"] = 7  # the run's config changed: split's inputs differ
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert status()["split"] == {**st["split"], "next_run": "redo",
+                                 "why": "inputs or outputs changed"}
+    cfg["split"]["seed"] = 42
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert status()["split"]["next_run"] == "skip"
+    (run_dir / "splits" / "test.parquet").unlink()  # an output lost
+    assert status()["split"]["next_run"] == "redo"
+    bad = cli("status", str(tmp_path))
+    assert bad.returncode == 2 and "not a run directory" in " ".join(bad.stderr.split())
+    assert cli("--version").stdout.startswith("synth-ray ")
+    schema = json.loads(cli("schema").stdout)
+    assert {"run", "sources", "targets", "resources"} <= schema["properties"].keys()
