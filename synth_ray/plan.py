@@ -137,6 +137,13 @@ def engine_row(cfg: ExperimentConfig, name: str, model: str, layout: EngineSecti
             "params_b": b}
 
 
+def _api(http, input_tokens: float, output_tokens: float) -> dict[str, Any]:
+    """A hosted endpoint's tokens, and their price where the config gives one."""
+    usd = http.usd(input_tokens, output_tokens) if http else None
+    return {"input_tokens": round(input_tokens), "output_tokens": round(output_tokens),
+            "usd": None if usd is None else round(usd, 2)}
+
+
 def decode_hours(tokens: float, billions: float | None) -> float:
     if not billions:
         return 0.0
@@ -157,7 +164,7 @@ def stage_generate(cfg: ExperimentConfig, counts: Counts, out_tokens: float,
             + n_sum * cfg.judge.summary_max_tokens
         requests, tokens = requests + n + n_sum, tokens + t
         if s.backend == "http":
-            api[s.name] = {"input_tokens": (n + n_sum) * MEAN_PROMPT_TOKENS, "output_tokens": t}
+            api[s.name] = _api(s.http, (n + n_sum) * MEAN_PROMPT_TOKENS, t)
             continue
         row = engine_row(cfg, f"source {s.name}", s.model, s, problems, f"sources.{i}")
         # per-GPU throughput: the hours count every GPU of a tensor-parallel replica
@@ -246,8 +253,8 @@ def stage_judge(cfg: ExperimentConfig, counts: Counts, out_tokens: float,
     labels = stage_target_engines(cfg, "judge", counts, out_tokens, problems)
     out = {**labels, "requests": labels["requests"] + n, "output_tokens": tokens}
     if j.backend == "http":
-        out["api_tokens"] = {"judge": {"input_tokens": n * (MEAN_PROMPT_TOKENS + out_tokens),
-                                       "output_tokens": tokens}}
+        out["api_tokens"] = {"judge": _api(j.http, n * (MEAN_PROMPT_TOKENS + out_tokens),
+                                           tokens)}
         return out
     row = engine_row(cfg, "judge", j.model, j, problems, "judge")
     row["gpu_hours"] = round(decode_hours(tokens, row["params_b"]), 2) \
@@ -278,7 +285,14 @@ def make_plan(cfg: ExperimentConfig, mean_output_tokens: float = 350.0) -> dict[
             "rows": {"train": counts.train_rows, "test": counts.test_rows,
                      "from": counts.source},
             "stages": stages, "gpu_hours": round(sum(s["gpu_hours"] for s in stages), 1),
-            "api_tokens": api, "basis": BASIS, "problems": problems}
+            "api_tokens": api, "api_usd": _total_usd(api), "basis": BASIS,
+            "problems": problems}
+
+
+def _total_usd(api: dict[str, dict[str, Any]]) -> float | None:
+    """Dollars over the endpoints that have a price (None: none has)."""
+    priced = [v["usd"] for v in api.values() if v["usd"] is not None]
+    return round(sum(priced), 2) if priced else None
 
 
 def summary_lines(plan: dict[str, Any]) -> list[str]:
@@ -299,7 +313,12 @@ def summary_lines(plan: dict[str, Any]) -> list[str]:
     out.append(f"  expected GPU-hours: ~{plan['gpu_hours']:g} (H100; docs/benchmarks.md)")
     if plan["api_tokens"]:
         total = sum(v["input_tokens"] + v["output_tokens"] for v in plan["api_tokens"].values())
-        out.append(f"  API tokens: ~{total / 1e6:.1f}M over {len(plan['api_tokens'])} endpoint(s)")
+        unpriced = [k for k, v in plan["api_tokens"].items() if v["usd"] is None]
+        usd = "" if plan["api_usd"] is None else f", ~${plan['api_usd']:,.0f}"
+        out.append(f"  API tokens: ~{total / 1e6:.1f}M over {len(plan['api_tokens'])} "
+                   f"endpoint(s){usd}" + (f" (no price set for {', '.join(unpriced)}: "
+                                          "sources.*.http.usd_per_million_*)" if unpriced
+                                          else ""))
     out += [f"  PROBLEM: {p}" for p in plan["problems"]]
     return out
 

@@ -30,12 +30,15 @@ class Section(BaseModel):
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     def hashed(self) -> dict[str, Any]:
-        """The section as stage input hashes see it (JSON-safe)."""
+        """The section as stage input hashes see it (JSON-safe; sub-sections alike)."""
         out = self.model_dump(mode="json")
-        for name in self.ADDED_FIELDS:
-            if getattr(self, name) == type(self).model_fields[name].get_default(
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in self.ADDED_FIELDS and value == type(self).model_fields[name].get_default(
                     call_default_factory=True):
                 out.pop(name)
+            elif isinstance(value, Section):
+                out[name] = value.hashed()
         return out
 
 
@@ -111,6 +114,21 @@ class HttpSection(Section):
     )
     base_retry_wait_s: float = Field(1.0, gt=0)
     timeout_s: float = Field(120.0, gt=0)
+    usd_per_million_input: float | None = Field(
+        None, ge=0, description="The endpoint's price per million prompt tokens, in US "
+        "dollars: `plan` estimates the run's API cost, the report what was spent.")
+    usd_per_million_output: float | None = Field(
+        None, ge=0, description="Price per million completion tokens, in US dollars.")
+
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"usd_per_million_input", "usd_per_million_output"})
+
+    def usd(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+        """What these tokens cost at the configured prices (None: no price set)."""
+        if self.usd_per_million_input is None and self.usd_per_million_output is None:
+            return None
+        return (prompt_tokens * (self.usd_per_million_input or 0)
+                + completion_tokens * (self.usd_per_million_output or 0)) / 1e6
 
 
 class EngineSection(Section):

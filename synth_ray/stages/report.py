@@ -175,8 +175,33 @@ def cost_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     plt.close(fig)
     table = md_table(["stage", "wall s", "tokens (in+out)", "output tokens",
                       "output tokens/s", "GPU-hours (bound)"], rows)
-    return table + f"\n\nTokens sent to hosted APIs (prompt + completion): {api_tokens}.", \
-        ["stage_time.png"]
+    table += f"\n\nTokens sent to hosted APIs (prompt + completion): {api_tokens}."
+    spend = api_spend(ctx, recorded)
+    if spend:
+        table += "\n\n" + md_table(
+            ["hosted endpoint", "prompt tokens", "completion tokens", "US dollars"],
+            [[n, pt, ct, "no price set" if usd is None else f"{usd:.2f}"]
+             for n, pt, ct, usd in spend])
+    return table, ["stage_time.png"]
+
+
+def api_spend(ctx: Context, recorded: dict) -> list[tuple[str, int, int, float | None]]:
+    """What each hosted endpoint was sent, counted per row, and its price at the config's
+    `usd_per_million_*` (the source's tokens in generate, the judge's in judge)."""
+    cfg, out = ctx.cfg, []
+    gen = recorded.get("generate") or {}
+    for name, s in (gen.get("sources") or {}).items():
+        src = next((x for x in cfg.sources if x.name == name), None)
+        if src is not None and src.backend == "http":
+            pt, ct = s.get("prompt_tokens", 0), s.get("completion_tokens", 0)
+            out.append((f"source {name}", pt, ct, src.http.usd(pt, ct)))
+    judge = recorded.get("judge") or {}
+    if cfg.judge.backend == "http" and judge.get("targets"):
+        calls = [t.get("calls", {}) for t in judge["targets"].values()]
+        pt = sum(c.get("prompt_tokens", 0) for c in calls)
+        ct = sum(c.get("completion_tokens", 0) for c in calls)
+        out.append(("judge", pt, ct, cfg.judge.http.usd(pt, ct)))
+    return out
 
 
 def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:

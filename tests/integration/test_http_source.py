@@ -161,7 +161,8 @@ def http_config(tmp_path, proxy_port: int):
     source = {"name": "api-c", "model": "tiny-c", "bracket": "api", "backend": "http",
               "http": {"base_url": f"http://127.0.0.1:{proxy_port}/v1",
                        "api_key_env": "SYNTH_TEST_API_KEY", "max_retries": 4,
-                       "base_retry_wait_s": 0.05, "timeout_s": 3}}
+                       "base_retry_wait_s": 0.05, "timeout_s": 3,
+                       "usd_per_million_input": 2.5, "usd_per_million_output": 10.0}}
     return small_config(
         tmp_path, sources=[source],
         conditions={"human": True, "single_source": {"api": "api-c"},
@@ -210,6 +211,20 @@ def test_http_source_under_faults(vllm_server, tmp_path) -> None:
     assert proxy.count - before == errors.height
     again = pl.read_parquet(run_dir / "generations" / "api-c.parquet")
     assert again.height == gen.height and (again["status"] != "error").all()
+
+    # what the endpoint was sent, priced: the report's spend from the manifest's counts
+    # equals the kept answers' own token counts at the config's prices
+    from synth_ray.core.config import load_config
+    from synth_ray.core.pipeline import Context
+    from synth_ray.core.rundir import RunDir
+    from synth_ray.stages.report import api_spend
+
+    recorded = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    ctx = Context(load_config(run_dir / "config.yaml"), RunDir(run_dir, None))
+    (name, pt, ct, usd), = api_spend(ctx, recorded)
+    assert (name, pt, ct) == ("source api-c", again["prompt_tokens"].sum(),
+                              again["completion_tokens"].sum()) and pt > 0 and ct > 0
+    assert usd == pytest.approx(pt * 2.5e-6 + ct * 10e-6)
 
     # the key is never written anywhere in the run directory, nor printed
     for f in run_dir.rglob("*"):

@@ -215,3 +215,21 @@ def test_a_gpu_config_on_a_machine_without_gpus_exits_2_before_any_stage(tmp_pat
     manifest = json.loads((run_dir / "manifest.json").read_text()) \
         if (run_dir / "manifest.json").exists() else {"stages": {}}
     assert not any(s.get("status") == "done" for s in manifest["stages"].values())
+
+
+def test_plan_prices_api_tokens_where_the_config_gives_prices() -> None:
+    from synth_ray.plan import make_plan, summary_lines
+
+    plan = make_plan(paper("paper-8b.yaml"))
+    api = plan["api_tokens"]
+    assert set(api) == {"llama-3.1-405b", "deepseek-v3", "gpt-4o", "gemini-2.0-flash"}
+    gpt = api["gpt-4o"]  # $2.50 / $10 per million prompt / completion tokens
+    assert gpt["usd"] == pytest.approx(
+        (gpt["input_tokens"] * 2.5 + gpt["output_tokens"] * 10.0) / 1e6, abs=0.01)
+    assert plan["api_usd"] == pytest.approx(sum(v["usd"] for v in api.values()), abs=0.05)
+    unpriced = make_plan(paper("paper-8b.yaml", "sources.10.http.usd_per_million_input=null",
+                               "sources.10.http.usd_per_million_output=null"))
+    assert unpriced["api_tokens"]["gpt-4o"]["usd"] is None
+    assert unpriced["api_usd"] == pytest.approx(plan["api_usd"] - gpt["usd"], abs=0.05)
+    assert "no price set for gpt-4o" in summary_lines(unpriced)[-1]
+    assert make_plan(paper("demo.yaml"))["api_usd"] is None  # no hosted endpoint
