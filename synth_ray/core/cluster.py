@@ -136,6 +136,10 @@ def check_resources(cfg: ExperimentConfig, stages: str | list[str]) -> None:
             f"the cluster has {sum(node_gpus):g} GPU(s) "
             f"({'autoscaling' if can_grow(cfg.resources) else 'fixed size'}; vLLM engines "
             f"on {device}, resources.accelerator={cfg.resources.accelerator}): "
-            + "; ".join(problems) + ". Lower the request, join a bigger cluster "
+            + "; ".join(problems) + ". " + (
+                "resources.autoscaling is set, but a local instance never grows: set "
+                "resources.ray_address to join the autoscaling cluster. "
+                if cfg.resources.autoscaling and not can_grow(cfg.resources) else "")
+            + "Lower the request, join a bigger cluster "
             "(resources.ray_address), set resources.autoscaling: true on a cluster that adds "
             "nodes on demand, or run engines on CPU (resources.accelerator: cpu)")
