@@ -9,7 +9,6 @@ report names the config and library versions it came from, so two runs can be co
 
 from __future__ import annotations
 
-import html
 import json
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ from synth_ray.core.pipeline import Context, StageOutput, stage_names
 from synth_ray.core.rundir import atomic_write_text, atomic_write_with, hash_file
 from synth_ray.design import DATASETS_SUMMARY, REPORT_DIR, adapter_dir, judge_dir, score_dir
 from synth_ray.report.claims import claims_section
+from synth_ray.report.html import render
 from synth_ray.report.safety import safety_section
 from synth_ray.report.tables import condition_order as _order
 from synth_ray.report.tables import md_table
@@ -235,40 +235,6 @@ def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     return md, claims_imgs + train_imgs + eval_imgs + safety_imgs + cost_imgs
 
 
-def to_html(md: str, images: list[str], title: str) -> str:
-    """A self-contained page: the markdown's tables as HTML tables, then the plots."""
-    body, table = [], []
-
-    def flush() -> None:
-        if table:
-            head, *rest = table
-            cells = lambda r, t: "".join(f"<{t}>{html.escape(c.strip())}</{t}>"  # noqa: E731
-                                         for c in r.strip("|").split("|"))
-            body.append("<table><tr>" + cells(head, "th") + "</tr>" + "".join(
-                "<tr>" + cells(r, "td") + "</tr>" for r in rest if not r.startswith("|---"))
-                + "</table>")
-            table.clear()
-
-    for line in md.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    flush()
-    body += [f'<p><img src="plots/{html.escape(i)}" alt="{html.escape(i)}"></p>'
-             for i in images]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
-             "padding:2px 6px;font-size:90%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
-
-
 def inputs(ctx: Context) -> dict[str, Any]:
     files = [p for pattern in (DATASETS_SUMMARY, adapter_dir("*", "*") + "/training_summary.json",
                                score_dir("*") + "/summary.json",
@@ -290,7 +256,7 @@ def run(ctx: Context) -> StageOutput:
     md, images = build_markdown(ctx, plots)
     atomic_write_text(ctx.run.path(REPORT_DIR, "tables.md"), md)
     atomic_write_text(ctx.run.path(REPORT_DIR, "index.html"),
-                      to_html(md, images, f"synth-ray: {ctx.cfg.run.name}"))
+                      render(md, images, plots, f"synth-ray: {ctx.cfg.run.name}"))
     index = ctx.run.path(REPORT_DIR, "index.html").resolve()
     return StageOutput([f"{REPORT_DIR}/tables.md", f"{REPORT_DIR}/index.html"],
                        {"plots": len(images)}, f"report at {index}")

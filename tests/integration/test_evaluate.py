@@ -127,6 +127,7 @@ def test_report_reproduces_the_run_numbers(evaluated) -> None:
     if not (run_dir / "judge" / "tiny-target" / "danger_zone.parquet").exists():
         assert "_Not judged yet._" in md  # says what is missing, shows no numbers
     page = (run_dir / "report" / "index.html").read_text()
-    assert page.count("<table>") == md.count("\n|---") and "perplexity_tiny-target.png" in page
+    assert page.count("<table class=\"sortable\">") == md.count("\n|---")
+    assert "alt=\"perplexity_tiny-target.png\"" in page and "data:image/png;base64," in page
     png = (run_dir / "report" / "plots" / "perplexity_tiny-target.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000

