@@ -232,6 +232,32 @@ def status(
     Console().print(table)
 
 
+@app.command("export")
+def export(
+    run_dir: Path = typer.Argument(..., help="A finished (or partly finished) run directory."),
+    out: Path = typer.Argument(..., help="Folder to write the export to."),
+    push_to: str = typer.Option(None, "--push", help="Hub organisation or user: upload "
+                                "each dataset and adapter as a private repo (network)."),
+) -> None:
+    """The run's training sets (Hub dataset layout, with cards) and adapters (PEFT, with
+    model cards), for `datasets.load_dataset` and `PeftModel.from_pretrained`."""
+    from synth_ray.export import export_run, push
+
+    _setup_logging()
+    if not (run_dir / "config.yaml").exists():
+        console.print("[red]error:[/red]", escape(f"{run_dir}: not a run directory (no "
+                                                  "config.yaml)"), highlight=False)
+        raise typer.Exit(EXIT_CONFIG)
+    done = export_run(run_dir, out)
+    log.info("exported %d dataset(s) and %d adapter(s) to %s", len(done["datasets"]),
+             len(done["adapters"]), out)
+    for note in done["skipped"]:
+        log.warning("not exported: %s", note)
+    if push_to:
+        for repo in push(out, load_config(run_dir / "config.yaml").run.name, push_to):
+            log.info("pushed %s", repo)
+
+
 @app.command("schema")
 def schema() -> None:
     """Print the config's JSON schema (for editor completion and checks of YAML files)."""
