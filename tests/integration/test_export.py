@@ -36,14 +36,16 @@ def card(path) -> tuple[dict, str]:
     return yaml.safe_load(meta), body
 
 
-def test_training_sets_load_with_datasets_as_the_chats_trained_on(exported) -> None:
+def test_training_sets_load_with_datasets_as_the_chats_trained_on(exported, tmp_path) -> None:
     from datasets import load_dataset
 
     run_dir, out = exported
     cfg = load_config(run_dir / "config.yaml")
     for condition in ("human", "single-small", "multi-small"):
         src = pl.read_parquet(run_dir / "datasets" / f"{condition}.parquet")
-        ds = load_dataset(str(out / "datasets" / condition))
+        # a cache of its own: `datasets` keys a local folder's cache by its relative data
+        # file patterns, so another folder of the same name loaded before would be served
+        ds = load_dataset(str(out / "datasets" / condition), cache_dir=str(tmp_path / "hf"))
         for split in ("train", "validation"):
             want = src.filter(pl.col("split") == split)
             got = ds[split]
