@@ -19,6 +19,7 @@ from synth_ray.core.pipeline import (
     open_run,
     stage_names,
     stage_table,
+    stages_to_run,
 )
 
 app = typer.Typer(
@@ -94,8 +95,9 @@ def _stages_of(ctx, names: list[str], force: list[str]) -> None:
             log.error("[models] preparing the config's models failed: %s: %s",
                       type(e).__name__, e)
             raise typer.Exit(EXIT_FAILED) from None
-    if set(names) & MODEL_STAGES:
-        _preflight(ctx.cfg, names)
+    pending = stages_to_run(ctx, names, force) if set(names) & MODEL_STAGES else []
+    if set(pending) & MODEL_STAGES:  # finished GPU stages need no GPUs to be skipped
+        _preflight(ctx.cfg, pending)
     for name in names:
         try:
             execute(get_stage(name), ctx, force=name in force)

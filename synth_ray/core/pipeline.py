@@ -143,6 +143,24 @@ def _cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0))
 
 
+def is_current(stage: Stage, ctx: Context) -> bool:
+    """Done before with these inputs and every output still there: `run` skips it. A stage
+    whose inputs an earlier stage has not written yet is not current."""
+    try:
+        return ctx.run.is_current(stage.name, hash_json(stage.impl().inputs(ctx)))
+    except FileNotFoundError:
+        return False
+
+
+def stages_to_run(ctx: Context, names: list[str], force: list[str]) -> list[str]:
+    """The stages of `names` that `run` may execute: from the first one not current (or
+    forced) on, since every later stage reads what it writes."""
+    for i, name in enumerate(names):
+        if name in force or not is_current(get_stage(name), ctx):
+            return names[i:]
+    return []
+
+
 def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
     """Run one stage unless current. Returns 'done', 'skipped'; raises on failure."""
     impl = stage.impl()

@@ -149,6 +149,15 @@ def test_status_says_what_the_next_run_would_redo(tmp_path) -> None:
 
     st = status()
     assert st["split"]["status"] == "done" and st["split"]["next_run"] == "skip"
+    # what `run` would execute (and check the cluster for): from the first stage not current
+    from synth_ray.core.config import load_config
+    from synth_ray.core.pipeline import Context, stage_names, stages_to_run
+    from synth_ray.core.rundir import RunDir
+
+    ctx = Context(load_config(run_dir / "config.yaml"), RunDir(run_dir, None))
+    assert stages_to_run(ctx, stage_names(), []) == stage_names()[1:]
+    assert stages_to_run(ctx, ["split"], []) == []
+    assert stages_to_run(ctx, stage_names(), ["split"]) == stage_names()
     assert st["split"]["rows"] > 0 and st["split"]["wall_s"] is not None
     assert st["generate"]["next_run"] == "redo" and st["generate"]["why"] == "never finished"
     assert st["build"]["why"].startswith("waits for an earlier stage")
