@@ -156,8 +156,9 @@ def stage_generate(cfg: ExperimentConfig, counts: Counts, out_tokens: float,
     per_part = counts.train_rows / cfg.split.num_parts if counts.train_rows else None
     writers = summary_sources(cfg)
     articles = cfg.judge.max_articles or 100
+    answering = parts_per_source(cfg)
     for i, s in enumerate(cfg.sources):
-        parts = parts_per_source(cfg).get(s.name, [])
+        parts = answering.get(s.name, [])
         n = round(per_part * len(parts)) if per_part is not None else 0
         n_sum = articles if s.name in writers else 0
         t = n * min(out_tokens, cfg.generation.sampling.max_tokens) \
