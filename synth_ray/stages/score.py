@@ -25,7 +25,7 @@ from synth_ray.core.pipeline import Context, StageOutput
 from synth_ray.core.rundir import atomic_write_text, hash_file, write_parquet
 from synth_ray.design import TEST_PATH, VANILLA, responses_path, score_dir
 from synth_ray.engines.adapters import adapters_of, lora_engine
-from synth_ray.engines.answering import score_rows
+from synth_ray.engines.answering import EngineWindow, score_rows
 from synth_ray.engines.processors import engine_record, engine_tokenizer
 from synth_ray.metrics.perplexity import token_spans
 from synth_ray.metrics.stats import compare_groups, summarize
@@ -139,7 +139,7 @@ def run(ctx: Context) -> StageOutput:
         # batch mixing refused and scored rows is lost to Ray Data; see answering.chat_prompts)
         spec = lora_engine(ctx, target, len(adapters))
         engines.append(engine_record(cfg, spec))
-        context = target.engine.max_model_len or cfg.generation.max_model_len
+        context = EngineWindow.of(cfg, spec).max_model_len  # the engine's own window
         fits = requests["token_ids"].list.len() < context
         scored = score_rows(cfg, spec, requests.filter(fits).select(
             "score_key", "token_ids", "start", "lora_path"))
