@@ -243,20 +243,21 @@ def export(
 ) -> None:
     """The run's training sets (Hub dataset layout, with cards) and adapters (PEFT, with
     model cards), for `datasets.load_dataset` and `PeftModel.from_pretrained`."""
+    from synth_ray.core.status import NotARunDir
     from synth_ray.export import export_run, push
 
     _setup_logging()
-    if not (run_dir / "config.yaml").exists():
-        console.print("[red]error:[/red]", escape(f"{run_dir}: not a run directory (no "
-                                                  "config.yaml)"), highlight=False)
-        raise typer.Exit(EXIT_CONFIG)
-    done = export_run(run_dir, out)
+    try:
+        done = export_run(run_dir, out)
+    except (NotARunDir, ConfigError) as e:
+        console.print("[red]error:[/red]", escape(str(e)), highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from None
     log.info("exported %d dataset(s) and %d adapter(s) to %s", len(done["datasets"]),
              len(done["adapters"]), out)
     for note in done["skipped"]:
         log.warning("not exported: %s", note)
     if push_to:
-        for repo in push(out, load_config(run_dir / "config.yaml").run.name, push_to):
+        for repo in push(out, done["run"], push_to):
             log.info("pushed %s", repo)
 
 

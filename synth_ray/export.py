@@ -24,7 +24,8 @@ from typing import Any
 import polars as pl
 import yaml
 
-from synth_ray.core.config import ExperimentConfig, load_config
+from synth_ray.core.config import ExperimentConfig
+from synth_ray.core.status import run_config
 from synth_ray.design import (
     DATASETS_SUMMARY,
     adapter_dir,
@@ -149,10 +150,11 @@ Load: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{target.m
 
 
 def export_run(run_dir: Path, out: Path) -> dict[str, Any]:
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = run_config(run_dir)  # NotARunDir for a folder that holds no run
     summary = run_dir / DATASETS_SUMMARY
     built = json.loads(summary.read_text()) if summary.exists() else {}
-    done: dict[str, Any] = {"datasets": {}, "adapters": [], "skipped": []}
+    done: dict[str, Any] = {"run": cfg.run.name, "datasets": {}, "adapters": [],
+                            "skipped": []}
     conditions = sorted({c for c, _, _ in adapter_grid(cfg)})
     for condition in conditions:
         if not (run_dir / dataset_path(condition)).exists():

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.config import load_config
+from synth_ray.core.config import ExperimentConfig, load_config
 from synth_ray.core.pipeline import Context, stage_table
 from synth_ray.core.rundir import MANIFEST, RunDir, hash_json
 
@@ -23,12 +23,17 @@ class NotARunDir(ValueError):
     """The folder holds no run (no config.yaml written by `run`)."""
 
 
-def run_status(root: Path) -> dict[str, Any]:
+def run_config(root: Path) -> ExperimentConfig:
+    """The resolved config a run directory holds (written when `run` opened it)."""
     config = root / "config.yaml"
     if not config.exists():
         raise NotARunDir(f"{root}: not a run directory (no config.yaml; `synth-ray run` "
                          "writes one when it opens a run)")
-    cfg = load_config(config)
+    return load_config(config)
+
+
+def run_status(root: Path) -> dict[str, Any]:
+    cfg = run_config(root)
     run = RunDir(root, None)
     ctx = Context(cfg, run)
     stages, upstream_redo = [], None
