@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 
 from synth_ray.core.config import ConfigError, ExperimentConfig, load_config
@@ -21,13 +20,15 @@ from synth_ray.core.pipeline import (
     stage_table,
     stages_to_run,
 )
+from synth_ray.core.terminal import console as terminal_console
+from synth_ray.core.terminal import restore_std_streams, setup_logging
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="synth-ray: how the diversity of synthetic fine-tuning data changes an LLM.",
 )
-console = Console(stderr=True)
+console = terminal_console()
 log = logging.getLogger("synth_ray")
 
 EXIT_CONFIG = 2
@@ -35,19 +36,8 @@ EXIT_FAILED = 1
 
 OverridesArg = typer.Argument(None, help="key.sub=value overrides, e.g. run.dir=runs/x")
 ForceOpt = typer.Option(False, "--force", help="Redo the stage even if its output is current.")
-
-
-def _setup_logging(run_dir: Path | None = None) -> None:
-    root = logging.getLogger("synth_ray")
-    root.setLevel(logging.INFO)
-    root.handlers.clear()
-    root.addHandler(RichHandler(console=console, show_path=False, markup=False))
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(run_dir / "log.txt")
-        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        root.addHandler(fh)
-    root.propagate = False
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Ray's, vLLM's and the workers' own "
+                          "logs on the terminal too (they always go to the run's log.txt).")
 
 
 def _load(config: Path, overrides: list[str] | None) -> ExperimentConfig:
@@ -62,9 +52,9 @@ MODEL_STAGES = {"generate", "train", "respond", "score", "judge"}
 
 
 def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
-                force: list[str]) -> None:
+                force: list[str], verbose: bool = False) -> None:
     cfg = _load(config, overrides)
-    _setup_logging()
+    setup_logging(verbose_=verbose or None)
     try:
         ctx = open_run(cfg)
     except RunDirBusy as e:
@@ -72,14 +62,39 @@ def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
         raise typer.Exit(EXIT_FAILED) from None
     # the log file once the run is open: a run in a bucket has just pulled its log (this
     # machine appends to it), and a file replaced under an open handler would lose lines
-    _setup_logging(ctx.run.root)
+    setup_logging(ctx.run.root)
+    status = "FAILED"
     try:
+        ctx.tracker = _tracker(ctx)
         _stages_of(ctx, names, force)
+        status = "FINISHED"
     finally:
+        try:
+            ctx.tracker.finish(status)
+        except Exception as e:  # the run's own outcome is what counts
+            log.warning("[tracking] could not close the tracking run: %s", e)
         try:  # a run in a bucket: the log's last lines (each stage pushed its outputs)
             ctx.run.push()
         except Exception as e:
             log.warning("could not push the run to %s: %s", ctx.run.uri(), e)
+        restore_std_streams()
+
+
+def _tracker(ctx):
+    """The config's experiment tracker, reachable before any stage runs (or exit 2): days of
+    GPU time must not run untracked because a server was down at the start."""
+    from synth_ray.core.tracking import open_tracker
+
+    try:
+        return open_tracker(ctx.cfg, ctx.run)
+    except ImportError as e:
+        log.error("tracking.backend=%s needs a package that is not installed: %s",
+                  ctx.cfg.tracking.backend, e)
+    except Exception as e:
+        log.error("tracking.backend=%s (tracking.uri=%s): cannot open the tracking run: "
+                  "%s: %s", ctx.cfg.tracking.backend, ctx.cfg.tracking.uri, type(e).__name__,
+                  str(e)[:500])
+    raise typer.Exit(EXIT_CONFIG)
 
 
 def _stages_of(ctx, names: list[str], force: list[str]) -> None:
@@ -139,8 +154,9 @@ def _stage_command(name: str, doc: str) -> None:
         config: Path = typer.Argument(..., help="Experiment YAML, e.g. jobs/configs/demo.yaml"),
         overrides: list[str] = OverridesArg,
         force: bool = ForceOpt,
+        verbose: bool = VerboseOpt,
     ) -> None:
-        _run_stages([name], config, overrides, [name] if force else [])
+        _run_stages([name], config, overrides, [name] if force else [], verbose)
 
     command.__doc__ = f"Run stage '{name}': {doc}."
     app.command(name)(command)
@@ -156,6 +172,7 @@ def run_all(
     overrides: list[str] = OverridesArg,
     force: list[str] = typer.Option([], "--force", help="Stage to redo (repeatable)."),
     until: str = typer.Option(None, "--until", help="Last stage to run, e.g. build."),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Run every stage in order, skipping those whose outputs are current."""
     names = stage_names()
@@ -166,7 +183,7 @@ def run_all(
                           highlight=False)
             raise typer.Exit(EXIT_CONFIG)
         names = names[: names.index(until) + 1]
-    _run_stages(names, config, overrides, force)
+    _run_stages(names, config, overrides, force, verbose)
 
 
 @app.command("validate")
@@ -246,7 +263,7 @@ def export(
     from synth_ray.core.status import NotARunDir
     from synth_ray.export import export_run, push
 
-    _setup_logging()
+    setup_logging()
     try:
         done = export_run(run_dir, out)
     except (NotARunDir, ConfigError) as e:
@@ -291,7 +308,7 @@ def tiny_models(names: list[str] = typer.Argument(None, help="Models to build (d
     ones by default; name pre-trained ones (pt-*) to pre-train them (minutes each)."""
     from synth_ray.toy import pretrain, tiny
 
-    _setup_logging()
+    setup_logging()
     pre = [n for n in names or [] if n in pretrain.PRETRAINED]
     if pre:  # one Ray Tune grid for all of them
         pretrain.pretrain(pre)

@@ -26,7 +26,46 @@ def demo_config_path() -> Path:
 # One trained grid serves training, evaluation, judge and fault tests (training it is the
 # slowest step of the suite).
 @pytest.fixture(scope="session")
-def grid_run(tmp_path_factory):
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1 (SQLite store, artifacts proxied by the
+    server), for the whole session: the grid's stages log to it. Yields its URI."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(root / "server.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [Path(sys.executable).parent / "mlflow", "server", "--host", "127.0.0.1", "--port",
+         str(port), "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("mlflow server did not start: "
+                                       + (root / "server.log").read_text()[-3000:]) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def grid_run(tmp_path_factory, mlflow_server):
     """Three conditions as a Tune grid of 2-worker DDP runs, two adapters in the first run
     (`adapters_per_run`), one in the second; greedy evaluation sampling."""
     from tests.integration.helpers import (
@@ -46,11 +85,15 @@ def grid_run(tmp_path_factory):
                                                 "top_p": 1.0},
                                    "self_bleu": {"individual_samples": 12,
                                                  "aggregated_samples": 12}},
-                       judge=JUDGE)
+                       judge=JUDGE,
+                       # every stage run on this grid is tracked (test_tracking reads it)
+                       tracking={"backend": "mlflow", "uri": mlflow_server,
+                                 "experiment": "grid"})
     run_dir = tmp / "run"
     write_datasets(run_dir, ["human", "single-small", "multi-small"])
     proc = run_cli("train", str(cfg), f"run.dir={run_dir}", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-6000:]
+    (tmp / "train.stderr").write_text(proc.stderr)  # what the terminal showed (test_terminal)
     return cfg, run_dir
 
 

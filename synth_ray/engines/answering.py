@@ -11,12 +11,15 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from synth_ray.core.config import ExperimentConfig
 from synth_ray.core.pipeline import Context
+from synth_ray.core.progress import track
+from synth_ray.core.terminal import quiet_libraries
 from synth_ray.engines.processors import (
     EngineSpec,
     _finish,
@@ -64,6 +67,7 @@ def _normalise(records: list[dict[str, Any]], tokenizer=None) -> pl.DataFrame:
 
 def _stream(ds, batch_rows: int, stall_timeout_s: float):
     """Iterate a dataset's batches; raise StallError if none arrives for stall_timeout_s."""
+    quiet_libraries()  # Ray Data imported by now: its bars off, its loggers to the log file
     q: queue.Queue = queue.Queue(maxsize=2)
     done = object()
 
@@ -142,7 +146,6 @@ def answer_many(ctx: Context, stage: str, label: str,
     """`answer` for several (requests, store) pairs through ONE pipeline (one engine start):
     each streamed row goes to the store(s) that asked for its key. With `window`, prompts
     that cannot fit the engine's context become error rows without being sent."""
-    import ray
 
     cfg = ctx.cfg
     todos = [store.pending(req) for req, store in jobs]
@@ -178,39 +181,8 @@ def answer_many(ctx: Context, stage: str, label: str,
                                "__inference_error__": refused[r["gen_key"]]}
                               for r in bad.iter_rows(named=True)]))
             todo = todo.filter(~pl.col("gen_key").is_in(list(refused)))
-    written, resent = 0, 0
-    seen: set[str] = set()
-    send = todo
-    for attempt in range(cfg.generation.block_retries + 1):
-        if not send.height:
-            break
-        if attempt:
-            # Ray's stages fail a whole block when one request runs out of retries (or an
-            # engine gives up on it): its rows, answered or not, arrive nowhere. Send those
-            # rows again, a bounded number of times; what is still missing then becomes
-            # error rows at consolidation and is retried by a rerun.
-            log.warning("[%s] %s: %d row(s) lost with a failed block; sending them again "
-                        "(pass %d of %d, generation.block_retries)", stage, label,
-                        send.height, attempt + 1, cfg.generation.block_retries + 1)
-            resent += send.height
-        # A failed block must not kill the rest of the work (see above).
-        ray.data.DataContext.get_current().max_errored_blocks = -1
-        # One block per processor batch: a failed batch then costs its own rows only,
-        # not every row that shared a block with it.
-        processor = make_processor()
-        n = processor.config.batch_size
-        table = send.rename({"messages": "messages_json"}).to_arrow()
-        ds = processor(ray.data.from_arrow(
-            [table.slice(i, n) for i in range(0, table.num_rows, n)]))
-        for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
-            rows = _normalise(batch, tokenizer)
-            write(rows)
-            seen.update(rows["gen_key"])
-            written += len(batch)
-            _crash_point(written // cfg.generation.shard_rows)
-            log.info("[%s] %s: %d/%d rows (%.1f rows/s)", stage, label, written,
-                     todo.height + resent, written / max(time.time() - t0, 1e-9))
-        send = send.filter(~pl.col("gen_key").is_in(list(seen)))
+    with track(stage, label, todo.height) as bar:
+        _, resent = _send(cfg, todo, make_processor, tokenizer, write, bar, stage, label)
     finals = [store.consolidate(req) for req, store in jobs]
     final = pl.concat(finals)
     wall = time.time() - t0
@@ -238,6 +210,47 @@ def answer_many(ctx: Context, stage: str, label: str,
     return finals, summary
 
 
+def _send(cfg: ExperimentConfig, send: pl.DataFrame, make_processor, tokenizer, write,
+          bar, stage: str, label: str) -> tuple[int, int]:
+    """Stream `send` through fresh pipelines until every row came back (or the retries of
+    lost blocks ran out). Returns (rows written, rows sent again)."""
+    import ray
+
+    written, resent = 0, 0
+    seen: set[str] = set()
+    for attempt in range(cfg.generation.block_retries + 1):
+        if not send.height:
+            break
+        if attempt:
+            # Ray's stages fail a whole block when one request runs out of retries (or an
+            # engine gives up on it): its rows, answered or not, arrive nowhere. Send those
+            # rows again, a bounded number of times; what is still missing then becomes
+            # error rows at consolidation and is retried by a rerun.
+            log.warning("[%s] %s: %d row(s) lost with a failed block; sending them again "
+                        "(pass %d of %d, generation.block_retries)", stage, label,
+                        send.height, attempt + 1, cfg.generation.block_retries + 1)
+            resent += send.height
+            bar.set_total(bar.total + send.height)
+        # A failed block must not kill the rest of the work (see above).
+        ray.data.DataContext.get_current().max_errored_blocks = -1
+        # One block per processor batch: a failed batch then costs its own rows only,
+        # not every row that shared a block with it.
+        processor = make_processor()
+        n = processor.config.batch_size
+        table = send.rename({"messages": "messages_json"}).to_arrow()
+        ds = processor(ray.data.from_arrow(
+            [table.slice(i, n) for i in range(0, table.num_rows, n)]))
+        for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
+            rows = _normalise(batch, tokenizer)
+            write(rows)
+            seen.update(rows["gen_key"])
+            written += len(batch)
+            _crash_point(written // cfg.generation.shard_rows)
+            bar.update(written)
+        send = send.filter(~pl.col("gen_key").is_in(list(seen)))
+    return written, resent
+
+
 SCORE_SCHEMA = {"score_key": pl.Utf8, "perplexity": pl.Float64, "n_tokens": pl.Int64,
                 "mean_logprob": pl.Float64, "error": pl.Utf8}
 LABEL_SCHEMA = {"pair_key": pl.Utf8, "logprob_a": pl.Float64, "logprob_b": pl.Float64,
@@ -245,7 +258,7 @@ LABEL_SCHEMA = {"pair_key": pl.Utf8, "logprob_a": pl.Float64, "logprob_b": pl.Fl
 
 
 def read_rows(cfg: ExperimentConfig, processor, requests: pl.DataFrame,
-              schema: dict[str, pl.DataType]) -> pl.DataFrame:
+              schema: dict[str, pl.DataType], stage: str, label: str) -> pl.DataFrame:
     """Run requests through a reading processor (log-probs, not text) and collect its rows
     in `schema`, whose first column is the row key. A failed row keeps its key and error."""
     import ray
@@ -254,18 +267,24 @@ def read_rows(cfg: ExperimentConfig, processor, requests: pl.DataFrame,
     ray.data.DataContext.get_current().max_errored_blocks = -1
     ds = processor(ray.data.from_arrow(requests.to_arrow()))
     out = []
-    for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
-        for r in batch:
-            err = r.get("__inference_error__") or ""
-            row = {k: None if err else _py(r.get(k)) for k in schema}
-            row.update({key: r[key], "error": str(err)[:2000] if err else (r.get("error") or "")})
-            out.append(row)
+    with track(stage, label, requests.height) as bar:
+        for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
+            out += [_read_row(r, schema, key) for r in batch]
+            bar.update(len(out))
     return pl.DataFrame(out, schema=schema)
+
+
+def _read_row(r: dict[str, Any], schema: dict[str, pl.DataType], key: str) -> dict[str, Any]:
+    err = r.get("__inference_error__") or ""
+    row = {k: None if err else _py(r.get(k)) for k in schema}
+    row.update({key: r[key], "error": str(err)[:2000] if err else (r.get("error") or "")})
+    return row
 
 
 def score_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame) -> pl.DataFrame:
     """Perplexity of every request (score_key, token_ids, start, lora_path) in one engine."""
-    rows = read_rows(cfg, scoring_processor(cfg, spec), requests, SCORE_SCHEMA)
+    rows = read_rows(cfg, scoring_processor(cfg, spec), requests, SCORE_SCHEMA, "score",
+                     f"perplexity ({Path(spec.model).name})")
     return rows.with_columns(pl.col("n_tokens").fill_null(0))
 
 
@@ -273,4 +292,5 @@ def label_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame,
                label_ids: list[int]) -> pl.DataFrame:
     """Renormalised first-token label probability p_a of every pairwise request
     (pair_key, prompt: the templated text, messages_json, lora_path) in one engine."""
-    return read_rows(cfg, label_processor(cfg, spec, label_ids), requests, LABEL_SCHEMA)
+    return read_rows(cfg, label_processor(cfg, spec, label_ids), requests, LABEL_SCHEMA,
+                     "judge", f"self-preference labels ({Path(spec.model).name})")

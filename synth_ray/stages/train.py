@@ -19,6 +19,7 @@ from synth_ray.core.pipeline import Context, StageOutput
 from synth_ray.core.rundir import hash_file
 from synth_ray.design import adapter_dir, adapter_grid, condition_names, dataset_path
 from synth_ray.models import resolve_model
+from synth_ray.train.board import watch_steps
 from synth_ray.train.driver import done, finish_adapter, fit_run, run_trials, train_run
 
 log = logging.getLogger("synth_ray")
@@ -104,10 +105,15 @@ def run(ctx: Context) -> StageOutput:
     if todo:
         ensure_ray(ctx.cfg.resources)
         check_resources(ctx.cfg, "train")
-        if len(todo) == 1:
-            fit_run(todo[0])
-        else:
-            run_grid(ctx, todo)
+        with watch_steps() as board:
+            for j in all_jobs:  # what rank 0 of each Train run reports to, besides Ray
+                j["board"] = board
+                if not j["done"]:
+                    j["tracking"] = ctx.tracker.adapter_run(j)
+            if len(todo) == 1:
+                fit_run(todo[0])
+            else:
+                run_grid(ctx, todo)
         ctx.run.pull("adapters")  # a run in a bucket: what the workers uploaded
     summaries = {j["run_name"]: finish_adapter(j) for j in all_jobs}
     for name, s in summaries.items():

@@ -219,6 +219,7 @@ def run_loop(
     report: Callable[[dict[str, float], bool], None],
     on_best: Callable[[], None], fault_hook: Callable[[int], None] | None = None,
     autocast: str = "none", loss_chunk: int | None = None,
+    on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainState:
     """Train until `plan.total_steps` or early stop. `report(metrics, save_checkpoint)` is
     called every `report_every` optimizer steps and at every validation (with a
@@ -276,6 +277,8 @@ def run_loop(
                     state.bad_evals += 1
                     state.stopped_early = state.bad_evals >= patience
             state.history.append(metrics)
+            if on_step:  # every step's metrics (experiment tracking)
+                on_step(metrics)
             if save or state.step % report_every == 0:
                 report(metrics, save)
             if fault_hook:

@@ -21,6 +21,8 @@ import torch
 
 from synth_ray.core.config import ExperimentConfig
 from synth_ray.core.storage import read_parquet, scratch_dir, upload_tree
+from synth_ray.core.tracking import worker_session
+from synth_ray.train import board
 from synth_ray.train.data import LengthGroupedSampler, collate, encode_rows
 from synth_ray.train.deepspeed import gathered, zero3_config
 from synth_ray.train.loop import (
@@ -231,7 +233,20 @@ def train_adapter(job: dict[str, Any], ckpt) -> None:
         nonlocal best
         best = trained_state()
 
+    tracked = worker_session(job.get("tracking"), {
+        "condition": job["condition"], "seed": job["seed"], "target": target.name,
+        "model": target.model, "world_size": world, "grad_accum": accum,
+        "total_steps": plan.total_steps, "train_examples": len(train),
+        **{f"training.{k}": v for k, v in tr.model_dump().items()},
+        **{f"lora.{k}": v for k, v in cfg.lora.model_dump().items()}})
+    if tracked is not None:  # resumed: the steps before the checkpoint again, in case the
+        for metrics in state.history:  # killed worker's last lines never reached the backend
+            tracked.log_step(metrics)
+
     def report(metrics: dict[str, float], save: bool) -> None:
+        if rank == 0:
+            board.post(job.get("board"), job["run_name"], int(metrics["step"]),
+                       plan.total_steps)
         if not save:
             ray.train.report(metrics)
             return
@@ -257,8 +272,12 @@ def train_adapter(job: dict[str, Any], ckpt) -> None:
                      n_params=n_params, report_every=tr.report_every_steps,
                      report=report, on_best=on_best,
                      fault_hook=_fault_hook(rank, job["run_name"]), autocast=tr.autocast,
-                     loss_chunk=loss_chunk)
+                     loss_chunk=loss_chunk, on_step=tracked and tracked.log_step)
     final = best if best is not None else trained_state()
+    if tracked is not None:
+        tracked.log_final({"best_val_loss": state.best_val, "best_step": state.best_step,
+                           "steps": state.step, "stopped_early": float(state.stopped_early)})
+        tracked.end()
     if rank == 0:
         summary = {"target": target.name, "condition": job["condition"], "seed": job["seed"],
                    "steps": state.step, "total_steps": plan.total_steps,

@@ -131,3 +131,49 @@ def test_report_reproduces_the_run_numbers(evaluated) -> None:
     assert "alt=\"perplexity_tiny-target.png\"" in page and "data:image/png;base64," in page
     png = (run_dir / "report" / "plots" / "perplexity_tiny-target.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_tracking_server_holds_the_run_its_adapters_and_evaluation(evaluated) -> None:
+    """The grid's stages logged to a real MLflow server (conftest's mlflow_server): one run
+    for the pipeline (train, respond and score continued it), one child per adapter with
+    the loss its worker saw, the score tables as metrics, the report as an artifact."""
+    from mlflow import MlflowClient
+
+    from synth_ray.core.config import load_config
+
+    cfg_path, run_dir = evaluated
+    proc = run_cli("report", str(cfg_path), f"run.dir={run_dir}", "--force")
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    cfg = load_config(cfg_path)
+    client = MlflowClient(cfg.tracking.uri)
+    exp = client.get_experiment_by_name("grid")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["training.learning_rate"] == str(cfg.training.learning_rate)
+    children = {r.info.run_name: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {f"tiny-target--{c}" for c in ("human", "single-small",
+                                                            "multi-small")}
+    for name, child in children.items():
+        summary = json.loads((run_dir / "adapters" / "tiny-target" / name.split("--")[1] /
+                              "training_summary.json").read_text())
+        loss = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "loss")}
+        assert loss == pytest.approx({h["step"]: h["loss"] for h in summary["history"]})
+        assert child.data.metrics["best_val_loss"] == pytest.approx(summary["best_val_loss"])
+        assert child.data.params["condition"] == name.split("--")[1]
+        assert "tokens_per_s" in child.data.metrics
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    m = parent.data.metrics
+    assert m["stage/train/seconds"] == pytest.approx(manifest["stages"]["train"]["wall_s"])
+    summary = json.loads((run_dir / "eval" / "tiny-target" / "summary.json").read_text())
+    for condition, s in summary["perplexity"]["outputs"]["summary"].items():
+        key = f"score/tiny-target/perplexity/outputs/summary/{condition}/mean"
+        assert m[key] == pytest.approx(s["mean"])
+    for d in summary["diversity"]:
+        key = f"score/tiny-target/diversity/{d['condition']}/self_bleu_document"
+        assert m[key] == pytest.approx(d["self_bleu_document"])
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/index.html", "report/tables.md"} <= artifacts

@@ -45,6 +45,22 @@ def test_two_workers_loss_falls_and_grid_makes_three_adapters(grid_run) -> None:
     assert manifest["stages"]["train"]["status"] == "done"
 
 
+def test_terminal_shows_stages_and_steps_while_the_workers_logs_go_to_the_run_log(
+        grid_run) -> None:
+    """The grid's `synth-ray train` (stderr a pipe, as under CI or `ray job submit`): plain
+    progress lines with steps per adapter, no Ray or worker output; log.txt keeps that."""
+    _, run_dir = grid_run
+    shown = (run_dir.parent / "train.stderr").read_text()
+    log = (run_dir / "log.txt").read_text()
+    for noise in ("RayTrainWorker", "TrainController", "pid=", "Reporting training result"):
+        assert noise not in shown, noise
+        assert noise in log, noise
+    for condition in ("human", "single-small", "multi-small"):  # each adapter's last line
+        assert f"[train] tiny-target--{condition}: 21/21 steps" in shown
+    assert "[train] done in" in shown
+    assert len(shown.splitlines()) < 60, shown
+
+
 def test_adapters_of_one_run_equal_an_adapter_trained_alone(grid_run) -> None:
     """The three conditions' training sets hold the same rows and share seed 42, so their
     adapters must be equal: human and single-small trained in turn in one Ray Train run
@@ -105,7 +121,9 @@ def test_killed_worker_is_replaced_and_training_ends_at_same_step(tmp_path) -> N
     cfg = small_config(tmp_path, targets=[TARGET], sources=[],
                        training={**TRAINING, "max_failures": 2, "seeds": [1, 2],
                                  "adapters_per_run": 2},
-                       conditions={"human": True})
+                       conditions={"human": True},
+                       # W&B offline (no network): the resumed adapter's run continues
+                       tracking={"backend": "wandb", "experiment": "killed"})
     run_dir = tmp_path / "run"
     write_datasets(run_dir, ["human"])
     marker = tmp_path / "killed.txt"
@@ -127,6 +145,33 @@ def test_killed_worker_is_replaced_and_training_ends_at_same_step(tmp_path) -> N
     assert s1["resumed_from_step"] == 0 and [h["step"] for h in s1["history"]] == list(
         range(1, 22))
     assert (first / "adapter_model.safetensors").stat().st_mtime < marker.stat().st_mtime
+    _check_wandb_offline_runs(run_dir, {"human-seed1": s1, "human-seed2": s})
+
+
+def _check_wandb_offline_runs(run_dir: Path, summaries: dict[str, dict]) -> None:
+    """What the runs wrote for W&B: one pipeline run with the config and the stage's time;
+    per adapter, runs (a resumed one: two files, one id) whose loss history is the one in
+    the adapter's training summary, and its best validation loss. (The killed worker's own
+    file may be empty: W&B had not flushed it; the resumed run logs the steps before its
+    checkpoint again.)"""
+    from .wandb_log import offline_runs
+
+    runs = offline_runs(run_dir)
+    pipeline = [r for r in runs if r["job_type"] == "pipeline"]
+    assert len(pipeline) == 1 and pipeline[0]["config"]["training.learning_rate"] == "0.002"
+    group = pipeline[0]["id"]
+    assert any("stage/train/seconds" in h for h in pipeline[0]["history"])
+    for condition, s in summaries.items():
+        mine = [r for r in runs if r["name"] == f"tiny-target--{condition}"]
+        assert mine and {r["group"] for r in mine} == {group}
+        assert len({r["id"] for r in mine}) == 1  # a resumed adapter continues its run
+        loss = {h["_step"]: h["loss"] for r in mine for h in r["history"] if "loss" in h}
+        want = {h["step"]: h["loss"] for h in s["history"]}
+        assert loss.keys() == want.keys()
+        if not s["resumed_from_step"]:  # steps run twice around a kill may differ (dropout)
+            assert loss == pytest.approx(want)
+        assert loss[max(want)] == pytest.approx(want[max(want)])
+        assert mine[-1]["summary"]["best_val_loss"] == pytest.approx(s["best_val_loss"])
 
 
 def test_zero3_trains_saves_and_resumes_a_killed_worker_to_the_same_adapter(tmp_path) -> None:

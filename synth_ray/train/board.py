@@ -1,0 +1,83 @@
+"""Optimizer steps of the adapters training now, for the driver's progress bars.
+
+Ray Train reports a worker's metrics to its run's controller, not to the driver of a grid of
+Tune trials. Rank 0 of each run posts (adapter, step, total) to a small named actor that the
+driver made (no CPU); the driver polls it. Losing a post costs a bar update, nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+
+class _Board:
+    def __init__(self) -> None:
+        self.steps: dict[str, tuple[int, int]] = {}
+
+    def post(self, adapter: str, step: int, total: int) -> None:
+        self.steps[adapter] = (step, total)
+
+    def read(self) -> dict[str, tuple[int, int]]:
+        return dict(self.steps)
+
+
+_handles: dict[str, Any] = {}
+
+
+def post(board: str | None, adapter: str, step: int, total: int) -> None:
+    """From a Train worker (rank 0): fire and forget."""
+    if not board:
+        return
+    import ray
+
+    try:
+        if board not in _handles:
+            _handles[board] = ray.get_actor(board)
+        _handles[board].post.remote(adapter, step, total)
+    except Exception:  # the driver (and its board) gone: nobody is watching
+        _handles.pop(board, None)
+
+
+@contextmanager
+def watch_steps(every_s: float = 2.0):
+    """Yields the board's name for the jobs; shows each posting adapter as a progress task
+    (steps, rate, ETA) until the block ends."""
+    import ray
+
+    from synth_ray.core.progress import track
+
+    name = f"synth-ray-steps-{os.getpid()}-{threading.get_ident()}"
+    board = ray.remote(num_cpus=0)(_Board).options(name=name).remote()
+    stop = threading.Event()
+    tasks: dict[str, Any] = {}
+
+    def poll(stack: ExitStack) -> None:
+        while True:
+            last = stop.wait(every_s)  # one more read after the runs end: their last steps
+            try:
+                steps = ray.get(board.read.remote(), timeout=30)
+            except Exception:
+                steps = {}
+            for adapter, (step, total) in steps.items():
+                if adapter not in tasks:
+                    tasks[adapter] = stack.enter_context(
+                        track("train", adapter, total, "steps", start=step))
+                tasks[adapter].update(step)
+            if last:
+                return
+
+    with ExitStack() as stack:
+        thread = threading.Thread(target=poll, args=(stack,), daemon=True,
+                                  name="train-steps")
+        thread.start()
+        try:
+            yield name
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+            with contextlib.suppress(Exception):
+                ray.kill(board)

@@ -1,0 +1,129 @@
+"""Progress of long stages and the quiet terminal: bars with rate and ETA on a terminal,
+plain lines elsewhere; Ray's, vLLM's and every library's output in the run's log file."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import sys
+import textwrap
+
+from rich.console import Console
+
+from synth_ray.core import progress
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _capture(monkeypatch, terminal: bool):
+    clock = _Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    screen = io.StringIO()
+    con = Console(file=screen, force_terminal=terminal, width=200)
+    monkeypatch.setattr(progress, "console", lambda: con)
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep()
+    progress.log.addHandler(handler)
+    progress.log.setLevel(logging.INFO)
+    return clock, screen, records, handler
+
+
+def test_plain_lines_give_rate_and_eta_at_most_every_interval(monkeypatch) -> None:
+    clock, screen, records, handler = _capture(monkeypatch, terminal=False)
+    try:
+        with progress.track("generate", "source 'a'", 100, every_s=30) as task:
+            clock.t += 10
+            task.update(25)  # 10 s in: too soon for a line
+            clock.t += 20
+            task.update(60)  # 30 s: 2 rows/s, 40 rows left
+            clock.t += 5
+            task.update(70)
+    finally:
+        progress.log.removeHandler(handler)
+    lines = [r.getMessage() for r in records]
+    assert lines == ["[generate] source 'a': 60/100 rows (2.00 rows/s, ETA 20s)",
+                     "[generate] source 'a': 70/100 rows (2.00 rows/s, ETA 15s)"]
+    assert not any(getattr(r, progress.FILE_ONLY, False) for r in records)
+    assert screen.getvalue() == ""  # no bar drawn off a terminal
+
+
+def test_resumed_work_is_left_out_of_the_rate(monkeypatch) -> None:
+    clock, _, records, handler = _capture(monkeypatch, terminal=False)
+    try:
+        with progress.track("train", "t--human", 200, "steps", every_s=1e9, start=150) as task:
+            clock.t += 10
+            task.update(160)  # 10 steps in 10 s, not 160
+    finally:
+        progress.log.removeHandler(handler)
+    assert records[-1].getMessage() == "[train] t--human: 160/200 steps (1.00 steps/s, ETA 40s)"
+
+
+def test_a_terminal_gets_a_bar_and_the_lines_go_to_the_file_only(monkeypatch) -> None:
+    clock, screen, records, handler = _capture(monkeypatch, terminal=True)
+    try:
+        with progress.track("score", "perplexity (target)", 40, every_s=0) as task:
+            clock.t += 4
+            task.update(10)
+            assert progress._bars is not None
+            progress._bars.refresh()
+        assert progress._bars is None  # stopped with its last task
+    finally:
+        progress.log.removeHandler(handler)
+    shown = screen.getvalue()
+    assert "[score] perplexity (target)" in shown and "10/40" in shown and "ETA" in shown
+    # the periodic line while the bar shows it is for the log file; the final one for both
+    assert [getattr(r, progress.FILE_ONLY, False) for r in records] == [True, False]
+
+
+CHILD = textwrap.dedent("""
+    import logging, os, sys, pathlib, warnings
+    from synth_ray.core.terminal import setup_logging, restore_std_streams
+    run = pathlib.Path(sys.argv[1])
+    setup_logging(run)
+    logging.getLogger("synth_ray").info("ours: stage started")
+    os.write(1, b"raw fd noise\\n")
+    os.write(2, b"(RayTrainWorker pid=1) worker noise\\n")
+    print("a print to stdout")
+    logging.getLogger("ray").warning("a ray warning")
+    warnings.warn("a python warning")
+    logging.getLogger("synth_ray").info("ours: report at x")
+    restore_std_streams()
+""")
+
+
+def _child(tmp_path, verbose: str):
+    env = {**__import__("os").environ, "SYNTH_RAY_VERBOSE": verbose}
+    return subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def test_library_output_goes_to_the_log_file_not_the_terminal(tmp_path) -> None:
+    proc = _child(tmp_path, "0")
+    assert proc.returncode == 0, proc.stderr
+    seen = proc.stdout + proc.stderr
+    assert "ours: stage started" in seen and "ours: report at x" in seen
+    noise = ["raw fd noise", "worker noise", "a print to stdout", "a ray warning",
+             "a python warning"]
+    assert not [n for n in noise if n in seen], seen
+    log = (tmp_path / "log.txt").read_text()
+    assert all(n in log for n in noise + ["ours: stage started", "ours: report at x"]), log
+
+
+def test_verbose_keeps_library_output_on_the_terminal(tmp_path) -> None:
+    proc = _child(tmp_path, "1")
+    seen = proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert all(n in seen for n in ("raw fd noise", "worker noise", "a ray warning"))
+    assert "ours: stage started" in (tmp_path / "log.txt").read_text()
