@@ -249,6 +249,10 @@ def status(
                       "" if r["wall_s"] is None else f"{r['wall_s']:.0f} s",
                       age(r["finished"]), r["next_run"], escape(r["error"] or r["why"]))
     Console().print(table)
+    if t := st["tracking"]:
+        Console().print(f"tracking: {t['backend']} run {t.get('run_id') or t.get('id')}"
+                        f"{' at ' + t['uri'] if t.get('uri') else ''}, {t['adapters']} "
+                        "adapter run(s)", highlight=False, markup=False)
 
 
 @app.command("export")

@@ -59,7 +59,27 @@ def run_status(root: Path) -> dict[str, Any]:
             "why": why,
         })
     return {"run": cfg.run.name, "dir": str(root), "manifest": str(root / MANIFEST),
-            "stages": stages}
+            "stages": stages, "tracking": tracking_of(root)}
+
+
+def tracking_of(root: Path) -> dict[str, Any] | None:
+    """Where the run's experiment tracking went (`tracking.json`), a password in the URI
+    masked."""
+    import json
+    import re
+
+    from synth_ray.core.tracking import STATE_FILE
+
+    path = root / STATE_FILE
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    out = {k: state.get(k) for k in ("backend", "uri", "experiment_id", "run_id", "id")
+           if state.get(k) is not None}
+    if "uri" in out:
+        out["uri"] = re.sub(r"//[^/@]+@", "//***@", out["uri"])
+    out["adapters"] = len(state.get("adapters") or {})
+    return out
 
 
 def age(ts: float | None) -> str:

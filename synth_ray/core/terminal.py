@@ -71,6 +71,7 @@ def setup_logging(run_dir: Path | None = None, *, verbose_: bool | None = None) 
     path = run_dir / LOG_FILE
     fh = logging.FileHandler(path)
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    fh.setLevel(logging.INFO)  # Ray Data's logger is at DEBUG for its own file
     fh.synth_ray = True  # type: ignore[attr-defined]
     ours.addHandler(fh)
     # every other library's loggers (propagating to the root) go to the file too
@@ -114,9 +115,15 @@ def redirect_std_streams(path: Path) -> None:
 
 
 def restore_std_streams() -> None:
-    """The terminal back on fds 1 and 2 (at exit: a crash's traceback must be seen)."""
+    """The terminal back on fds 1 and 2 (at exit: a crash's traceback must be seen). Ray is
+    shut down first: its thread printing the workers' logs would go on writing to the
+    terminal until the process ends."""
     if not _redirected:
         return
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        with contextlib.suppress(Exception):
+            ray.shutdown()
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()

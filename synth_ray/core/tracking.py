@@ -79,6 +79,18 @@ def default_uri(run: RunDir) -> str:
     return f"sqlite:///{(run.root / 'mlflow' / 'mlflow.db').resolve()}"
 
 
+def _check_server(uri: str) -> None:
+    """A quick answer from the server before MLflow's client retries for minutes."""
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10)
+    except OSError as e:
+        raise ConnectionError(f"no MLflow server answers at {re.sub(r'//[^/@]+@', '//***@', uri)}"
+                              f" ({getattr(e, 'reason', e)}); start it, or set "
+                              "tracking.uri: null for the run directory's own store") from None
+
+
 class Tracker:
     """`tracking.backend: none`: every hook does nothing."""
 
@@ -102,6 +114,8 @@ class MlflowTracker(Tracker):
 
         self.cfg, self.run = cfg, run
         self.uri = cfg.tracking.uri or default_uri(run)
+        if self.uri.startswith(("http://", "https://")):
+            _check_server(self.uri)
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(self.uri)

@@ -212,3 +212,13 @@ def test_report_page_in_a_real_browser(reported, tmp_path) -> None:
             f"{n_tables - 1} tables, {n_tables} expected"]
     finally:
         driver.quit()
+
+
+def test_engines_shut_down_without_a_traceback_in_the_run_log(judged) -> None:
+    """The respond and judge engines of the judged grid (engines/shutdown_noise.py): each
+    shut down, and vLLM's shutdown race left no EngineDeadError in the run's log."""
+    _, run_dir = judged
+    log = (run_dir / "log.txt").read_text()
+    assert log.count("Shutting down vLLM engine") >= 2
+    assert "output_handler failed" not in log and "EngineDeadError" not in log
+

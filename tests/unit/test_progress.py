@@ -127,3 +127,36 @@ def test_verbose_keeps_library_output_on_the_terminal(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert all(n in seen for n in ("raw fd noise", "worker noise", "a ray warning"))
     assert "ours: stage started" in (tmp_path / "log.txt").read_text()
+
+
+def test_only_the_engine_shutdown_traceback_is_dropped() -> None:
+    """vLLM's loggers with the plugin's filter: the output handler's failure is logged
+    while the engine works, and dropped once this process's own shutdown has begun."""
+    from synth_ray.engines import shutdown_noise
+
+    client = logging.getLogger("vllm.v1.engine.core_client")
+    engine = logging.getLogger("vllm.v1.engine.async_llm")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    keep = Keep()
+    saved = [(lg, list(lg.filters), lg.level) for lg in (client, engine)]
+    for lg in (client, engine):
+        lg.addHandler(keep)
+        lg.setLevel(logging.INFO)
+    try:
+        shutdown_noise.register()
+        engine.error("AsyncLLM output_handler failed.")  # a real death: kept
+        client.info("[shutdown] MPClient: start timeout=default")
+        engine.error("AsyncLLM output_handler failed.")  # its own shutdown: dropped
+        engine.error("something else")
+    finally:
+        for lg, filters, level in saved:
+            lg.removeHandler(keep)
+            lg.filters[:] = filters
+            lg.setLevel(level)
+    assert seen == ["AsyncLLM output_handler failed.",
+                    "[shutdown] MPClient: start timeout=default", "something else"]
