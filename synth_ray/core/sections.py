@@ -90,10 +90,25 @@ class DatasetSection(Section):
 
 
 class SplitSection(Section):
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"method"})
+
     seed: int = 42
     test_fraction: float = Field(0.1, gt=0, lt=1)
     num_parts: int = Field(4, ge=1)
     stratify_by: str | None = "category"
+    method: Literal["stratified", "sklearn"] = Field(
+        "stratified", description="stratified: test share per stratum by largest remainder, "
+        "the rest dealt round-robin into parts (deterministic sizes). sklearn: as the "
+        "authors' code, `train_test_split(test_size, stratify, random_state=seed)` for the "
+        "test set, then the rest halved (stratified, same seed) until num_parts parts "
+        "(a power of two).")
+
+    @model_validator(mode="after")
+    def _halvable(self) -> SplitSection:
+        if self.method == "sklearn" and self.num_parts & (self.num_parts - 1):
+            raise ValueError(f"method 'sklearn' halves the training rows into parts: "
+                             f"num_parts must be a power of two, not {self.num_parts}")
+        return self
     validation_fraction: float = Field(
         0.05, ge=0, lt=1, description="Share of each training set held out for early stopping."
     )

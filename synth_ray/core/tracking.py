@@ -75,6 +75,23 @@ def flat_params(cfg: ExperimentConfig) -> dict[str, str]:
     return out
 
 
+def evaluation_metrics(cfg: ExperimentConfig, stage: str, run: RunDir) -> dict[str, float]:
+    """The evaluation tables a stage wrote (score: summary.json, judge: judge_summary.json,
+    per target) as metrics keyed `<stage>/<target>/<path>`; none for other stages."""
+    from synth_ray.design import judge_dir, score_dir
+
+    files = {"score": (score_dir, "summary.json"), "judge": (judge_dir, "judge_summary.json")}
+    if stage not in files:
+        return {}
+    folder, name = files[stage]
+    metrics: dict[str, float] = {}
+    for t in cfg.targets:
+        path = run.path(folder(t.name), name)
+        if path.exists():
+            metrics.update(flat_numbers(json.loads(path.read_text()), metric_key(stage, t.name)))
+    return metrics
+
+
 def default_uri(run: RunDir) -> str:
     return f"sqlite:///{(run.root / 'mlflow' / 'mlflow.db').resolve()}"
 
@@ -185,23 +202,10 @@ class MlflowTracker(Tracker):
 
     def stage_metrics(self, stage: str, run: RunDir) -> None:
         """Score and judge: their summary tables as metrics; report: the page as an artifact."""
-        from synth_ray.design import judge_dir, score_dir
-
         if stage == "report":
             self.client.log_artifacts(self.run_id, str(run.path("report")), "report")
-            return
-        files = {"score": (score_dir, "summary.json"),
-                 "judge": (judge_dir, "judge_summary.json")}
-        if stage not in files:
-            return
-        folder, name = files[stage]
-        metrics: dict[str, float] = {}
-        for t in self.cfg.targets:
-            path = run.path(folder(t.name), name)
-            if path.exists():
-                metrics.update(flat_numbers(json.loads(path.read_text()),
-                                            metric_key(stage, t.name)))
-        self._log_metrics(self.run_id, metrics)
+        elif metrics := evaluation_metrics(self.cfg, stage, run):
+            self._log_metrics(self.run_id, metrics)
 
     def adapter_run(self, job: dict[str, Any]) -> dict[str, Any]:
         """The adapter's child run (made once, found again on a rerun), for its Train run."""

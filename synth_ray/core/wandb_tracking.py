@@ -19,10 +19,9 @@ from synth_ray.core.tracking import (
     STATE_FILE,
     Tracker,
     WorkerRun,
-    flat_numbers,
+    evaluation_metrics,
     flat_params,
     log,
-    metric_key,
 )
 
 
@@ -63,23 +62,12 @@ class WandbTracker(Tracker):
     def stage_metrics(self, stage: str, run: RunDir) -> None:
         import wandb
 
-        from synth_ray.design import judge_dir, score_dir
-
         if stage == "report":
             art = wandb.Artifact(f"report-{self.id}", type="report")
             art.add_dir(str(run.path("report")))
             self.run.log_artifact(art)
-            return
-        files = {"score": (score_dir, "summary.json"),
-                 "judge": (judge_dir, "judge_summary.json")}
-        if stage not in files:
-            return
-        folder, name = files[stage]
-        for t in self.cfg.targets:
-            path = run.path(folder(t.name), name)
-            if path.exists():  # the evaluation tables: final values, in the run's summary
-                self.run.summary.update(flat_numbers(json.loads(path.read_text()),
-                                                     metric_key(stage, t.name)))
+        elif metrics := evaluation_metrics(self.cfg, stage, run):
+            self.run.summary.update(metrics)  # final values: the run's summary
 
     def adapter_run(self, job: dict[str, Any]) -> dict[str, Any]:
 

@@ -141,6 +141,13 @@ def check_records(
             if drop_duplicate_instructions and clean["instruction"] in first_instruction:
                 first = first_instruction[clean["instruction"]]
                 reason = f"duplicate instruction (first kept at line {first})"
+            elif clean["id"] in first_id and obj.get("id") is None:
+                # duplicates kept (the authors' split) in a file without ids (Dolly): the
+                # id made from the content repeats; the n-th repeat gets "-n"
+                k = 1
+                while f"{clean['id']}-{k}" in first_id:
+                    k += 1
+                clean["id"] = f"{clean['id']}-{k}"
             elif clean["id"] in first_id:
                 reason = f"duplicate id {clean['id']!r} (first at line {first_id[clean['id']]})"
         if reason:
@@ -298,3 +305,35 @@ def validation_mask(ids: list[str], fraction: float, seed: int) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[np.random.default_rng(seed).permutation(n)[:k]] = True
     return mask
+
+
+def sklearn_split(
+    rows: pl.DataFrame,
+    seed: int = 42,
+    test_fraction: float = 0.1,
+    num_parts: int = 4,
+    stratify_by: str | None = "category",
+) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """The authors' split (`data_generation/data_cleaning.ipynb`): scikit-learn's
+    `train_test_split(test_size=test_fraction, stratify=category, random_state=seed)`, then
+    each training half split 50/50 again (stratified, the same seed) until `num_parts`
+    parts: train -> (1+2, 3+4) -> 1, 2, 3, 4. Rows keep sklearn's order."""
+    from sklearn.model_selection import train_test_split
+
+    if stratify_by is not None and stratify_by not in rows.columns:
+        raise ValueError(f"split.stratify_by: no column {stratify_by!r} in the dataset")
+
+    def halve(idx: list[int], size: float) -> tuple[list[int], list[int]]:
+        strata = rows[stratify_by].gather(idx).to_list() if stratify_by else None
+        a, b = train_test_split(idx, test_size=size, random_state=seed, stratify=strata)
+        return list(a), list(b)
+
+    train_idx, test_idx = halve(list(range(rows.height)), test_fraction)
+    groups = [train_idx]
+    while len(groups) < num_parts:
+        groups = [half for g in groups for half in halve(g, 0.5)]
+    test = rows[test_idx].with_columns(pl.lit(0, pl.Int32).alias("part"))
+    parts = [rows[g].with_columns(pl.lit(k, pl.Int32).alias("part"))
+             for k, g in enumerate(groups, start=1)]
+    return test, parts
+

@@ -12,7 +12,7 @@ from typing import Any
 
 from synth_ray.core.pipeline import Context, StageOutput
 from synth_ray.core.rundir import hash_file, write_parquet
-from synth_ray.data.dolly import load_dataset, resolve_dataset, split_rows
+from synth_ray.data.dolly import load_dataset, resolve_dataset, sklearn_split, split_rows
 from synth_ray.design import SPLIT_REJECTS, TEST_PATH, part_path
 from synth_ray.models import is_scheme_id
 
@@ -21,7 +21,7 @@ log = logging.getLogger("synth_ray")
 
 def inputs(ctx: Context) -> dict[str, Any]:
     ds = ctx.cfg.dataset
-    desc: dict[str, Any] = {"dataset": ds.model_dump(), "split": ctx.cfg.split.model_dump()}
+    desc: dict[str, Any] = {"dataset": ds.model_dump(), "split": ctx.cfg.split.hashed()}
     local = is_scheme_id(ds.path) or Path(ds.path).expanduser().exists()
     if local:  # a hub dataset is pinned by its revision; a file by its bytes
         desc["files"] = [hash_file(f) for f in resolve_dataset(ds.path)]
@@ -48,7 +48,8 @@ def run(ctx: Context) -> StageOutput:
         why = "; ".join(f"{r} x{n}" for r, n in top.head(3).iter_rows()) or "the file is empty"
         raise ValueError(f"no valid rows in {loaded.origin} ({why}); every row is in "
                          f"{ctx.run.path(SPLIT_REJECTS)}")
-    test, parts = split_rows(loaded.rows, sp.seed, sp.test_fraction, sp.num_parts, sp.stratify_by)
+    splitter = sklearn_split if sp.method == "sklearn" else split_rows
+    test, parts = splitter(loaded.rows, sp.seed, sp.test_fraction, sp.num_parts, sp.stratify_by)
     write_parquet(test, ctx.run.path(TEST_PATH))
     outputs = [TEST_PATH, SPLIT_REJECTS]
     for k, part in enumerate(parts, start=1):
