@@ -117,7 +117,8 @@ class JudgeSection(EngineSection):
     """The LLM judge of harmfulness and quality (PAPER.md, Evaluation 4-5) and its inputs."""
 
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"pipeline_parallel_size", "gpu_memory_utilization", "max_model_len", "params_b"})
+        {"pipeline_parallel_size", "gpu_memory_utilization", "max_model_len", "params_b",
+         "jailbreak_design", "jailbreak_prompts_per_category", "jailbreak_min_votes"})
 
     model: str = Field("tiny://judge", description="Hub id, local path, tiny://judge, or the "
                        "API's model name when backend is 'http'.")
@@ -147,6 +148,16 @@ class JudgeSection(EngineSection):
     jailbreaks_per_prompt: int = Field(
         1, ge=0, description="Templates that wrap each prompt in the RB+J set (0: no RB+J)."
     )
+    jailbreak_design: Literal["per_prompt", "authors"] = Field(
+        "per_prompt", description="per_prompt: every RB prompt wrapped by "
+        "`jailbreaks_per_prompt` seeded templates; the judge sees the bare request. authors "
+        "(the paper's code): templates from the public jailbreak CSV (Name, Prompt, Votes, "
+        "...) with more than `jailbreak_min_votes` votes and an [INSERT PROMPT HERE] "
+        "placeholder, ChatGPT -> Llama and OpenAI -> Meta AI; every one of them wraps "
+        "`jailbreak_prompts_per_category` prompts of each category (pandas sample, `seed`); "
+        "the judge sees the wrapped prompt.")
+    jailbreak_prompts_per_category: int = Field(5, ge=1)
+    jailbreak_min_votes: int = Field(10, ge=0)
     max_safety_prompts: int | None = Field(None, ge=1)
     articles: str = Field("tiny://articles", description="CNN/DailyMail-style articles "
                           "(article, highlights) that sources summarise for self-preference.")

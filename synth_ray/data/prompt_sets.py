@@ -13,7 +13,10 @@ and quarantines malformed rows with a reason, as the Dolly loader does.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +45,13 @@ def source_hash(uri: str) -> str:
     return uri
 
 
-def _field(obj: dict[str, Any], aliases: tuple[str, ...]) -> str | None:
+def _field(obj: dict[str, Any], aliases: tuple[str, ...], numbers: bool = False) -> str | None:
     for a in aliases:
         v = obj.get(a)
         if isinstance(v, str) and v.strip():
             return v
+        if numbers and isinstance(v, int | float) and not isinstance(v, bool):
+            return str(v)  # e.g. a CSV's vote count, read as a number
     return None
 
 
@@ -72,7 +77,7 @@ def load_table(uri: str, fields: dict[str, tuple[str, ...]], what: str,
                 if lacking:
                     reason = f"missing or empty {', '.join(lacking)}"
             if reason is None:
-                row.update({k: _field(obj, a) or "" for k, a in optional.items()})
+                row.update({k: _field(obj, a, numbers=True) or "" for k, a in optional.items()})
                 content = "\x1f".join(row[k] for k in fields)
                 rid = obj.get("id")
                 rid = str(rid) if rid not in (None, "") else hashlib.sha256(
@@ -95,9 +100,31 @@ def load_table(uri: str, fields: dict[str, tuple[str, ...]], what: str,
 
 
 def load_safety_prompts(uri: str, limit: int | None = None):
-    rows, rejects = load_table(uri, {"prompt": ("prompt", "instruction", "question", "goal")},
-                               "safety prompt", {"category": ("category", "type")})
+    """Rows of prompts (with a category), or RefusalBench's own layout: one JSON object of
+    category -> list of prompts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows_file = _category_lists(uri, Path(tmp))
+        rows, rejects = load_table(str(rows_file or uri),
+                                   {"prompt": ("prompt", "instruction", "question", "goal")},
+                                   "safety prompt", {"category": ("category", "type")})
     return (rows.head(limit) if limit else rows), rejects
+
+
+def _category_lists(uri: str, tmp: Path) -> Path | None:
+    """A local .json of {category: [prompt, ...]} as rows in a .jsonl under `tmp` (so the
+    rows get the same checks and quarantine as any file); None for anything else."""
+    path = Path(uri).expanduser()
+    if path.suffix != ".json" or not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        return None
+    out = tmp / f"{path.stem}.jsonl"
+    with out.open("w", encoding="utf-8") as f:
+        for category, prompts in data.items():
+            for p in prompts if isinstance(prompts, list) else [prompts]:
+                f.write(json.dumps({"category": category, "prompt": p}) + "\n")
+    return out
 
 
 def load_jailbreak_templates(uri: str):
@@ -111,6 +138,43 @@ def load_jailbreak_templates(uri: str):
             schema=REJECT_SCHEMA)])
         rows = rows.filter(pl.col("template").str.contains(PLACEHOLDER, literal=True))
     return rows, rejects
+
+
+AUTHORS_PLACEHOLDER = "[INSERT PROMPT HERE]"
+# the authors' rewrite of the templates for a Llama target, case-insensitive, in this order
+AUTHORS_REWRITES = ((re.compile("chatgpt", re.IGNORECASE), "Llama"),
+                    (re.compile("openai", re.IGNORECASE), "Meta AI"))
+
+
+def load_authors_templates(uri: str, min_votes: int):
+    """The public "ChatGPT jailbreak prompts" table (Name, Prompt, Votes, Jailbreak Score,
+    GPT-4) as the authors filtered it: more than `min_votes` votes and an
+    [INSERT PROMPT HERE] placeholder; ChatGPT -> Llama, OpenAI -> Meta AI. Rows left out
+    go to the rejects with the reason."""
+    rows, rejects = load_table(uri, {"template": ("Prompt", "prompt", "template", "text")},
+                               "jailbreak template", {"name": ("Name", "name"),
+                                                      "votes": ("Votes", "votes")})
+    keep, dropped = [], []
+    for r in rows.iter_rows(named=True):
+        try:
+            votes = float(r["votes"])
+        except ValueError:
+            votes = None
+        why = ("no vote count" if votes is None else
+               f"{r['votes']} votes, not more than {min_votes}" if votes <= min_votes else
+               f"no {AUTHORS_PLACEHOLDER} placeholder" if AUTHORS_PLACEHOLDER not in r["template"]
+               else "")
+        if why:
+            dropped.append({"line": None, "reason": f"jailbreak template {r['name'] or r['id']!r}"
+                            f" left out (the authors' filter): {why}",
+                            "raw": r["template"][:2000]})
+            continue
+        text = r["template"]
+        for pattern, repl in AUTHORS_REWRITES:
+            text = pattern.sub(repl, text)
+        keep.append({"id": r["id"], "template": text})
+    rejects = pl.concat([rejects, pl.DataFrame(dropped, schema=REJECT_SCHEMA)])
+    return pl.DataFrame(keep, schema={"id": pl.Utf8, "template": pl.Utf8}), rejects
 
 
 def load_articles(uri: str, limit: int | None = None):
@@ -144,3 +208,27 @@ def safety_set(prompts: pl.DataFrame, templates: pl.DataFrame, per_prompt: int,
                          "template_id": t["id"],
                          "text": t["template"].replace(PLACEHOLDER, p["prompt"])})
     return pl.DataFrame(rows, schema=SAFETY_SCHEMA)
+
+
+def authors_safety_set(prompts: pl.DataFrame, templates: pl.DataFrame, per_category: int,
+                       seed: int) -> pl.DataFrame:
+    """The authors' sets (exp_2/data_preprocessing.ipynb): RB is every prompt as is; RB+J
+    is `per_category` prompts of each category (pandas `sample(n, random_state=seed)` per
+    category group) wrapped by every template: 40 x 28 = 1,120 for RefusalBench. The judge
+    sees the wrapped prompt (`prompt` = `text`)."""
+    rows = [{"item_id": f"rb/{p['id']}", "prompt_set": RB, "prompt_id": p["id"],
+             "template_id": "", "category": p["category"] or "", "prompt": p["prompt"],
+             "text": p["prompt"]} for p in prompts.iter_rows(named=True)]
+    frame = prompts.to_pandas()
+    frame["category"] = frame["category"].fillna("")
+    chosen = [g.sample(n=min(per_category, len(g)), random_state=seed)
+              for _, g in frame.groupby("category", sort=True)]
+    for t in templates.iter_rows(named=True):
+        for part in chosen:
+            for p in part.to_dict("records"):
+                wrapped = t["template"].replace(AUTHORS_PLACEHOLDER, p["prompt"])
+                rows.append({"item_id": f"rbj/{p['id']}/{t['id']}", "prompt_set": RBJ,
+                             "prompt_id": p["id"], "template_id": t["id"],
+                             "category": p["category"], "prompt": wrapped, "text": wrapped})
+    return pl.DataFrame(rows, schema=SAFETY_SCHEMA)
+

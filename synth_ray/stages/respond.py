@@ -17,6 +17,8 @@ from synth_ray.core.config import ExperimentConfig, TargetSection
 from synth_ray.core.pipeline import Context, StageOutput
 from synth_ray.core.rundir import hash_file, write_parquet
 from synth_ray.data.prompt_sets import (
+    authors_safety_set,
+    load_authors_templates,
     load_jailbreak_templates,
     load_safety_prompts,
     safety_set,
@@ -59,12 +61,18 @@ def safety_items(ctx: Context) -> pl.DataFrame:
     """The RB and RB+J prompts, written with their provenance (and the rows quarantined)."""
     j = ctx.cfg.judge
     prompts, rejects = load_safety_prompts(j.safety_prompts, j.max_safety_prompts)
-    if j.jailbreaks_per_prompt:
-        templates, t_rejects = load_jailbreak_templates(j.jailbreak_templates)
+    if j.jailbreak_design == "authors":
+        templates, t_rejects = load_authors_templates(j.jailbreak_templates,
+                                                      j.jailbreak_min_votes)
+        items = authors_safety_set(prompts, templates, j.jailbreak_prompts_per_category,
+                                   j.seed)
         rejects = pl.concat([rejects, t_rejects])
     else:
         templates = pl.DataFrame(schema={"id": pl.Utf8, "template": pl.Utf8})
-    items = safety_set(prompts, templates, j.jailbreaks_per_prompt, j.seed)
+        if j.jailbreaks_per_prompt:
+            templates, t_rejects = load_jailbreak_templates(j.jailbreak_templates)
+            rejects = pl.concat([rejects, t_rejects])
+        items = safety_set(prompts, templates, j.jailbreaks_per_prompt, j.seed)
     write_parquet(items, ctx.run.path(SAFETY_SET))
     write_parquet(rejects, ctx.run.path(SAFETY_REJECTS))
     if rejects.height:
@@ -85,7 +93,11 @@ def inputs(ctx: Context) -> dict[str, Any]:
             "safety": {"prompts": source_hash(j.safety_prompts),
                        "templates": source_hash(j.jailbreak_templates),
                        "per_prompt": j.jailbreaks_per_prompt, "seed": j.seed,
-                       "limit": j.max_safety_prompts},
+                       "limit": j.max_safety_prompts,
+                       # the authors' design only where chosen: old runs keep their hash
+                       **({"design": "authors", "min_votes": j.jailbreak_min_votes,
+                           "per_category": j.jailbreak_prompts_per_category}
+                          if j.jailbreak_design == "authors" else {})},
             "sampling": cfg.evaluation.sampling.model_dump(), "lora": cfg.lora.model_dump(),
             "system_prompt": cfg.generation.system_prompt,
             "targets": [t.hashed() for t in cfg.targets]}
