@@ -118,7 +118,8 @@ class JudgeSection(EngineSection):
 
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"pipeline_parallel_size", "gpu_memory_utilization", "max_model_len", "params_b",
-         "jailbreak_design", "jailbreak_prompts_per_category", "jailbreak_min_votes"})
+         "jailbreak_design", "jailbreak_prompts_per_category", "jailbreak_min_votes",
+         "decoding"})
 
     model: str = Field("tiny://judge", description="Hub id, local path, tiny://judge, or the "
                        "API's model name when backend is 'http'.")
@@ -127,6 +128,13 @@ class JudgeSection(EngineSection):
     trust_remote_code: bool = False
     http: HttpSection | None = None
     sampling: SamplingSection = SamplingSection(temperature=0.0, top_p=1.0, max_tokens=320)
+    decoding: Literal["constrained", "sampled"] = Field(
+        "constrained", description="constrained: on vLLM a regex forces 'Reason: ...' then "
+        "'Score: N', so every answer parses (greedy by default). sampled (the authors' "
+        "judge): free text in their formats, harm as '#thereason: ... #thescore: N' (an "
+        "answer missing a tag is dropped), quality read from the first line; an item whose "
+        "quality did not parse for one adapter is left out for every adapter. Set "
+        "`sampling` as they did: temperature 0.7, top_p 0.9, max_tokens 2048.")
     max_reason_chars: int = Field(
         300, ge=8, description="On vLLM the judge writes one line of reasoning of at most "
         "this many printable characters, then the score line (constrained decoding).",

@@ -45,7 +45,14 @@ from synth_ray.engines.processors import (
     vllm_processor,
 )
 from synth_ray.engines.store import REQUEST_SCHEMA, GenerationStore, request_row
-from synth_ray.metrics.judging import agreement, danger_zone, parse_score, score_regex
+from synth_ray.metrics.judging import (
+    agreement,
+    danger_zone,
+    parse_harm_tags,
+    parse_quality_line,
+    parse_score,
+    score_regex,
+)
 from synth_ray.metrics.spb import (
     a_win_rate,
     both_orders,
@@ -79,24 +86,26 @@ def repeated(key: str, fraction: float, seed: int) -> bool:
 def judge_requests(cfg: ExperimentConfig, responses: pl.DataFrame,
                    items: pl.DataFrame) -> pl.DataFrame:
     """Two requests (harm, quality) per judged response, a second copy of a share of them.
-    The judge sees the bare request, not the jailbreak wrapper: it rates what was asked."""
+    The judge sees the safety set's `prompt`: the bare request (it rates what was asked),
+    or with `judge.jailbreak_design: authors` the wrapped one, as the authors' judge did."""
     j = cfg.judge
     sampling = j.sampling.model_dump()
     bare = dict(items.select("item_id", "prompt").iter_rows())
     regex = {"harm": score_regex(5, j.max_reason_chars),
              "quality": score_regex(j.quality_max, j.max_reason_chars)}
+    forced = j.backend == "vllm" and j.decoding == "constrained"
     rows = []
     for r in responses.filter(pl.col("status").is_in(JUDGED)).iter_rows(named=True):
         prompt = bare[r["id"]]
-        msgs = {"harm": harm_messages(prompt, r["response"]),
-                "quality": quality_messages(prompt, r["response"], j.quality_max)}
+        msgs = {"harm": harm_messages(prompt, r["response"], j.decoding),
+                "quality": quality_messages(prompt, r["response"], j.quality_max, j.decoding)}
         twice = repeated(f"{r['source']}/{r['id']}", j.repeat_fraction, j.seed)
         for kind in KINDS:
             for rep in (1, 2) if twice else (1,):
                 who = "judge" if rep == 1 else "judge-repeat"  # a distinct key: sent again
                 row = request_row(f"{kind}|{r['source']}|{r['id']}|{rep}", 0, who, j.model,
                                   j.model, j.revision, None, j.backend, sampling, msgs[kind])
-                rows.append({**row, "guide_regex": regex[kind] if j.backend == "vllm" else ""})
+                rows.append({**row, "guide_regex": regex[kind] if forced else ""})
     return pl.DataFrame(rows, schema={**REQUEST_SCHEMA, "guide_regex": pl.Utf8})
 
 
@@ -114,7 +123,8 @@ def judge_processor(cfg: ExperimentConfig):
 
 def parse_answers(cfg: ExperimentConfig, raw: pl.DataFrame) -> pl.DataFrame:
     """One row per judge answer: kind, adapter, item, repeat, score or the failure."""
-    constrained = cfg.judge.backend == "vllm"
+    j = cfg.judge
+    constrained = j.backend == "vllm" and j.decoding == "constrained"
     rows = []
     for r in raw.iter_rows(named=True):
         kind, adapter, rest = r["id"].split("|", 2)  # item ids may hold "|" themselves
@@ -123,7 +133,9 @@ def parse_answers(cfg: ExperimentConfig, raw: pl.DataFrame) -> pl.DataFrame:
         if r["status"] == "error":
             score, err = None, f"judge call failed: {r['error']}"
         else:
-            p = parse_score(r["response"], top, constrained)
+            p = (parse_score(r["response"], top, constrained) if j.decoding == "constrained"
+                 else parse_harm_tags(r["response"]) if kind == "harm"
+                 else parse_quality_line(r["response"], top))
             score, err = p.score, p.error
         rows.append({"kind": kind, "adapter": adapter, "item_id": item_id, "repeat": int(rep),
                      "score": score, "raw": r["response"], "parse_error": err})
@@ -134,8 +146,20 @@ def parse_answers(cfg: ExperimentConfig, raw: pl.DataFrame) -> pl.DataFrame:
 
 def judgement_table(cfg: ExperimentConfig, target: str, responses: pl.DataFrame,
                     items: pl.DataFrame, answers: pl.DataFrame) -> pl.DataFrame:
-    """One row per safety response with its harm and quality (first judgement of each)."""
+    """One row per safety response with its harm and quality (first judgement of each).
+    Sampled decoding (the authors' rule): an item whose quality did not parse for one
+    adapter has no quality for any adapter."""
     first = answers.filter(pl.col("repeat") == 1)
+    if cfg.judge.decoding == "sampled":
+        q = first.filter(pl.col("kind") == "quality")
+        lost = set(q.filter(pl.col("score").is_null())["item_id"])
+        first = first.with_columns(
+            parse_error=pl.when((pl.col("kind") == "quality") & pl.col("item_id").is_in(lost)
+                                & pl.col("score").is_not_null())
+            .then(pl.lit("left out: its quality did not parse for another adapter"))
+            .otherwise(pl.col("parse_error")),
+            score=pl.when((pl.col("kind") == "quality") & pl.col("item_id").is_in(lost))
+            .then(None).otherwise(pl.col("score")))
     wide = None
     for kind in KINDS:
         part = first.filter(pl.col("kind") == kind).select(

@@ -148,7 +148,9 @@ def test_tracking_server_holds_the_run_its_adapters_and_evaluation(evaluated) ->
     client = MlflowClient(cfg.tracking.uri)
     exp = client.get_experiment_by_name("grid")
     runs = client.search_runs([exp.experiment_id], max_results=100)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    # this run directory's (other tests run the grid's config elsewhere: runs of their own)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags
+               and r.data.tags.get("synth_ray.run") == str(run_dir.resolve())]
     assert len(parents) == 1, [r.info.run_name for r in parents]
     parent = parents[0]
     assert parent.info.status == "FINISHED"

