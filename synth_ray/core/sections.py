@@ -256,8 +256,13 @@ class SelfBleuSection(Section):
 
 
 class PerplexitySection(Section):
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"end_of_turn"})
+
     outlier_rule: Literal["tukey", "none"] = "tukey"
     iqr_k: float = Field(1.5, gt=0)
+    end_of_turn: bool = Field(
+        False, description="Score the token that closes the assistant turn (<|eot_id|>) "
+        "with the response, as the authors' code does; off: the response text only.")
 
 
 class EvaluationSection(Section):

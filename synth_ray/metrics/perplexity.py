@@ -3,7 +3,8 @@
 Per sample: exp of the mean negative log-likelihood of the *response tokens only*, with the
 chat template (system, user, assistant header) as context. The response is tokenized after
 the templated prompt, exactly as in training (`train.data.encode_example`) and inference; the
-end-of-turn token is not counted (the paper scores the text).
+end-of-turn token is counted only with `evaluation.perplexity.end_of_turn` (the paper's text
+scores the text; the authors' code scores the final end-of-turn token too).
 
 Two paths that must agree: vLLM prompt log-probs (`SamplingParams(max_tokens=1,
 prompt_logprobs=0)`, used at scale through ray.data.llm) and a transformers forward pass
@@ -19,13 +20,29 @@ from typing import Any
 import torch
 
 
-def token_spans(tokenizer: Any, messages: list[dict[str, str]],
-                response: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, response ids) for a chat prompt and its response."""
+def token_spans(tokenizer: Any, messages: list[dict[str, str]], response: str,
+                end_of_turn: bool = False) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) for a chat prompt and its response. `end_of_turn`: the
+    token the chat template closes the assistant turn with follows the response and is
+    scored too (the authors' perplexity counts Llama-3's final <|eot_id|>)."""
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if end_of_turn and response_ids:
+        response_ids = response_ids + end_of_turn_ids(tokenizer, messages, prompt, response)
     return prompt_ids, response_ids
+
+
+def end_of_turn_ids(tokenizer: Any, messages: list[dict[str, str]], prompt: str,
+                    response: str) -> list[int]:
+    """The first token the chat template writes after an assistant response."""
+    full = tokenizer.apply_chat_template(
+        [*messages, {"role": "assistant", "content": response}], tokenize=False)
+    if not full.startswith(prompt + response) or len(full) == len(prompt + response):
+        raise ValueError("evaluation.perplexity.end_of_turn: this chat template does not "
+                         "write the response verbatim after the prompt, then an end-of-turn "
+                         "token; set end_of_turn: false for this model")
+    return tokenizer(full[len(prompt + response):], add_special_tokens=False)["input_ids"][:1]
 
 
 def perplexity(logprobs: Sequence[float]) -> float:
@@ -64,9 +81,10 @@ def hf_response_logprobs(model: Any, prompt_ids: list[int],
 
 
 def hf_perplexities(model: Any, tokenizer: Any,
-                    items: Sequence[tuple[list[dict[str, str]], str]]) -> list[float]:
+                    items: Sequence[tuple[list[dict[str, str]], str]],
+                    end_of_turn: bool = False) -> list[float]:
     out = []
     for messages, response in items:
-        p, r = token_spans(tokenizer, messages, response)
+        p, r = token_spans(tokenizer, messages, response, end_of_turn)
         out.append(perplexity(hf_response_logprobs(model, p, r)) if r else float("nan"))
     return out

@@ -66,9 +66,10 @@ def diversity_metrics(texts: list[str], cfg_json: dict[str, Any]) -> dict[str, A
 def scoring_requests(cfg: ExperimentConfig, tokenizer: Any, responses: pl.DataFrame,
                      test: pl.DataFrame, adapters: dict[str, Any]) -> pl.DataFrame:
     rows = []
+    eot = cfg.evaluation.perplexity.end_of_turn
 
     def add(view: str, condition: str, scorer: str, rid: str, messages, text: str) -> None:
-        prompt, answer = token_spans(tokenizer, messages, text)
+        prompt, answer = token_spans(tokenizer, messages, text, eot)
         if answer:
             rows.append({"score_key": f"{view}|{condition}|{scorer}|{rid}", "view": view,
                          "condition": condition, "scorer": scorer, "id": rid,
@@ -108,7 +109,9 @@ def inputs(ctx: Context) -> dict[str, Any]:
     return {"responses": {t.name: hash_file(ctx.run.path(responses_path(t.name)))
                           for t in cfg.targets},
             "test": hash_file(ctx.run.path(TEST_PATH)),
-            "evaluation": cfg.evaluation.model_dump(exclude={"sampling", "max_loras"})}
+            # hashed(): fields added since leave old runs' hashes alone at their defaults
+            "evaluation": {k: v for k, v in cfg.evaluation.hashed().items()
+                           if k not in ("sampling", "max_loras")}}
 
 
 def run(ctx: Context) -> StageOutput:

@@ -59,3 +59,25 @@ def test_vllm_prompt_logprobs_extraction() -> None:
     assert response_logprobs_from_vllm(plp, tokens, 2) == [-2.0, -3.0]
     with pytest.raises(ValueError, match="token 8"):
         response_logprobs_from_vllm([None, None, None, {1: -1.0}], tokens, 3)
+
+
+def test_end_of_turn_scores_the_token_that_closes_the_turn(model_tok) -> None:
+    """`evaluation.perplexity.end_of_turn` (the authors' code): the response's tokens, then
+    the one the chat template closes the assistant turn with, as in the whole templated
+    conversation."""
+    model, tok = model_tok
+    msgs = chat_messages("Explain lists.", "", "You are a helpful assistant.")
+    text = "A list holds items in order."
+    p, r = token_spans(tok, msgs, text)
+    p2, r2 = token_spans(tok, msgs, text, end_of_turn=True)
+    assert p2 == p and r2[:-1] == r and len(r2) == len(r) + 1
+    whole = tok.apply_chat_template([*msgs, {"role": "assistant", "content": text}],
+                                    tokenize=False)
+    ids = tok(whole, add_special_tokens=False)["input_ids"]
+    assert ids[:len(p2 + r2)] == p2 + r2
+    assert tok.convert_ids_to_tokens(r2[-1]) in whole[len(tok.apply_chat_template(
+        msgs, tokenize=False, add_generation_prompt=True)) + len(text):]
+    assert r2[-1] in tok.all_special_ids  # the end-of-turn marker, not text
+    assert len(hf_response_logprobs(model, p2, r2)) == len(r) + 1
+    assert hf_perplexities(model, tok, [(msgs, text)], end_of_turn=True)[0] == pytest.approx(
+        perplexity(hf_response_logprobs(model, p2, r2)))
