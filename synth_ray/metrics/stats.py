@@ -61,3 +61,17 @@ def compare_groups(groups: Mapping[str, Sequence[float]]) -> dict:
         out["pairs"].append({"a": a, "b": b, "U": float(u), "p": float(p_raw),
                              "p_bonferroni": float(min(1.0, p_raw * len(pairs)))})
     return out
+
+
+def compare_family(groups: Mapping[str, Sequence[float]], family: Sequence[str]) -> dict:
+    """The authors' tests for one bracket: its conditions only (vanilla, single, multi,
+    human: 6 pairs, so Bonferroni alpha 0.05/6), with Levene's test (median-centred) of
+    equal spread beside Kruskal-Wallis and the pairwise Mann-Whitney U."""
+    mine = {g: groups[g] for g in family if len(groups.get(g, ())) > 0}
+    out = {"conditions": list(mine), **compare_groups(mine), "levene": None}
+    if len(mine) >= 2:
+        w, p = stats.levene(*[np.asarray(v, dtype=float) for v in mine.values()],
+                            center="median")
+        out["levene"] = {"W": float(w), "p": float(p)}
+    return out
+

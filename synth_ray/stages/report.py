@@ -90,6 +90,24 @@ def perplexity_plot(scores: pl.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def bracket_tests(brackets: dict[str, Any]) -> list[str]:
+    """Per bracket, the paper's family (vanilla, single, multi, human): Levene, Kruskal-Wallis
+    and the pairwise tests with Bonferroni over its own pairs."""
+    if not brackets:
+        return []
+    rows, notes = [], []
+    for b, t in brackets.items():
+        lev, kw = t.get("levene"), t.get("kruskal")
+        notes.append(f"{b}: " + (f"Levene W = {lev['W']:.3g}, p = {lev['p']:.3g}; "
+                                 if lev else "") +
+                     (f"Kruskal-Wallis H = {kw['H']:.3g}, p = {kw['p']:.3g}" if kw
+                      else "fewer than two conditions"))
+        rows += [[b, p["a"], p["b"], p["U"], p["p"], p["p_bonferroni"]] for p in t["pairs"]]
+    return ["Per bracket, over its own conditions (vanilla, single, multi, human; Bonferroni "
+            "over their pairs, as the authors): " + "; ".join(notes) + ".",
+            md_table(["bracket", "a", "b", "U", "p", "p (Bonferroni, bracket)"], rows)]
+
+
 def evaluation_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     parts, images = [], []
     for target in ctx.cfg.targets:
@@ -106,6 +124,7 @@ def evaluation_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
         pairs = md_table(["a", "b", "U", "p (Bonferroni)"],
                          [[p["a"], p["b"], p["U"], p["p_bonferroni"]]
                           for p in ppl["tests"]["pairs"]])
+        family = bracket_tests(ppl.get("brackets") or {})
         div = [[d["condition"], d["lexical_diversity_individual"],
                 d["lexical_diversity_aggregated"], d["self_bleu_document"],
                 d["semantic_diversity"], d["responses"]]
@@ -124,6 +143,7 @@ def evaluation_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
             "outliers removed, median, 95% bootstrap CI):",
             md_table(["condition", "n", "kept", "mean", "median", "CI low", "CI high"], rows),
             tests + ". Pairwise Mann-Whitney U:", pairs,
+            *family,
             "Perplexity of the human test responses under each fine-tuned adapter:",
             md_table(["adapter", "n", "mean", "median"], human_rows),
             "Diversity of outputs (lexical = 100 - Self-BLEU-3):",

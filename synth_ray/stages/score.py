@@ -23,12 +23,13 @@ import polars as pl
 from synth_ray.core.config import ExperimentConfig
 from synth_ray.core.pipeline import Context, StageOutput
 from synth_ray.core.rundir import atomic_write_text, hash_file, write_parquet
-from synth_ray.design import TEST_PATH, VANILLA, responses_path, score_dir
+from synth_ray.design import HUMAN as HUMAN_DATA
+from synth_ray.design import TEST_PATH, VANILLA, adapter_grid, responses_path, score_dir
 from synth_ray.engines.adapters import adapters_of, lora_engine
 from synth_ray.engines.answering import EngineWindow, score_rows
 from synth_ray.engines.processors import engine_record, engine_tokenizer
 from synth_ray.metrics.perplexity import token_spans
-from synth_ray.metrics.stats import compare_groups, summarize
+from synth_ray.metrics.stats import compare_family, compare_groups, summarize
 from synth_ray.models import resolve_model
 
 log = logging.getLogger("synth_ray")
@@ -92,6 +93,16 @@ def scoring_requests(cfg: ExperimentConfig, tokenizer: Any, responses: pl.DataFr
                                       "lora_path": pl.Utf8})
 
 
+def pooled_by_condition(cfg: ExperimentConfig,
+                        groups: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Adapter groups (`human-seed1`, ...) pooled into their conditions (`human`)."""
+    of = {name: condition for condition, _, name in adapter_grid(cfg)}
+    out: dict[str, list[float]] = {}
+    for name, values in groups.items():
+        out.setdefault(of.get(name, name), []).extend(values)
+    return out
+
+
 def perplexity_tables(scores: pl.DataFrame, cfg: ExperimentConfig) -> dict[str, Any]:
     rule, k = cfg.evaluation.perplexity.outlier_rule, cfg.evaluation.perplexity.iqr_k
     out: dict[str, Any] = {}
@@ -101,6 +112,11 @@ def perplexity_tables(scores: pl.DataFrame, cfg: ExperimentConfig) -> dict[str, 
                   for c in sorted(set(part["condition"]))}
         out[view] = {"summary": {c: summarize(v, rule, k) for c, v in groups.items()},
                      "tests": compare_groups(groups)}
+        if view == "outputs":  # the paper's family: a bracket's four conditions
+            pooled = pooled_by_condition(cfg, groups)  # several seeds: one group each
+            out[view]["brackets"] = {
+                b: compare_family(pooled, [VANILLA, f"single-{b}", f"multi-{b}", HUMAN_DATA])
+                for b in cfg.brackets()}
     return out
 
 

@@ -34,3 +34,30 @@ def test_compare_groups_corrects_for_pairs() -> None:
         assert p["p_bonferroni"] == pytest.approx(min(1.0, 3 * p["p"]))
     assert by_pair[("a", "c")]["p_bonferroni"] < 1e-10 and by_pair[("a", "b")]["p"] > 0.01
     assert compare_groups({"only": [1.0, 2.0]})["kruskal"] is None
+
+
+def test_a_brackets_family_is_its_four_conditions() -> None:
+    """The authors' tests per bracket: vanilla, single, multi, human; Bonferroni over those
+    6 pairs even when the target has more conditions; Levene median-centred (scipy)."""
+    import itertools
+
+    import numpy as np
+    from scipy import stats
+
+    from synth_ray.metrics.stats import compare_family
+
+    rng = np.random.default_rng(3)
+    groups = {c: list(rng.lognormal(1 + 0.1 * i, 0.3 + 0.05 * i, 40))
+              for i, c in enumerate(["vanilla", "human", "single-small", "multi-small",
+                                     "single-large", "multi-large"])}
+    fam = ["vanilla", "single-small", "multi-small", "human"]
+    out = compare_family(groups, fam)
+    assert out["conditions"] == fam
+    want_pairs = set(itertools.combinations(fam, 2))
+    assert {(p["a"], p["b"]) for p in out["pairs"]} == want_pairs
+    for p in out["pairs"]:
+        raw = stats.mannwhitneyu(groups[p["a"]], groups[p["b"]], alternative="two-sided").pvalue
+        assert p["p_bonferroni"] == min(1.0, raw * 6)
+    w = stats.levene(*[groups[c] for c in fam], center="median")
+    assert out["levene"] == {"W": w.statistic, "p": w.pvalue}
+    assert out["kruskal"]["H"] == stats.kruskal(*[groups[c] for c in fam]).statistic
