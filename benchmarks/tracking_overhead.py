@@ -8,6 +8,7 @@ tiny target's training loop on this CPU, measured in this process.
 The tiny target's CPU step is the worst case: an 8B step on a GPU takes seconds.
 
 Run: .venv/bin/python benchmarks/tracking_overhead.py [--steps 400]
+     .venv/bin/python benchmarks/tracking_overhead.py --quick   (seconds: the test suite)
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def wandb_run(folder: Path):
     return WorkerRun(lambda m, step: run.log(m, step=step), run.summary.update, run.finish)
 
 
-def train_step_s() -> float:
+def train_step_s(rows: int = 96) -> float:
     """Seconds per optimizer step of the tiny target's LoRA loop (train_throughput.py's
     `run_loop` measurement, padding-free, batch 8, the sample's first 96 rows)."""
     from train_throughput import loop_tokens_per_s
@@ -68,8 +69,8 @@ def train_step_s() -> float:
     from synth_ray.train.data import encode_rows
 
     path = models.resolve_model("tiny://target")
-    rows = load_dataset("tiny://dolly-sample").rows.head(96).to_dicts()
-    examples = encode_rows(AutoTokenizer.from_pretrained(path), rows,
+    data = load_dataset("tiny://dolly-sample").rows.head(rows).to_dicts()
+    examples = encode_rows(AutoTokenizer.from_pretrained(path), data,
                            "You are a helpful assistant.", 512, "response")
     batch = 8
     tps = loop_tokens_per_s(path, examples, batch, LoRASection(), True, 1024)
@@ -80,9 +81,13 @@ def train_step_s() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: seconds (test suite)")
     args = ap.parse_args()
+    rows = 96
+    if args.quick:
+        args.steps, rows = 20, 24
     os.environ.setdefault("WANDB_SILENT", "true")
-    step = train_step_s()
+    step = train_step_s(rows)
     print(f"baseline: one training step of the tiny target (CPU): {step * 1e3:.1f} ms")
     with tempfile.TemporaryDirectory() as d:
         for name, make in (("mlflow (async, sqlite)", mlflow_run),
@@ -90,7 +95,7 @@ def main() -> None:
             folder = Path(d) / name.split()[0]
             folder.mkdir()
             cost = per_step_s(make(folder), args.steps)
-            print(f"{name}: {cost * 1e3:.2f} ms per step logged = {cost / step:.3f} x a "
+            print(f"{name}: {cost * 1e3:.2f} ms per step logged = {cost / step:.3f}x a "
                   f"training step ({args.steps} steps)")
 
 

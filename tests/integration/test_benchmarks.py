@@ -27,7 +27,8 @@ RAY_LANE = {"generation_throughput": ["--quick"], "text_stages": ["--quick"],
             "perplexity_speed": ["--quick"]}
 PLAIN_LANE = {"cpu_lora": ["--quick"], "engine_start": ["--quick"],
               "pretrain_speed": ["--quick"],
-              "self_bleu_speed": ["--quick"], "train_gpu": ["--quick"]}
+              "self_bleu_speed": ["--quick"], "train_gpu": ["--quick"],
+              "tracking_overhead": ["--quick"]}
 
 
 def run_lane(lane: dict[str, list[str]], cwd) -> dict[str, tuple]:
