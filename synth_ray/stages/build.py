@@ -107,9 +107,9 @@ def describe(rows: pl.DataFrame, excluded: dict[str, int], sb: SelfBleuSection) 
     words = rows["response"].map_elements(lambda t: len(t.split()), return_dtype=pl.Int64)
     texts = rows["response"].to_list()
     individual, _ = individual_self_bleu(texts, sb.individual_samples, sb.seed,
-                                         sb.min_sentence_words, sb.max_order)
+                                         sb.min_sentence_words, sb.max_order, sb.sentences)
     aggregated, _ = aggregated_self_bleu(texts, sb.aggregated_samples, sb.seed,
-                                         sb.min_sentence_words, sb.max_order)
+                                         sb.min_sentence_words, sb.max_order, sb.sentences)
     return {
         "self_bleu_individual": individual,
         "self_bleu_aggregated": aggregated,

