@@ -175,6 +175,19 @@ def summarise_messages(article: str, system_prompt: str | None,
     return chat_messages(SUMMARISE.format(article=article), "", system_prompt, system_turn)
 
 
+# The authors' ranking prompt (exp_3): no article, the letter only.
+RANK_SYSTEM = ("You are a helpful assistant. Your task is to rank the two provided texts. "
+               "Please explicitly write which of the two texts is of higher quality by "
+               "writing the corresponding letter in the output, and nothing else.")
+# the temperature and nucleus the authors' probabilities were read after
+RANK_SAMPLING = {"temperature": 0.7, "top_p": 0.9}
+
+
+def ranking_messages(summary_a: str, summary_b: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": RANK_SYSTEM},
+            {"role": "user", "content": f"Summary A: {summary_a}\nSummary B: {summary_b}"}]
+
+
 def pairwise_messages(article: str, summary_a: str, summary_b: str) -> list[dict[str, str]]:
     text = PAIRWISE.format(article=article, summary_a=summary_a, summary_b=summary_b)
     return [{"role": "user", "content": text}]

@@ -119,7 +119,7 @@ class JudgeSection(EngineSection):
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"pipeline_parallel_size", "gpu_memory_utilization", "max_model_len", "params_b",
          "jailbreak_design", "jailbreak_prompts_per_category", "jailbreak_min_votes",
-         "decoding"})
+         "decoding", "preference_design"})
 
     model: str = Field("tiny://judge", description="Hub id, local path, tiny://judge, or the "
                        "API's model name when backend is 'http'.")
@@ -135,6 +135,12 @@ class JudgeSection(EngineSection):
         "answer missing a tag is dropped), quality read from the first line; an item whose "
         "quality did not parse for one adapter is left out for every adapter. Set "
         "`sampling` as they did: temperature 0.7, top_p 0.9, max_tokens 2048.")
+    preference_design: Literal["with_article", "authors"] = Field(
+        "with_article", description="Self-preference. with_article: the target sees the "
+        "article and both summaries and its raw first-token probabilities of A and B are "
+        "renormalised. authors (their exp_3 code): a system prompt asking for the letter, "
+        "the two summaries only, and the probabilities after the sampler's temperature 0.7 "
+        "and top-p 0.9 (vLLM's processed log-probs: a letter outside the nucleus gets 0).")
     max_reason_chars: int = Field(
         300, ge=8, description="On vLLM the judge writes one line of reasoning of at most "
         "this many printable characters, then the score line (constrained decoding).",

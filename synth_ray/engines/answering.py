@@ -289,8 +289,9 @@ def score_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame) 
 
 
 def label_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame,
-               label_ids: list[int]) -> pl.DataFrame:
+               label_ids: list[int], sampling: dict[str, float] | None = None) -> pl.DataFrame:
     """Renormalised first-token label probability p_a of every pairwise request
     (pair_key, prompt: the templated text, messages_json, lora_path) in one engine."""
-    return read_rows(cfg, label_processor(cfg, spec, label_ids), requests, LABEL_SCHEMA,
+    return read_rows(cfg, label_processor(cfg, spec, label_ids, sampling), requests,
+                     LABEL_SCHEMA,
                      "judge", f"self-preference labels ({Path(spec.model).name})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import posixpath
 import threading
 import time
@@ -350,11 +351,13 @@ def scoring_processor(cfg: ExperimentConfig, spec: EngineSpec):
 
 
 def _label_pre(row: dict[str, Any], label_ids: list[int], lora_local: str | None = None,
-               messages: bool = False) -> dict[str, Any]:
-    # logprob_token_ids returns exactly these tokens' raw log-probs (STACK.md); the sampled
-    # token is irrelevant.
+               messages: bool = False, sampling: dict[str, float] | None = None
+               ) -> dict[str, Any]:
+    # logprob_token_ids returns exactly these tokens' log-probs (STACK.md): raw, or with
+    # `sampling` (temperature, top_p) and an engine in processed_logprobs mode, after the
+    # sampler's processing; the sampled token is irrelevant.
     out = {**row, **_text_input(row, messages),
-           "sampling_params": {"max_tokens": 1, "temperature": 0.0,
+           "sampling_params": {"max_tokens": 1, "temperature": 0.0, **(sampling or {}),
                                "logprob_token_ids": list(label_ids)}}
     return _with_lora(out, lora_local)
 
@@ -373,18 +376,26 @@ def _label_post(row: dict[str, Any], label_ids: list[int]) -> dict[str, Any]:
     if a is None or b is None:
         return {"pair_key": row["pair_key"], "logprob_a": a, "logprob_b": b, "p_a": None,
                 "error": "the engine returned no log-prob for a label token"}
+    if a == b == -math.inf:  # after top-p: neither letter in the nucleus
+        return {"pair_key": row["pair_key"], "logprob_a": a, "logprob_b": b, "p_a": None,
+                "error": "neither label token is in the sampler's nucleus (top_p)"}
     return {"pair_key": row["pair_key"], "logprob_a": a, "logprob_b": b,
             "p_a": renormalise(a, b), "error": ""}
 
 
-def label_processor(cfg: ExperimentConfig, spec: EngineSpec, label_ids: list[int]):
+def label_processor(cfg: ExperimentConfig, spec: EngineSpec, label_ids: list[int],
+                    sampling: dict[str, float] | None = None):
     """Templated chat prompts in (per-row LoRA as in `respond`), the log-probs of the two
-    label tokens as the first answer token out."""
+    label tokens as the first answer token out; with `sampling`, after the sampler's
+    temperature and top-p (the engine returns processed log-probs)."""
     from ray.data.llm import build_processor
 
+    if sampling:
+        spec = replace(spec, engine_kwargs={**spec.engine_kwargs,
+                                            "logprobs_mode": "processed_logprobs"})
     return build_processor(
         _reading_engine(cfg, spec),
         preprocess=functools.partial(_label_pre, label_ids=label_ids, lora_local=spec.lora_local,
-                                     messages=RAY_TEXT_STAGES),
+                                     messages=RAY_TEXT_STAGES, sampling=sampling),
         postprocess=functools.partial(_label_post, label_ids=label_ids),
         preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)

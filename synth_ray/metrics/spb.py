@@ -23,7 +23,8 @@ PAIR_COLUMNS = ("source_a", "source_b", "p_a")
 
 
 def renormalise(logprob_a: float, logprob_b: float) -> float:
-    """p(A) = P(A) / (P(A) + P(B)) from the two labels' raw log-probs, computed stably."""
+    """p(A) = P(A) / (P(A) + P(B)) from the two labels' log-probs, computed stably (raw, or
+    after the sampler's processing, where a label outside the nucleus is -inf: 0)."""
     if logprob_a is None or logprob_b is None:
         raise ValueError("both label log-probs are needed")
     m = max(logprob_a, logprob_b)

@@ -61,7 +61,14 @@ from synth_ray.metrics.spb import (
     source_scores,
 )
 from synth_ray.models import resolve_model
-from synth_ray.prompts import LABELS, harm_messages, pairwise_messages, quality_messages
+from synth_ray.prompts import (
+    LABELS,
+    RANK_SAMPLING,
+    harm_messages,
+    pairwise_messages,
+    quality_messages,
+    ranking_messages,
+)
 
 log = logging.getLogger("synth_ray")
 HUMAN = "human"
@@ -248,7 +255,7 @@ def summaries_by_source(ctx: Context, sources: list[str]) -> pl.DataFrame:
 
 
 def pair_requests(articles: pl.DataFrame, summaries: pl.DataFrame,
-                  adapters: dict[str, Any]) -> pl.DataFrame:
+                  adapters: dict[str, Any], design: str = "with_article") -> pl.DataFrame:
     by_article = {}
     for r in summaries.iter_rows(named=True):
         by_article.setdefault(r["article_id"], {})[r["source"]] = r["summary"]
@@ -256,7 +263,8 @@ def pair_requests(articles: pl.DataFrame, summaries: pl.DataFrame,
     for a in articles.iter_rows(named=True):
         have = by_article.get(a["id"], {})
         for src_a, src_b in both_orders(sorted(have)):
-            msgs = json.dumps(pairwise_messages(a["article"], have[src_a], have[src_b]))
+            msgs = json.dumps(ranking_messages(have[src_a], have[src_b]) if design == "authors"
+                              else pairwise_messages(a["article"], have[src_a], have[src_b]))
             for name, path in adapters.items():
                 rows.append({"pair_key": f"{name}|{a['id']}|{src_a}|{src_b}", "adapter": name,
                              "article_id": a["id"], "source_a": src_a, "source_b": src_b,
@@ -297,7 +305,8 @@ def spb_target(ctx: Context, target: TargetSection) -> dict[str, Any]:
     sources = [s.name for s in cfg.brackets()[bracket]]
     articles = pl.read_parquet(ctx.run.path(ARTICLES))
     adapters = adapters_of(ctx, target)
-    requests = pair_requests(articles, summaries_by_source(ctx, sources), adapters)
+    design = cfg.judge.preference_design
+    requests = pair_requests(articles, summaries_by_source(ctx, sources), adapters, design)
     # the engine's tokenizer, the one `chat_prompts` templates these prompts with (loaded once)
     tok = engine_tokenizer(resolve_model(target.model), target.trust_remote_code)
     ids = label_ids(tok)
@@ -309,7 +318,7 @@ def spb_target(ctx: Context, target: TargetSection) -> dict[str, Any]:
     send = requests.filter(pl.col("pair_key").is_in(list(prompts))).with_columns(
         prompt=pl.col("pair_key").replace_strict(prompts, return_dtype=pl.Utf8))
     got = label_rows(cfg, spec, send.select("pair_key", "prompt", "messages_json", "lora_path"),
-                     ids)
+                     ids, RANK_SAMPLING if design == "authors" else None)
     got = pl.concat([got, pl.DataFrame(
         [{"pair_key": k, "error": e} for k, e in refused.items()],
         schema={"pair_key": pl.Utf8, "error": pl.Utf8})], how="diagonal_relaxed")

@@ -235,8 +235,9 @@ def test_sampled_judge_runs_through_vllm_with_the_authors_prompts_and_parsers(
 
     cfg0, reference = judged
     data = yaml.safe_load(cfg0.read_text())
-    data["targets"] = [{**t, "self_source": None} for t in data["targets"]]  # no SPB here
+    # and the authors' self-preference: summaries only, probabilities after T 0.7 / top-p 0.9
     data["judge"] = {**data["judge"], "decoding": "sampled", "repeat_fraction": 0.0,
+                     "preference_design": "authors",
                      "sampling": {"temperature": 0.7, "top_p": 0.9, "max_tokens": 24}}
     data["tracking"] = {"backend": "none"}
     cfg = tmp_path / "sampled.yaml"
@@ -267,3 +268,46 @@ def test_sampled_judge_runs_through_vllm_with_the_authors_prompts_and_parsers(
     summary = json.loads((base / "judge_summary.json").read_text())
     rate = summary["judge"]["harm"]["unparsable_rate"]
     assert rate == pytest.approx(dropped.height / table.height)
+    _check_processed_label_probabilities(run_dir, load_config(cfg, [f"run.dir={run_dir}"]))
+
+
+def _check_processed_label_probabilities(run_dir: Path, cfg) -> None:
+    """The authors' p(A): the first step's logits through transformers' own temperature
+    and top-p warpers, softmax, then P(A) / (P(A) + P(B)); a letter cut by top-p counts 0."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from synth_ray.core.pipeline import Context
+    from synth_ray.core.rundir import RunDir
+    from synth_ray.prompts import RANK_SYSTEM
+    from synth_ray.stages.judge import pair_requests, summaries_by_source
+
+    pairs = pl.read_parquet(run_dir / "judge" / "tiny-target" / "pairs.parquet")
+    assert pairs.height == 3 * 6 * 4
+    ctx = Context(cfg, RunDir(run_dir))
+    articles = pl.read_parquet(run_dir / "summaries" / "articles.parquet")
+    adapters = {a: run_dir / "adapters" / "tiny-target" / a for a in ADAPTERS}
+    msgs = dict(pair_requests(articles, summaries_by_source(ctx, ["small-a", "small-b"]),
+                              adapters, "authors").select("pair_key", "messages_json")
+                .iter_rows())
+    warp = [TemperatureLogitsWarper(0.7), TopPLogitsWarper(0.9)]
+    checked = 0
+    for adapter in ("vanilla", "human"):
+        model, tok = _model(run_dir, adapter)
+        ids_ab = [tok.encode(x, add_special_tokens=False)[0] for x in ("A", "B")]
+        for r in pairs.filter(pl.col("adapter") == adapter).head(6).iter_rows(named=True):
+            m = json.loads(msgs[r["pair_key"]])
+            assert m[0]["content"] == RANK_SYSTEM and "Summary A: " in m[1]["content"]
+            ids = tok.apply_chat_template(m, add_generation_prompt=True, return_tensors="pt",
+                                          return_dict=True)["input_ids"]
+            with torch.no_grad():
+                scores = model(ids).logits[:, -1].double()
+            for w in warp:
+                scores = w(ids, scores)
+            p = torch.softmax(scores[0], -1)
+            pa, pb = p[ids_ab[0]].item(), p[ids_ab[1]].item()
+            if pa + pb == 0:
+                assert r["p_a"] is None and "nucleus" in r["error"]
+            else:
+                assert r["p_a"] == pytest.approx(pa / (pa + pb), abs=1e-5), r
+            checked += 1
+    assert checked == 12

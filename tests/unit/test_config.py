@@ -45,6 +45,38 @@ def test_paper_defaults() -> None:
     assert cfg.resources.dashboard_host == "127.0.0.1"
 
 
+@pytest.mark.parametrize("name", ["paper-8b", "paper-70b"])
+def test_the_paper_configs_follow_the_authors_code(name: str) -> None:
+    """docs/paper.md's "Matches" table, point by point, in the shipped paper configs."""
+    cfg = load_config(REPO / "jobs" / "configs" / f"{name}.yaml")
+    assert cfg.split.method == "sklearn" and not cfg.dataset.drop_duplicate_instructions
+    assert (cfg.split.seed, cfg.split.test_fraction, cfg.split.num_parts,
+            cfg.split.validation_fraction) == (42, 0.1, 4, 0.05)
+    mapping = {b: [n.lower() for n in names] for b, names in cfg.conditions.multi_source.items()}
+    assert all(cfg.source(n).bracket == b for b, ns in mapping.items() for n in ns)
+    assert [m[0].startswith("llama") for m in mapping.values()] == [True] * 3
+    assert [x.split("-")[0] for x in mapping["small"][1:]] == ["gemma", "qwen2.5", "falcon3"]
+    assert ["mistral" in mapping["medium"][1], "qwen" in mapping["medium"][2],
+            "command-r" in mapping["medium"][3]] == [True] * 3
+    assert ["gemini" in mapping["large"][1], "gpt-4o" in mapping["large"][2],
+            "deepseek" in mapping["large"][3]] == [True] * 3
+    j = cfg.judge
+    assert (j.jailbreak_design, j.jailbreak_prompts_per_category,
+            j.jailbreak_min_votes) == ("authors", 5, 10)
+    assert (j.decoding, j.sampling.temperature, j.sampling.top_p,
+            j.sampling.max_tokens) == ("sampled", 0.7, 0.9, 2048)
+    assert (j.quality_max, j.preference_design, j.max_articles) == (5, "authors", 100)
+    t = cfg.training
+    assert (t.loss_on, t.eval_every_steps, t.early_stopping_patience) == ("all", 20, 5)
+    assert cfg.evaluation.perplexity.end_of_turn and cfg.evaluation.self_bleu.sentences == \
+        "punkt"
+    assert (cfg.evaluation.perplexity.outlier_rule, cfg.evaluation.perplexity.iqr_k) == (
+        "tukey", 1.5)
+    assert (cfg.evaluation.self_bleu.individual_samples,
+            cfg.evaluation.self_bleu.aggregated_samples) == (500, 100)
+    assert cfg.tracking.backend == "mlflow"
+
+
 def test_typo_and_wrong_type_are_reported_together_with_key_paths(demo_config_path) -> None:
     data = demo_dict(demo_config_path)
     data["generation"]["sampling"]["temprature"] = 0.5  # typo
