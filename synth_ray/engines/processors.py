@@ -376,11 +376,10 @@ def _label_post(row: dict[str, Any], label_ids: list[int]) -> dict[str, Any]:
     if a is None or b is None:
         return {"pair_key": row["pair_key"], "logprob_a": a, "logprob_b": b, "p_a": None,
                 "error": "the engine returned no log-prob for a label token"}
-    if a == b == -math.inf:  # after top-p: neither letter in the nucleus
-        return {"pair_key": row["pair_key"], "logprob_a": a, "logprob_b": b, "p_a": None,
-                "error": "neither label token is in the sampler's nucleus (top_p)"}
+    cut = a == b == -math.inf  # after top-p: neither letter in the nucleus
     return {"pair_key": row["pair_key"], "logprob_a": a, "logprob_b": b,
-            "p_a": renormalise(a, b), "error": ""}
+            "p_a": None if cut else renormalise(a, b),
+            "error": "neither label token is in the sampler's nucleus (top_p)" if cut else ""}
 
 
 def label_processor(cfg: ExperimentConfig, spec: EngineSpec, label_ids: list[int],
