@@ -205,3 +205,5 @@ def track_stage(ctx: Context, name: str) -> None:
         ctx.tracker.stage_metrics(name, ctx.run)
     except Exception as e:
         log.warning("[tracking] could not record stage %s: %s: %s", name, type(e).__name__, e)
+        with contextlib.suppress(Exception):  # and in the manifest: no silent gap
+            ctx.run.note(name, "tracking_error", f"{type(e).__name__}: {str(e)[:500]}")

@@ -222,6 +222,13 @@ class RunDir:
         )
         self._save_manifest(m)
 
+    def note(self, name: str, key: str, value: Any) -> None:
+        """Record something about a finished stage beside its status (e.g. a tracking
+        failure: the stage's outputs are fine, its record elsewhere is not)."""
+        m = self.manifest()
+        m["stages"].setdefault(name, {})[key] = value
+        self._save_manifest(m)
+
     def mark_failed(self, name: str, error: str) -> None:
         m = self.manifest()
         rec = m["stages"].setdefault(name, {})

@@ -81,3 +81,21 @@ def test_summary_numbers_get_keys_by_condition_and_pair() -> None:
         "score/t/diversity/single _x_/self_bleu": 41.0,  # MLflow's key characters only
         "score/t/flag": 1.0,
     }
+
+
+def test_a_tracking_failure_after_a_stage_keeps_the_stage_and_says_so(
+        tmp_path, demo_config_path, monkeypatch) -> None:
+    from synth_ray.core.tracking import MlflowTracker
+
+    def refuse(self, stage, record):
+        raise ConnectionError("tracking server went away")
+
+    monkeypatch.setattr(MlflowTracker, "stage_done", refuse)
+    rd = tmp_path / "run"
+    r = runner.invoke(app, ["split", str(demo_config_path), f"run.dir={rd}",
+                            "tracking.backend=mlflow"])
+    assert r.exit_code == 0, r.output
+    split = json.loads((rd / "manifest.json").read_text())["stages"]["split"]
+    assert split["status"] == "done"
+    assert split["tracking_error"] == "ConnectionError: tracking server went away"
+    assert "could not record stage split" in " ".join(r.output.split())
