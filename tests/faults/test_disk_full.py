@@ -61,10 +61,13 @@ def test_disk_full_keeps_the_previous_outputs(tmp_path, small_disk) -> None:
     assert run_cli("split", str(cfg), f"run.dir={run_dir}").returncode == 0
     before = _digests(run_dir / "splits")
 
-    # the rerun would write other splits (another seed) into a full disk
-    args = ("split", str(cfg), f"run.dir={run_dir}", "split.seed=7", "--force")
+    # the rerun would write other, larger splits (another seed, 120 rows: each part ~8.5 kB,
+    # 3 tmpfs pages, where config.yaml takes 2) into a full disk: the run's own small files
+    # fit, a split file does not
+    args = ("split", str(cfg), f"run.dir={run_dir}", "dataset.max_rows=120", "split.seed=7",
+            "--force")
     if tmpfs:
-        filler = _fill(mount, leave=6 * 1024)
+        filler = _fill(mount, leave=10 * 1024)
         proc = run_cli(*args)
     else:
         import sys
@@ -73,7 +76,7 @@ def test_disk_full_keeps_the_previous_outputs(tmp_path, small_disk) -> None:
 
         proc = subprocess.run([sys.executable, "-m", "synth_ray.cli", *args],
                               capture_output=True, text=True, env=cli_env(), cwd=REPO,
-                              preexec_fn=_limit_file_size(4000), timeout=300)
+                              preexec_fn=_limit_file_size(7000), timeout=300)
     out = proc.stdout + proc.stderr
     print(f"disk full ({'tmpfs' if tmpfs else 'RLIMIT_FSIZE'}): exit {proc.returncode}")
     assert proc.returncode == 1, out[-3000:]
@@ -104,5 +107,5 @@ def test_disk_full_keeps_the_previous_outputs(tmp_path, small_disk) -> None:
     assert _digests(run_dir / "splits") != before  # the new seed's splits, complete
     total = sum(pl.read_parquet(p).height for p in (run_dir / "splits").glob("*.parquet")
                 if p.name != "rejects.parquet")
-    assert total == 48
+    assert total == 120
     shutil.rmtree(run_dir)
