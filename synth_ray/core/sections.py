@@ -6,6 +6,7 @@ documented default (see PAPER.md).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -296,3 +297,13 @@ class TrackingSection(Section):
     wandb_mode: Literal["offline", "online"] = Field(
         "offline", description="W&B: offline writes <run.dir>/wandb (sync it later with "
         "`wandb sync`); online needs WANDB_API_KEY in the environment.")
+
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        # the URI is written to config.yaml, tracking.json and the log: never a password
+        if v is not None and re.search(r"^[a-z+]+://[^/@]*@", v):
+            raise ValueError("credentials in the URI would be written to the run's files; "
+                             "set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or "
+                             "MLFLOW_TRACKING_TOKEN in the environment instead")
+        return v

@@ -63,10 +63,8 @@ def run_status(root: Path) -> dict[str, Any]:
 
 
 def tracking_of(root: Path) -> dict[str, Any] | None:
-    """Where the run's experiment tracking went (`tracking.json`), a password in the URI
-    masked."""
+    """Where the run's experiment tracking went (`tracking.json`)."""
     import json
-    import re
 
     from synth_ray.core.tracking import STATE_FILE
 
@@ -76,8 +74,6 @@ def tracking_of(root: Path) -> dict[str, Any] | None:
     state = json.loads(path.read_text())
     out = {k: state.get(k) for k in ("backend", "uri", "experiment_id", "run_id", "id")
            if state.get(k) is not None}
-    if "uri" in out:
-        out["uri"] = re.sub(r"//[^/@]+@", "//***@", out["uri"])
     out["adapters"] = len(state.get("adapters") or {})
     return out
 

@@ -103,8 +103,8 @@ def _check_server(uri: str) -> None:
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10)
     except OSError as e:
-        raise ConnectionError(f"no MLflow server answers at {re.sub(r'//[^/@]+@', '//***@', uri)}"
-                              f" ({getattr(e, 'reason', e)}); start it, or set "
+        raise ConnectionError(f"no MLflow server answers at {uri} "
+                              f"({getattr(e, 'reason', e)}); start it, or set "
                               "tracking.uri: null for the run directory's own store") from None
 
 
@@ -140,10 +140,7 @@ class MlflowTracker(Tracker):
         self.config_hash = hash_json(cfg.model_dump(mode="json"))
         self.run_id = self._parent()
         log.info("[tracking] MLflow run %s in experiment %r at %s", self.run_id,
-                 cfg.tracking.experiment, self._shown_uri())
-
-    def _shown_uri(self) -> str:
-        return re.sub(r"//[^/@]+@", "//***@", self.uri)  # never a password in the log
+                 cfg.tracking.experiment, self.uri)
 
     def _experiment(self) -> str:
         name = self.cfg.tracking.experiment

@@ -64,6 +64,9 @@ def test_a_run_in_a_bucket_needs_a_server(demo_config_path) -> None:
         load_config(demo_config_path, ["run.dir=s3://b/run", "tracking.backend=wandb"])
     load_config(demo_config_path, ["run.dir=s3://b/run", "tracking.backend=mlflow",
                                    "tracking.uri=http://mlflow:5000"])
+    # a password in the URI would land in config.yaml, tracking.json and the log
+    with pytest.raises(ConfigError, match="tracking.uri: .*MLFLOW_TRACKING_PASSWORD"):
+        load_config(demo_config_path, ["tracking.uri=https://me:s3cret@mlflow.example:443"])
 
 
 def test_summary_numbers_get_keys_by_condition_and_pair() -> None:
