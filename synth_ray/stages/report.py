@@ -127,7 +127,7 @@ def evaluation_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
         family = bracket_tests(ppl.get("brackets") or {})
         div = [[d["condition"], d["lexical_diversity_individual"],
                 d["lexical_diversity_aggregated"], d["self_bleu_document"],
-                d["semantic_diversity"], d["responses"]]
+                d["semantic_diversity"], d.get("heaps_beta", float("nan")), d["responses"]]
                for d in sorted(summary["diversity"], key=lambda d: _order(d["condition"]))]
         human = summary["perplexity"]["human"]["summary"]
         human_rows = [[c, s["n"], s["mean"], s["median"]] for c, s in sorted(human.items())]
@@ -148,7 +148,7 @@ def evaluation_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
             md_table(["adapter", "n", "mean", "median"], human_rows),
             "Diversity of outputs (lexical = 100 - Self-BLEU-3):",
             md_table(["condition", "lexical (individual)", "lexical (aggregated)",
-                      "Self-BLEU-3 (documents)", "semantic", "responses"], div),
+                      "Self-BLEU-3 (documents)", "semantic", "Heaps β", "responses"], div),
         ]))
     return "\n\n".join(parts) or "_No target configured._", images
 

@@ -59,7 +59,11 @@ def diversity_metrics(texts: list[str], cfg_json: dict[str, Any]) -> dict[str, A
     doc = self_bleu(docs, sb["max_order"]) if len(docs) >= 2 else float("nan")
     sem = semantic_diversity(docs, cfg_json["embedding_model"]) if len(docs) >= 2 \
         else float("nan")
+    from synth_ray.metrics.heaps import heaps_law
+
+    heaps = heaps_law(texts)  # vocabulary growth over the condition's responses in order
     return {"self_bleu_individual": ind, "individual_responses": n_ind,
+            "heaps_k": heaps["K"], "heaps_beta": heaps["beta"], "heaps_tokens": heaps["tokens"],
             "self_bleu_aggregated": agg, "aggregated_sentences": n_agg,
             "self_bleu_document": doc, "semantic_diversity": sem,
             "lexical_diversity_individual": 100 - ind, "lexical_diversity_aggregated": 100 - agg,
