@@ -251,6 +251,13 @@ def _largest_remainder(counts: dict[str, int], total: int) -> dict[str, int]:
     return alloc
 
 
+def stratum_column(rows: pl.DataFrame, stratify_by: str | None) -> str | None:
+    """The column both splitters stratify by (None: no strata); a missing one is an error."""
+    if stratify_by and stratify_by not in rows.columns:
+        raise ValueError(f"split.stratify_by: no column {stratify_by!r} in the dataset")
+    return stratify_by or None
+
+
 def split_rows(
     rows: pl.DataFrame,
     seed: int = 42,
@@ -270,9 +277,7 @@ def split_rows(
     if n - n_test < num_parts:
         raise ValueError(f"{n} rows cannot make a test set of {n_test} and {num_parts} parts")
     rng = np.random.default_rng(seed)
-    key = stratify_by if stratify_by else None
-    if key is not None and key not in rows.columns:
-        raise ValueError(f"split.stratify_by: no column {key!r} in the dataset")
+    key = stratum_column(rows, stratify_by)
     strata = rows[key].to_list() if key else ["all"] * n
     by_stratum: dict[str, list[int]] = {}
     for i, s in enumerate(strata):
@@ -320,11 +325,10 @@ def sklearn_split(
     parts: train -> (1+2, 3+4) -> 1, 2, 3, 4. Rows keep sklearn's order."""
     from sklearn.model_selection import train_test_split
 
-    if stratify_by is not None and stratify_by not in rows.columns:
-        raise ValueError(f"split.stratify_by: no column {stratify_by!r} in the dataset")
+    key = stratum_column(rows, stratify_by)
 
     def halve(idx: list[int], size: float) -> tuple[list[int], list[int]]:
-        strata = rows[stratify_by].gather(idx).to_list() if stratify_by else None
+        strata = rows[key].gather(idx).to_list() if key else None
         a, b = train_test_split(idx, test_size=size, random_state=seed, stratify=strata)
         return list(a), list(b)
 
