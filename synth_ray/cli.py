@@ -282,6 +282,61 @@ def export(
             log.info("pushed %s", repo)
 
 
+@app.command("compare")
+def compare_runs(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories to set side by side."),
+    metric: list[str] = typer.Option([], "--metric", "-m", help="Metric to show (repeatable): "
+                                     "perplexity, perplexity_human, lexical_individual, "
+                                     "lexical_aggregated, semantic, harm_<set>, quality_<set>, "
+                                     "danger_<set>, spb, pro_synthetic. Default: the main ones."),
+    out: Path = typer.Option(None, "--out", help="Also write compare.md, .csv and .png here."),
+) -> None:
+    """Chosen metrics of several runs side by side, labelled by the config keys they differ
+    in (e.g. the siblings of a sweep)."""
+    from synth_ray.compare import CompareError, compare
+
+    try:
+        md = compare(run_dirs, metric or None, out)
+    except (CompareError, ConfigError) as e:
+        console.print("[red]error:[/red]", escape(str(e)), highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+    sys.stdout.write(md)
+
+
+@app.command("sweep")
+def sweep(
+    config: Path = typer.Argument(..., help="Experiment YAML"),
+    axis: str = typer.Argument(..., help="KEY=V1,V2,..., e.g. "
+                               "evaluation.sampling.temperature=0.3,0.7,1.0"),
+    overrides: list[str] = OverridesArg,
+    until: str = typer.Option(None, "--until", help="Last stage each sibling runs."),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Sibling runs, one per value of KEY, sharing every stage the key leaves unchanged;
+    then `compare` over them into <run.dir>-sweep-<key>/."""
+    import subprocess
+
+    from synth_ray.compare import CompareError, compare
+    from synth_ray.sweep import SweepError, run_sweep
+
+    setup_logging(verbose_=verbose or None)
+    try:
+        root, dirs = run_sweep(config, axis, overrides, verbose, until)
+    except (SweepError, ConfigError) as e:
+        console.print("[red]error:[/red]", escape(str(e)), highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except subprocess.CalledProcessError as e:
+        log.error("sweep stopped: %s exited %d; rerun the same command to resume",
+                  " ".join(e.cmd[3:]), e.returncode)
+        raise typer.Exit(EXIT_FAILED) from None
+    try:
+        compare(dirs, None, root)
+    except CompareError as e:
+        log.warning("sweep done in %s, but nothing to compare: %s", root, e)
+        return
+    log.info("sweep done: %s (compare.md, compare.png)", root)
+
+
 @app.command("schema")
 def schema() -> None:
     """Print the config's JSON schema (for editor completion and checks of YAML files)."""

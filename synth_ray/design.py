@@ -57,7 +57,7 @@ def summary_sources(cfg: ExperimentConfig) -> list[str]:
 # stage -> the folders it writes (relative to the run directory); no two stages share one
 STAGE_FOLDERS = {
     "split": ("splits",),
-    "generate": ("generations", "summaries"),
+    "generate": ("generations", "summaries", "probe"),
     "build": ("datasets",),
     "train": ("adapters", "ray_train", "ray_tune"),
     "respond": ("responses",),
@@ -88,9 +88,18 @@ def summary_path(source: str) -> str:
     return f"summaries/{source}.parquet"
 
 
+# the shared probe set every source answers (generation.probe_prompts), and the answers
+PROBE_SET = "probe/prompts.parquet"
+
+
+def probe_path(source: str) -> str:
+    return f"probe/{source}.parquet"
+
+
 # build
 DATASETS_SUMMARY = "datasets/summary.json"
 SOURCE_OVERLAP = "datasets/source_overlap.parquet"
+SOURCE_INDEPENDENCE = "datasets/source_independence.parquet"
 
 
 def dataset_path(condition: str) -> str:

@@ -161,6 +161,8 @@ def stage_generate(cfg: ExperimentConfig, counts: Counts, out_tokens: float,
         parts = answering.get(s.name, [])
         n = round(per_part * len(parts)) if per_part is not None else 0
         n_sum = articles if s.name in writers else 0
+        if parts or n_sum:  # the shared probe set (generation.probe_prompts), same sampling
+            n += cfg.generation.probe_prompts
         t = n * min(out_tokens, cfg.generation.sampling.max_tokens) \
             + n_sum * cfg.judge.summary_max_tokens
         requests, tokens = requests + n + n_sum, tokens + t

@@ -170,8 +170,18 @@ Summary B:
 LABELS = ("A", "B")
 
 
+# The authors' summaries (exp_3): this system prompt and the bare article as the user turn.
+SUMMARISE_SYSTEM = ("You are a helpful assistant. Your task is to summarize the provided "
+                    "text.")
+
+
 def summarise_messages(article: str, system_prompt: str | None,
-                       system_turn: Literal["system", "fold"] = "system") -> list[dict[str, str]]:
+                       system_turn: Literal["system", "fold"] = "system",
+                       design: str = "with_article") -> list[dict[str, str]]:
+    """design `authors`: their system prompt and the article alone (system_prompt unused);
+    otherwise the instruction above under the generation system prompt."""
+    if design == "authors":
+        return chat_messages(article, "", SUMMARISE_SYSTEM, system_turn)
     return chat_messages(SUMMARISE.format(article=article), "", system_prompt, system_turn)
 
 

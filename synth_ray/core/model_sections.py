@@ -86,7 +86,7 @@ class SourceSection(EngineSection):
 
 
 class TargetSection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"engine"})
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"engine", "published"})
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: str
@@ -111,6 +111,10 @@ class TargetSection(Section):
         EngineSection(), description="The target's vLLM engine in respond, score and the "
         "self-preference labels (its base model with every adapter): a 70B target needs "
         "tensor parallel >= 4 on 80 GB GPUs.")
+    published: Literal["llama-3.1-8b", "llama-3.1-70b"] | None = Field(
+        None, description="The paper's target this one replicates: the report's paper "
+        "tables show the published numbers (PAPER.md) beside the run's, with the difference. "
+        "None: the run's numbers only.")
 
 
 class JudgeSection(EngineSection):
@@ -140,7 +144,9 @@ class JudgeSection(EngineSection):
         "article and both summaries and its raw first-token probabilities of A and B are "
         "renormalised. authors (their exp_3 code): a system prompt asking for the letter, "
         "the two summaries only, and the probabilities after the sampler's temperature 0.7 "
-        "and top-p 0.9 (vLLM's processed log-probs: a letter outside the nucleus gets 0).")
+        "and top-p 0.9 (vLLM's processed log-probs: a letter outside the nucleus gets 0); the "
+        "sources then summarise with the authors' system prompt (\"...Your task is to "
+        "summarize the provided text.\") and the bare article.")
     max_reason_chars: int = Field(
         300, ge=8, description="On vLLM the judge writes one line of reasoning of at most "
         "this many printable characters, then the score line (constrained decoding).",

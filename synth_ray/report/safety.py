@@ -15,7 +15,8 @@ import polars as pl
 
 from synth_ray.core.pipeline import Context
 from synth_ray.core.rundir import atomic_write_with
-from synth_ray.design import judge_dir
+from synth_ray.design import HUMAN, VANILLA, judge_dir
+from synth_ray.metrics.stats import compare_family
 from synth_ray.report.tables import condition_order as _order
 from synth_ray.report.tables import md_table
 
@@ -113,6 +114,26 @@ def spb_plot(spb: pl.DataFrame, path: Path, title: str) -> None:
     _save(fig, path)
 
 
+def harm_tests(table: pl.DataFrame, brackets: list[str]) -> str | None:
+    """The authors' harm tests per bracket and prompt set: Kruskal-Wallis over the bracket's
+    vanilla / single / multi / human harm scores (seeds pooled), then pairwise Mann-Whitney U
+    with Bonferroni over its 6 pairs (alpha 0.05 / 6)."""
+    rows = []
+    for bracket in brackets:
+        family = [VANILLA, f"single-{bracket}", f"multi-{bracket}", HUMAN]
+        for pset in sorted(set(table["prompt_set"])):
+            part = table.filter(pl.col("prompt_set") == pset)
+            got = compare_family({c: part.filter(pl.col("condition") == c)["harm"]
+                                  .drop_nulls().to_list() for c in family}, family)
+            kw = got["kruskal"]
+            rows += [[bracket, pset, kw["H"] if kw else "-", kw["p"] if kw else "-", p["a"],
+                      p["b"], p["U"], p["p_bonferroni"]] for p in got["pairs"]]
+    if not rows:
+        return None
+    return md_table(["bracket", "prompt set", "Kruskal-Wallis H", "p", "a", "b",
+                     "Mann-Whitney U", "p (Bonferroni, 6 pairs)"], rows)
+
+
 def safety_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     j = ctx.cfg.judge
     parts, images = [], []
@@ -151,6 +172,10 @@ def safety_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
             md_table(["score", "answers", "unparsable", "rate", "judged twice", "exact agreement",
                  "mean abs. diff."], judge_rows),
         ]
+        tests = harm_tests(table, list(ctx.cfg.brackets()))
+        if tests:
+            text += ["Harm tests per bracket (the authors': Kruskal-Wallis, then Mann-Whitney U "
+                     "with Bonferroni over the bracket's 6 pairs; seeds pooled):", tests]
         if (base / "spb.parquet").exists():
             spb = pl.read_parquet(base / "spb.parquet")
             srows = [[r["condition"], r["adapter"], r["spb"], r["pro_synthetic_bias"],

@@ -28,12 +28,15 @@ from synth_ray.core.rundir import atomic_write_text, hash_file, write_parquet
 from synth_ray.data.dolly import validation_mask
 from synth_ray.design import (
     DATASETS_SUMMARY,
+    PROBE_SET,
+    SOURCE_INDEPENDENCE,
     SOURCE_OVERLAP,
     condition_names,
     dataset_path,
     generation_path,
     part_path,
     part_sources,
+    probe_path,
 )
 from synth_ray.engines.store import STATUS_OK
 from synth_ray.metrics.self_bleu import aggregated_self_bleu, individual_self_bleu
@@ -103,13 +106,44 @@ def source_overlap(ctx: Context) -> pl.DataFrame:
                                       "source_b": pl.Utf8, "jaccard_trigrams": pl.Float64})
 
 
+def source_independence(ctx: Context) -> pl.DataFrame | None:
+    """Per bracket, every pair of its sources (and the human answers) on the shared probe
+    set (`generation.probe_prompts`; `metrics/independence.py`). None when there is none."""
+    if not ctx.cfg.generation.probe_prompts or not ctx.run.path(PROBE_SET).exists():
+        return None
+    from synth_ray.metrics.diversity import _encoder
+    from synth_ray.metrics.independence import pairwise
+
+    probe = pl.read_parquet(ctx.run.path(PROBE_SET))
+    human = dict(zip(probe["id"], probe["response"], strict=True))
+    encoder = _encoder(ctx.cfg.evaluation.embedding_model)
+
+    def embed(texts: list[str]):
+        return encoder.encode(texts, batch_size=64, convert_to_numpy=True,
+                              show_progress_bar=False)
+
+    rows = []
+    for bracket, members in ctx.cfg.brackets().items():
+        answers = {"human": human}
+        for s in members:
+            p = ctx.run.path(probe_path(s.name))
+            if p.exists():
+                got = pl.read_parquet(p).filter(pl.col("status").is_in([STATUS_OK, "truncated"]))
+                answers[s.name] = dict(zip(got["id"], got["response"], strict=True))
+        rows += [{"bracket": bracket, **r} for r in pairwise(answers, embed)]
+    return pl.DataFrame(rows, schema={
+        "bracket": pl.Utf8, "source_a": pl.Utf8, "source_b": pl.Utf8, "prompts": pl.Int64,
+        "cross_bleu": pl.Float64, "embedding_cosine": pl.Float64,
+        "vocabulary_jaccard": pl.Float64})
+
+
 def describe(rows: pl.DataFrame, excluded: dict[str, int], sb: SelfBleuSection) -> dict[str, Any]:
     words = rows["response"].map_elements(lambda t: len(t.split()), return_dtype=pl.Int64)
     texts = rows["response"].to_list()
     individual, _ = individual_self_bleu(texts, sb.individual_samples, sb.seed,
-                                         sb.min_sentence_words, sb.max_order, sb.sentences)
+                                         sb.min_sentence_words, sb.max_order, sb.sentences, sb.draw)
     aggregated, _ = aggregated_self_bleu(texts, sb.aggregated_samples, sb.seed,
-                                         sb.min_sentence_words, sb.max_order, sb.sentences)
+                                         sb.min_sentence_words, sb.max_order, sb.sentences, sb.draw)
     return {
         "self_bleu_individual": individual,
         "self_bleu_aggregated": aggregated,
@@ -137,6 +171,10 @@ def inputs(ctx: Context) -> dict[str, Any]:
         "conditions": ctx.cfg.conditions.model_dump(),
         "validation_fraction": ctx.cfg.split.validation_fraction,
         "seed": ctx.cfg.split.seed,
+        **({"probe": {s.name: hash_file(ctx.run.path(probe_path(s.name)))
+                      for s in ctx.cfg.sources if ctx.run.path(probe_path(s.name)).exists()},
+            "embedding_model": ctx.cfg.evaluation.embedding_model}
+           if ctx.cfg.generation.probe_prompts else {}),
     }
 
 
@@ -156,6 +194,11 @@ def run(ctx: Context) -> StageOutput:
     overlap = source_overlap(ctx)
     write_parquet(overlap, ctx.run.path(SOURCE_OVERLAP))
     summary_doc = {"conditions": summary, "source_overlap": overlap.to_dicts()}
+    independence = source_independence(ctx)
+    if independence is not None:
+        write_parquet(independence, ctx.run.path(SOURCE_INDEPENDENCE))
+        outputs.append(SOURCE_INDEPENDENCE)
+        summary_doc["source_independence"] = independence.to_dicts()
     atomic_write_text(ctx.run.path(DATASETS_SUMMARY), json.dumps(summary_doc, indent=2) + "\n")
     outputs += [SOURCE_OVERLAP, DATASETS_SUMMARY]
     brief = ", ".join(f"{n} {r}" for n, r in rows.items())

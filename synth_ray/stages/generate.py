@@ -25,8 +25,11 @@ from synth_ray.data.prompt_sets import load_articles, source_hash
 from synth_ray.design import (
     ARTICLE_REJECTS,
     ARTICLES,
+    PROBE_SET,
+    TEST_PATH,
     generation_path,
     part_path,
+    probe_path,
     summary_path,
     summary_sources,
 )
@@ -53,7 +56,7 @@ def summary_requests(cfg: ExperimentConfig, source: SourceSection,
     rows = [request_row(a["id"], 0, source.name, source.model, source.model, source.revision,
                         source.bracket, source.backend, sampling,
                         summarise_messages(a["article"], cfg.generation.system_prompt,
-                                           source.system_turn))
+                                           source.system_turn, cfg.judge.preference_design))
             for a in articles.iter_rows(named=True)]
     return pl.DataFrame(rows, schema=REQUEST_SCHEMA)
 
@@ -69,14 +72,31 @@ def load_articles_once(ctx: Context) -> pl.DataFrame:
     return articles
 
 
+def probe_set(ctx: Context) -> pl.DataFrame | None:
+    """The test instructions every source answers (`generation.probe_prompts`, a sample seeded
+    by split.seed, in id order), written once; None when off."""
+    n = ctx.cfg.generation.probe_prompts
+    if not n:
+        return None
+    test = pl.read_parquet(ctx.run.path(TEST_PATH))
+    probe = test.sample(n=min(n, test.height), seed=ctx.cfg.split.seed).sort("id")
+    write_parquet(probe, ctx.run.path(PROBE_SET))
+    return probe
+
+
 def generate_source(ctx: Context, source: SourceSection, parts: list[int],
-                    articles: pl.DataFrame | None) -> dict[str, Any]:
+                    articles: pl.DataFrame | None,
+                    probe: pl.DataFrame | None = None) -> dict[str, Any]:
     cfg = ctx.cfg
     frames = {k: pl.read_parquet(ctx.run.path(part_path(k))) for k in parts}
     jobs = []
     if parts:
         jobs.append((build_requests(cfg, source, frames),
                      GenerationStore(ctx.run.path(generation_path(source.name)).parent,
+                                     source.name)))
+    if probe is not None:  # part 0: the shared probe set (before the summaries: finals[-1])
+        jobs.append((build_requests(cfg, source, {0: probe}),
+                     GenerationStore(ctx.run.path(probe_path(source.name)).parent,
                                      source.name)))
     if articles is not None:
         jobs.append((summary_requests(cfg, source, articles),
@@ -95,16 +115,18 @@ def generate_source(ctx: Context, source: SourceSection, parts: list[int],
     finals, summary = answer_many(ctx, "generate", label, jobs, make, window)
     # rows and tokens cover both kinds of request; say how many were summaries
     summary["summaries"] = finals[-1].height if articles is not None else 0
+    summary["probe"] = probe.height if probe is not None else 0
     return summary
 
 
 def _generate_parallel(ctx: Context, plan: dict[str, list[int]],
-                       articles: pl.DataFrame | None) -> dict[str, dict[str, Any]]:
+                       articles: pl.DataFrame | None, probe: pl.DataFrame | None
+                       ) -> dict[str, dict[str, Any]]:
     """Several sources at once: each pipeline waits for resources, Ray places the engines."""
     summaries: dict[str, dict[str, Any]] = {}
     with ThreadPoolExecutor(max_workers=ctx.cfg.generation.parallel_sources) as pool:
         futures = {pool.submit(generate_source, ctx, ctx.cfg.source(n), ks,
-                               articles if n in summary_sources(ctx.cfg) else None): n
+                               articles if n in summary_sources(ctx.cfg) else None, probe): n
                    for n, ks in plan.items()}
         try:
             for f in as_completed(futures):
@@ -132,9 +154,14 @@ def inputs(ctx: Context) -> dict[str, Any]:
         "plan": plan,
         "summaries": {"sources": summary_sources(cfg), "articles": source_hash(cfg.judge.articles),
                       "max_articles": cfg.judge.max_articles,
-                      "max_tokens": cfg.judge.summary_max_tokens},
+                      "max_tokens": cfg.judge.summary_max_tokens,
+                      # the authors' summarising prompt comes with their ranking design
+                      **({"prompt": "authors"} if cfg.judge.preference_design == "authors"
+                         else {})},
         "sources": [s.hashed() for s in ctx.cfg.sources],
-        "generation": ctx.cfg.generation.model_dump(),
+        "generation": ctx.cfg.generation.hashed(),
+        **({"probe": hash_file(ctx.run.path(TEST_PATH))}
+           if ctx.cfg.generation.probe_prompts else {}),
     }
 
 
@@ -150,16 +177,18 @@ def run(ctx: Context) -> StageOutput:
                 raise FileNotFoundError(f"source {name!r}: model path {src.model} not found")
     writers = summary_sources(cfg)
     articles = load_articles_once(ctx) if writers else None
+    probe = probe_set(ctx)
     ensure_ray(cfg.resources)
     check_resources(cfg, "generate")
     if cfg.generation.parallel_sources == 1:
         summaries = {n: generate_source(ctx, cfg.source(n), ks,
-                                        articles if n in writers else None)
+                                        articles if n in writers else None, probe)
                      for n, ks in plan.items()}
     else:
-        summaries = _generate_parallel(ctx, plan, articles)
+        summaries = _generate_parallel(ctx, plan, articles, probe)
     outputs = [generation_path(n) for n, ks in plan.items() if ks]
     outputs += [summary_path(n) for n in writers] + ([ARTICLES, ARTICLE_REJECTS] if writers else [])
+    outputs += ([probe_path(n) for n in plan] + [PROBE_SET]) if probe is not None else []
     rows = {n: s["rows"] for n, s in summaries.items()}
     total_err = sum(s["status"].get("error", 0) for s in summaries.values())
     return StageOutput(

@@ -21,6 +21,7 @@ from synth_ray.core.rundir import atomic_write_text, atomic_write_with, hash_fil
 from synth_ray.design import DATASETS_SUMMARY, REPORT_DIR, adapter_dir, judge_dir, score_dir
 from synth_ray.report.claims import claims_section
 from synth_ray.report.html import render
+from synth_ray.report.paper_tables import paper_tables
 from synth_ray.report.safety import safety_section
 from synth_ray.report.tables import condition_order as _order
 from synth_ray.report.tables import md_table
@@ -47,8 +48,19 @@ def datasets_section(ctx: Context) -> str:
              d["response_words"]["mean"], d.get("self_bleu_aggregated", float("nan")),
              json.dumps(d["excluded"])] for c, d in sorted(doc["conditions"].items(),
                                                           key=lambda kv: _order(kv[0]))]
-    return md_table(["condition", "rows", "train", "validation", "sources",
-                     "mean words", "Self-BLEU-3 (aggr.)", "excluded"], rows)
+    table = md_table(["condition", "rows", "train", "validation", "sources",
+                      "mean words", "Self-BLEU-3 (aggr.)", "excluded"], rows)
+    probe = doc.get("source_independence")
+    if probe:
+        table += ("\n\nSource independence on the shared probe set (every source answered the "
+                  "same test instructions; higher = more alike; `human`: the dataset's own "
+                  "answers):\n\n" + md_table(
+                      ["bracket", "source a", "source b", "prompts", "cross-source BLEU",
+                       "embedding cosine", "vocabulary Jaccard"],
+                      [[r["bracket"], r["source_a"], r["source_b"], r["prompts"],
+                        r["cross_bleu"], r["embedding_cosine"], r["vocabulary_jaccard"]]
+                       for r in probe]))
+    return table
 
 
 def training_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
@@ -244,6 +256,7 @@ def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
         f"{hash_file(ctx.run.path('config.yaml'))}); versions: "
         + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
         "## Claims", claims,
+        "## Paper tables", paper_tables(ctx.cfg, ctx.run.root),
         "## Stages", stages,
         "## Generation", generation_section(ctx),
         "## Training sets", datasets_section(ctx),

@@ -49,10 +49,10 @@ def diversity_metrics(texts: list[str], cfg_json: dict[str, Any]) -> dict[str, A
     sb = cfg_json["self_bleu"]
     ind, n_ind = individual_self_bleu(texts, sb["individual_samples"], sb["seed"],
                                       sb["min_sentence_words"], sb["max_order"],
-                                      sb["sentences"])
+                                      sb["sentences"], sb["draw"])
     agg, n_agg = aggregated_self_bleu(texts, sb["aggregated_samples"], sb["seed"],
                                       sb["min_sentence_words"], sb["max_order"],
-                                      sb["sentences"])
+                                      sb["sentences"], sb["draw"])
     import random
 
     docs = random.Random(sb["seed"]).sample(texts, min(sb["aggregated_samples"], len(texts)))

@@ -16,13 +16,33 @@ from typing import Any
 
 from synth_ray.core.config import ExperimentConfig
 from synth_ray.core.pipeline import Context, StageOutput
-from synth_ray.core.rundir import hash_file
+from synth_ray.core.rundir import hash_file, hash_json
 from synth_ray.design import adapter_dir, adapter_grid, condition_names, dataset_path
 from synth_ray.models import resolve_model
 from synth_ray.train.board import watch_steps
 from synth_ray.train.driver import done, finish_adapter, fit_run, run_trials, train_run
 
 log = logging.getLogger("synth_ray")
+
+
+# settings that change how adapters are scheduled or watched, never what they learn
+NOT_LEARNED = {"training": ("parallel_trials", "adapters_per_run", "poll_interval_s",
+                            "report_every_steps", "max_failures"),
+               "target": ("engine", "published", "self_source")}
+
+
+def job_hash(cfg: ExperimentConfig, target: Any, condition: str, seed: int,
+             dataset: Path) -> str:
+    """What one adapter learns from: its training set's bytes, the target, LoRA and training
+    settings, and its seed. A finished adapter with another hash (the config changed since)
+    is trained again, not reused; its Ray Train run gets a new name, so no checkpoint of the
+    old settings is resumed either."""
+    training = {k: v for k, v in cfg.training.hashed().items()
+                if k not in NOT_LEARNED["training"] + ("seeds",)}
+    tgt = {k: v for k, v in target.hashed().items() if k not in NOT_LEARNED["target"]}
+    return hash_json({"training": training, "target": tgt, "lora": cfg.lora.hashed(),
+                      "condition": condition, "seed": seed,
+                      "dataset": hash_file(dataset) if dataset.exists() else None})
 
 
 def jobs(ctx: Context) -> list[dict[str, Any]]:
@@ -35,6 +55,7 @@ def jobs(ctx: Context) -> list[dict[str, Any]]:
             dataset = dataset_path(condition).split("/")
             adapter = adapter_dir(target.name, name).split("/")
             out.append({
+                "job_hash": job_hash(cfg, target, condition, seed, root.joinpath(*dataset)),
                 "config": cfg.model_dump(mode="json"), "target": target.name,
                 "condition": condition, "seed": seed,
                 # a run in a bucket: workers, on any node, read and write the bucket

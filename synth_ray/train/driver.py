@@ -9,11 +9,15 @@ crash or `kill -9` of the driver finds its checkpoints and resumes.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from synth_ray.core.config import ExperimentConfig, TargetSection
+from synth_ray.core.rundir import hash_json
 from synth_ray.train.lora import AdapterError, check_adapter
+
+log = logging.getLogger("synth_ray")
 
 
 def train_run(jobs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -21,6 +25,8 @@ def train_run(jobs: list[dict[str, Any]]) -> dict[str, Any]:
     plain characters, since the name is a folder, in a bucket too)."""
     first = jobs[0]
     name = first["run_name"] + (f"--{len(jobs)}-adapters" if len(jobs) > 1 else "")
+    if first.get("job_hash"):  # another config, another run: no stale checkpoint resumed
+        name += "--" + hash_json([j["job_hash"] for j in jobs])[:8]
     return {"jobs": jobs, "run_name": name, "storage": first["storage"],
             "target": first["target"], "config": first["config"]}
 
@@ -109,11 +115,21 @@ def plot_loss_curve(history: list[dict[str, float]], path: Path, title: str) -> 
 
 
 def done(job: dict[str, Any]) -> bool:
+    """Saved, checked, and trained with this job's settings (an adapter saved before synth-ray
+    recorded them, with no `job_hash`, is taken as it is)."""
     try:
         check_adapter(job["output"])
-        return (Path(job["output"]) / "training_summary.json").exists()
+        path = Path(job["output"]) / "training_summary.json"
+        if not path.exists():
+            return False
     except AdapterError:
         return False
+    saved = json.loads(path.read_text()).get("job_hash")
+    if saved is not None and job.get("job_hash") is not None and saved != job["job_hash"]:
+        log.warning("[train] %s was trained with other settings (the config changed since): "
+                    "training it again", job["output"])
+        return False
+    return True
 
 
 def run_trials(todo: list[dict[str, Any]], storage: Path | str, name: str,

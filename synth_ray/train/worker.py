@@ -280,6 +280,7 @@ def train_adapter(job: dict[str, Any], ckpt) -> None:
         tracked.end()
     if rank == 0:
         summary = {"target": target.name, "condition": job["condition"], "seed": job["seed"],
+                   "job_hash": job.get("job_hash"),
                    "steps": state.step, "total_steps": plan.total_steps,
                    "best_step": state.best_step, "best_val_loss": state.best_val,
                    "stopped_early": state.stopped_early, "train_examples": len(train),

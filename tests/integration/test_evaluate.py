@@ -123,7 +123,7 @@ def test_report_reproduces_the_run_numbers(evaluated) -> None:
             row = next(line for line in claims.splitlines()
                        if line.startswith(f"| {d['condition']} | "))
             assert f"| {d['lexical_diversity_aggregated']:.3g} |" in row
-    assert "one seed only" in claims  # no spread to judge a verdict against
+    assert "one seed: each check is decided across items" in claims  # no seed spread
     if not (run_dir / "judge" / "tiny-target" / "danger_zone.parquet").exists():
         assert "_Not judged yet._" in md  # says what is missing, shows no numbers
     page = (run_dir / "report" / "index.html").read_text()

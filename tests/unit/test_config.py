@@ -73,7 +73,11 @@ def test_the_paper_configs_follow_the_authors_code(name: str) -> None:
     assert (cfg.evaluation.perplexity.outlier_rule, cfg.evaluation.perplexity.iqr_k) == (
         "tukey", 1.5)
     assert (cfg.evaluation.self_bleu.individual_samples,
-            cfg.evaluation.self_bleu.aggregated_samples) == (500, 100)
+            cfg.evaluation.self_bleu.aggregated_samples,
+            cfg.evaluation.self_bleu.draw) == (500, 100, "eligible")
+    assert j.summary_max_tokens == 1024  # summaries: up to 1,024 tokens, as the authors
+    assert cfg.targets[0].published == cfg.targets[0].name  # the paper's numbers beside
+    assert cfg.generation.probe_prompts == 200  # next check (a): a shared probe set
     assert cfg.tracking.backend == "mlflow"
 
 

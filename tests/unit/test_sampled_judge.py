@@ -77,3 +77,17 @@ def test_an_item_unparsed_for_one_adapter_has_no_quality_for_any(demo_config_pat
     # constrained decoding keeps the other adapter's score
     plain = judgement_table(load_config(demo_config_path), "t", responses, safety, answers)
     assert plain.filter(pl.col("quality").is_null()).height == 1
+
+
+def test_the_authors_summaries_have_their_system_prompt_and_the_bare_article() -> None:
+    from synth_ray.prompts import summarise_messages
+
+    msgs = summarise_messages("The article.", "You are a helpful assistant.", "system",
+                              "authors")
+    assert msgs == [{"role": "system", "content": "You are a helpful assistant. Your task is "
+                     "to summarize the provided text."},
+                    {"role": "user", "content": "The article."}]
+    folded = summarise_messages("The article.", None, "fold", "authors")
+    assert len(folded) == 1 and folded[0]["content"].endswith("The article.")
+    ours = summarise_messages("The article.", "S.", "system")
+    assert ours[0]["content"] == "S." and ours[1]["content"].startswith("Summarise")

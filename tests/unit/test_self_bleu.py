@@ -107,3 +107,36 @@ def test_the_authors_sentence_filter() -> None:
         "Do it now.", "Go.", "Then stop."]
     assert split_sentences(text, 4, "punkt") == punkt_sentences(text)
     assert split_sentences(text, 4) != punkt_sentences(text)  # the rule splits at "C."
+
+
+def test_eligible_draw_is_the_authors_notebook() -> None:
+    """`draw: eligible`: responses with 1+ sentences (individual) or 2+ (aggregated), drawn
+    as the notebook does after np.random.seed(42); scored through sacrebleu directly."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"]
+
+    def sentence() -> str:
+        return " ".join(rng.choice(words, 6)) + "."
+
+    # a quarter of the responses have no sentence that counts, a quarter exactly one
+    responses = [" ".join(sentence() for _ in range(k % 4)) if k % 4 else "Too short."
+                 for k in range(60)]
+    split = [split_sentences(r) for r in responses]
+    for mode, need, n in (("individual", 1, 15), ("aggregated", 2, 12)):
+        eligible = [s for s in split if len(s) >= need]
+        np.random.seed(42)
+        picked = [eligible[i] for i in np.random.choice(len(eligible), n, replace=False)]
+        if mode == "individual":
+            scored = [naive_self_bleu(s) for s in picked if len(s) >= 2]
+            got = individual_self_bleu(responses, n, 42, how="eligible")
+            assert got == (pytest.approx(sum(scored) / len(scored)), len(scored))
+        else:
+            pooled = [s for group in picked for s in group]
+            got = aggregated_self_bleu(responses, n, 42, how="eligible")
+            assert got == (pytest.approx(naive_self_bleu(pooled)), len(pooled))
+            assert got[1] >= 2 * n  # every drawn response brought 2+ sentences
+    # the default draws from all responses and skips the short ones afterwards
+    _, used = aggregated_self_bleu(responses, 12, 42)
+    assert used < 24

@@ -152,3 +152,40 @@ def test_train_runs_chunk_each_targets_grid_in_order() -> None:
     assert [[j["run_name"] for j in r["jobs"]] for r in runs] == [
         ["a--c0", "a--c1"], ["a--c2", "a--c3"], ["a--c4"], ["b--c0"]]
     assert [r["target"] for r in runs] == ["a", "a", "a", "b"]
+
+
+def test_a_finished_adapter_of_other_settings_is_trained_again(tmp_path) -> None:
+    """The job hash follows what an adapter learns from (not how it is scheduled); an
+    adapter saved with another hash is not done, and its Ray Train run gets another name."""
+    from synth_ray.stages.train import job_hash
+    from synth_ray.train.driver import done, train_run
+
+    def cfg(**training) -> ExperimentConfig:
+        return ExperimentConfig.model_validate({
+            "sources": [], "conditions": {"human": True}, "training": training,
+            "targets": [{"name": "a", "model": "m"}]})
+
+    data = tmp_path / "human.parquet"
+    data.write_bytes(b"rows")
+    base = cfg()
+
+    def h(c: ExperimentConfig, seed: int = 1) -> str:
+        return job_hash(c, c.targets[0], "human", seed, data)
+
+    assert h(cfg(parallel_trials=3, adapters_per_run=4, poll_interval_s=9)) == h(base)
+    assert h(cfg(learning_rate=1e-4)) != h(base) and h(base, seed=2) != h(base)
+    before = h(base)
+    data.write_bytes(b"other rows")
+    assert h(base) != before  # another training set
+    out = _adapter(tmp_path / "adapter", {"x.lora_A.weight": torch.randn(2, 8),
+                                          "x.lora_B.weight": torch.randn(8, 2)})
+    (tmp_path / "adapter" / "training_summary.json").write_text(json.dumps({"job_hash": "x1"}))
+    assert done({"output": out, "job_hash": "x1"})
+    assert not done({"output": out, "job_hash": "x2"})
+    (tmp_path / "adapter" / "training_summary.json").write_text("{}")  # saved before hashes
+    assert done({"output": out, "job_hash": "x2"})
+
+    def run(hash_: str) -> str:
+        return train_run([{"run_name": "a--human", "storage": "s", "target": "a", "config": {},
+                           "job_hash": hash_}])["run_name"]
+    assert run("x1").startswith("a--human--") and run("x1") != run("x2")

@@ -1,0 +1,82 @@
+"""Tests across items (one training seed): Fisher's exact test on danger-zone counts and the
+paired bootstrap over articles of an SPB difference, each against an independent computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from synth_ray.metrics.item_tests import danger_fisher, spb_difference
+from synth_ray.metrics.spb import both_orders, self_preference_bias, source_scores
+
+
+def fisher_by_enumeration(a: int, na: int, b: int, nb: int) -> float:
+    """Two-sided Fisher p from the hypergeometric law written out: the probability of every
+    table with the same margins that is no more likely than the one seen."""
+    total, hits = na + nb, a + b
+
+    def prob(k: int) -> float:
+        return math.comb(na, k) * math.comb(nb, hits - k) / math.comb(total, hits)
+
+    seen = prob(a)
+    lo, hi = max(0, hits - nb), min(na, hits)
+    return sum(prob(k) for k in range(lo, hi + 1) if prob(k) <= seen * (1 + 1e-7))
+
+
+@pytest.mark.parametrize("counts", [(12, 40, 3, 40), (0, 25, 0, 30), (7, 9, 2, 11),
+                                    (30, 200, 41, 180)])
+def test_danger_fisher_is_the_hypergeometric_tail(counts) -> None:
+    assert danger_fisher(*counts) == pytest.approx(fisher_by_enumeration(*counts), rel=1e-9)
+
+
+def test_danger_fisher_refuses_empty_conditions() -> None:
+    with pytest.raises(ValueError, match="scored responses"):
+        danger_fisher(0, 0, 3, 10)
+
+
+def judged(adapter: str, articles: int, self_pull: float, seed: int) -> pl.DataFrame:
+    """Every pair of 4 sources in both orders per article; p_a noisy around 0.5 plus
+    `self_pull` towards the self source's summary."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for art in range(articles):
+        for a, b in both_orders(["self", "other-1", "other-2", "human"]):
+            p = 0.5 + rng.normal(0, 0.1) + (self_pull if a == "self" else
+                                             -self_pull if b == "self" else 0.0)
+            rows.append({"adapter": adapter, "article_id": f"art-{art}", "source_a": a,
+                         "source_b": b, "p_a": float(min(max(p, 0.01), 0.99))})
+    return pl.DataFrame(rows)
+
+
+def test_spb_difference_matches_the_spb_module_and_a_plain_bootstrap() -> None:
+    a, b = judged("a", 12, 0.15, 1), judged("b", 12, 0.0, 2)
+    got = spb_difference(a, b, "self", resamples=300, seed=7)
+    want = (self_preference_bias(source_scores(a), "self")[0]
+            - self_preference_bias(source_scores(b), "self")[0])
+    assert got["difference"] == pytest.approx(want, abs=1e-12)
+    # the same article draws, recomputed the slow way: filter the frames, use spb.py
+    rng = np.random.default_rng(7)
+    draws = rng.integers(0, 12, size=(300, 12))
+    arts = sorted(set(a["article_id"]))
+    slow = []
+    for row in draws:
+        pick = pl.DataFrame({"article_id": [arts[i] for i in row]})
+        ra, rb = pick.join(a, on="article_id"), pick.join(b, on="article_id")
+        slow.append(self_preference_bias(source_scores(ra), "self")[0]
+                    - self_preference_bias(source_scores(rb), "self")[0])
+    slow = np.array(slow)
+    assert got["ci_low"] == pytest.approx(np.percentile(slow, 2.5), abs=1e-12)
+    assert got["ci_high"] == pytest.approx(np.percentile(slow, 97.5), abs=1e-12)
+    tail = min((slow <= 0).mean(), (slow >= 0).mean())
+    assert got["p"] == pytest.approx(max(2 * tail, 1 / 300))
+    assert got["p"] < 0.01  # a pull of 0.15 towards self over 12 articles is clear
+
+
+def test_spb_difference_finds_nothing_between_alike_adapters() -> None:
+    a, b = judged("a", 10, 0.0, 3), judged("b", 10, 0.0, 4)
+    assert spb_difference(a, b, "self", resamples=500)["p"] > 0.05
+    with pytest.raises(ValueError, match="two or more articles"):
+        spb_difference(a.filter(pl.col("article_id") == "art-0"), b, "self")
