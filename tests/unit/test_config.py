@@ -78,6 +78,11 @@ def test_the_paper_configs_follow_the_authors_code(name: str) -> None:
     assert j.summary_max_tokens == 1024  # summaries: up to 1,024 tokens, as the authors
     assert cfg.targets[0].published == cfg.targets[0].name  # the paper's numbers beside
     assert cfg.generation.probe_prompts == 200  # next check (a): a shared probe set
+    from synth_ray.report.paper_tables import method_differences
+
+    assert method_differences(cfg) == []  # what the report says of the run's method
+    demo = load_config(REPO / "jobs" / "configs" / "demo.yaml")
+    assert "`judge.decoding`: constrained (the authors': sampled)" in method_differences(demo)
     assert cfg.tracking.backend == "mlflow"
 
 
