@@ -42,7 +42,11 @@ def mean_pairwise_cosine_distance(embeddings: np.ndarray) -> float:
     return float(1.0 - mean_sim)
 
 
+def embed(texts: list[str], model: str = BUNDLED, batch_size: int = 64) -> np.ndarray:
+    """One sentence embedding per text (rows), from `model` (loaded once per process)."""
+    return _encoder(model).encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                                  show_progress_bar=False)
+
+
 def semantic_diversity(texts: list[str], model: str = BUNDLED, batch_size: int = 64) -> float:
-    emb = _encoder(model).encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                                 show_progress_bar=False)
-    return mean_pairwise_cosine_distance(emb)
+    return mean_pairwise_cosine_distance(embed(texts, model, batch_size))

@@ -155,7 +155,7 @@ def punkt_sentences(text: str, min_words: int = 4) -> list[str]:
     return out
 
 
-def draw(responses: list[str], samples: int, seed: int, sampling: str = "all",
+def draw(responses: list[str], samples: int, seed: int, how: str = "all",
          min_sentences: int = 1, min_words: int = 4, method: str = "rule"
          ) -> list[list[str]]:
     """The sentences of the responses drawn for Self-BLEU.
@@ -164,7 +164,7 @@ def draw(responses: list[str], samples: int, seed: int, sampling: str = "all",
     too few sentences is drawn and then skipped by the caller). `eligible`: the authors'
     notebook: only responses with at least `min_sentences` sentences, drawn with numpy's
     legacy generator seeded `seed` (`np.random.seed(42)` there), without replacement."""
-    if sampling == "all":
+    if how == "all":
         pool = random.Random(seed).sample(responses, min(samples, len(responses)))
         return [split_sentences(r, min_words, method) for r in pool]
     import numpy as np

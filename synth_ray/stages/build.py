@@ -111,16 +111,12 @@ def source_independence(ctx: Context) -> pl.DataFrame | None:
     set (`generation.probe_prompts`; `metrics/independence.py`). None when there is none."""
     if not ctx.cfg.generation.probe_prompts or not ctx.run.path(PROBE_SET).exists():
         return None
-    from synth_ray.metrics.diversity import _encoder
+    from synth_ray.metrics.diversity import embed
     from synth_ray.metrics.independence import pairwise
 
     probe = pl.read_parquet(ctx.run.path(PROBE_SET))
     human = dict(zip(probe["id"], probe["response"], strict=True))
-    encoder = _encoder(ctx.cfg.evaluation.embedding_model)
-
-    def embed(texts: list[str]):
-        return encoder.encode(texts, batch_size=64, convert_to_numpy=True,
-                              show_progress_bar=False)
+    model = ctx.cfg.evaluation.embedding_model
 
     rows = []
     for bracket, members in ctx.cfg.brackets().items():
@@ -130,7 +126,8 @@ def source_independence(ctx: Context) -> pl.DataFrame | None:
             if p.exists():
                 got = pl.read_parquet(p).filter(pl.col("status").is_in([STATUS_OK, "truncated"]))
                 answers[s.name] = dict(zip(got["id"], got["response"], strict=True))
-        rows += [{"bracket": bracket, **r} for r in pairwise(answers, embed)]
+        rows += [{"bracket": bracket, **r}
+                 for r in pairwise(answers, lambda texts: embed(texts, model))]
     return pl.DataFrame(rows, schema={
         "bracket": pl.Utf8, "source_a": pl.Utf8, "source_b": pl.Utf8, "prompts": pl.Int64,
         "cross_bleu": pl.Float64, "embedding_cosine": pl.Float64,
