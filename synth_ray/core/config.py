@@ -11,7 +11,7 @@ The sections themselves, with every default and its meaning, are in `sections.py
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -54,6 +54,9 @@ class ConfigError(ValueError):
 
 
 class ExperimentConfig(Section):
+    preset: Literal["paper"] | None = Field(
+        None, description="Fill every key of a named preset the config does not set itself "
+        "(core/presets.py). paper: the authors' method as their code ran it.")
     run: RunSection = RunSection()
     dataset: DatasetSection = DatasetSection()
     split: SplitSection = SplitSection()
@@ -99,6 +102,9 @@ def _format_loc(loc: tuple) -> str:
 def validate_config(data: Any, source: str = "config") -> ExperimentConfig:
     if not isinstance(data, dict):
         raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], source)
+    from synth_ray.core.presets import apply_preset
+
+    data = apply_preset(data)
     try:
         cfg = ExperimentConfig.model_validate(data)
     except ValidationError as e:

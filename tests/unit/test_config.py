@@ -241,3 +241,27 @@ def test_fields_added_later_change_no_stage_hash_until_set() -> None:
     assert longer.hashed()["max_model_len"] == 2048
     wide = load_config(REPO / "jobs" / "configs" / "paper-70b.yaml").targets[0]
     assert wide.hashed()["engine"]["tensor_parallel_size"] == 4
+
+
+def test_the_paper_preset_fills_what_a_config_leaves_unset(demo_config_path) -> None:
+    """`preset: paper` brings the authors' method; the config's own keys and overrides win;
+    the resolved config (run dir's config.yaml) reloads to itself."""
+    from synth_ray.core.config import dump_config
+    from synth_ray.report.paper_tables import method_differences
+
+    data = demo_dict(demo_config_path)
+    data["preset"] = "paper"
+    data.pop("training")  # the config's own training section would win over the preset
+    del data["evaluation"]["self_bleu"]
+    data["split"]["test_fraction"] = 0.2
+    cfg = validate_config(data)
+    assert (cfg.split.method, cfg.training.loss_on, cfg.training.seeds) == ("sklearn", "all", [42])
+    assert (cfg.judge.decoding, cfg.evaluation.self_bleu.draw) == ("sampled", "eligible")
+    assert cfg.split.test_fraction == 0.2  # the config sets it: the config wins
+    assert cfg.judge.max_articles == 6 and cfg.generation.probe_prompts == 200
+    assert method_differences(cfg) == []
+    again = validate_config(yaml.safe_load(dump_config(cfg)))
+    assert again == cfg
+    data["preset"] = "papr"
+    with pytest.raises(ConfigError, match="preset"):
+        validate_config(data)
