@@ -365,12 +365,15 @@ def main(
 def tiny_models(names: list[str] = typer.Argument(None, help="Models to build (default all)")):
     """Build (or find cached) the embedded tiny models; print their folders. Random-weight
     ones by default; name pre-trained ones (pt-*) to pre-train them (minutes each)."""
-    from synth_ray.toy import pretrain, tiny
+    from synth_ray.toy import pretrain, smol, tiny
 
     setup_logging()
     pre = [n for n in names or [] if n in pretrain.PRETRAINED]
     if pre:  # one Ray Tune grid for all of them
         pretrain.pretrain(pre)
+    variants = [n for n in names or [] if smol.variant_corpus(n)]
+    if variants:
+        smol.train_variants(variants)
     for name in names or sorted(tiny.MODELS):
         print(f"tiny://{name}\t{tiny.model_path(name)}")
 

