@@ -54,9 +54,6 @@ class ConfigError(ValueError):
 
 
 class ExperimentConfig(Section):
-    preset: Literal["paper"] | None = Field(
-        None, description="Fill every key of a named preset the config does not set itself "
-        "(core/presets.py). paper: the authors' method as their code ran it.")
     run: RunSection = RunSection()
     dataset: DatasetSection = DatasetSection()
     split: SplitSection = SplitSection()
@@ -70,6 +67,10 @@ class ExperimentConfig(Section):
     judge: JudgeSection = JudgeSection()
     resources: ResourcesSection = ResourcesSection()
     tracking: TrackingSection = TrackingSection()
+    # last, so a run's config.yaml opens with its run section as before
+    preset: Literal["paper"] | None = Field(
+        None, description="Fill every key of a named preset the config does not set itself "
+        "(core/presets.py). paper: the authors' method as their code ran it.")
 
     def source(self, name: str) -> SourceSection:
         for s in self.sources:
