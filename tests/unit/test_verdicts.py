@@ -109,3 +109,18 @@ def test_danger_zone_pooled_over_brackets(tmp_path) -> None:
     md = pooled_danger(tmp_path, "t")
     assert "| single | RB | 4 | 40 | 0.1 | 2 |" in md and "| multi | RB | 2 | 40 | 0.05 | 2 |" in md
     assert "vanilla" not in md
+
+
+def test_self_preference_with_one_article_has_no_item_test() -> None:
+    """A bootstrap over one article says nothing: the check falls back to the direction."""
+    from synth_ray.report.verdicts import preference
+
+    pairs = pl.DataFrame({"adapter": ["vanilla", "single-s"] * 2, "article_id": ["a"] * 4,
+                          "source_a": ["me", "me", "other", "other"],
+                          "source_b": ["other", "other", "me", "me"],
+                          "p_a": [0.7, 0.6, 0.3, 0.4]})
+    frame = pl.DataFrame([{"adapter": c, "condition": c, "kind": c.split("-")[0],
+                           "bracket": "s" if "-" in c else None, "metric": pub.SPB, "value": v}
+                          for c, v in (("vanilla", 0.2), ("single-s", 0.1))], schema=SCHEMA)
+    text = preference(frame, pairs, "me", {"vanilla": "vanilla", "single-s": "single-s"}, "s")
+    assert "SPB, single < vanilla: one seed, no test across items" in text
