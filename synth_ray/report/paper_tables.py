@@ -113,7 +113,7 @@ def pooled_danger(root: Any, target: str) -> str | None:
     zone = pl.read_parquet(path).with_columns(
         kind=pl.col("condition").str.split("-").list.first())
     synthetic = zone.filter(pl.col("kind").is_in(["single", "multi"]))
-    brackets = set(synthetic["condition"].str.split("-").list.get(1))
+    brackets = set(synthetic["condition"].str.replace(r"^(single|multi)-", ""))
     if len(brackets) < 2:  # one bracket: the per-bracket table already shows it
         return None
     zone = synthetic
