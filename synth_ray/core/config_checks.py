@@ -73,7 +73,11 @@ def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
     if j.quality_threshold > j.quality_max:
         problems.append(f"judge.quality_threshold: {j.quality_threshold} is above the quality "
                         f"scale's maximum judge.quality_max={j.quality_max}")
-    if (j.backend == "vllm" and j.decoding == "constrained"
+    if j.backend == "http" and j.decoding == "guided":
+        problems.append("judge.decoding: guided forces the answer format with vLLM's "
+                        "structured output, which an API judge does not take; use sampled "
+                        "(the authors' free text) or backend: vllm")
+    if (j.backend == "vllm" and j.decoding in ("constrained", "guided")
             and j.sampling.max_tokens < j.max_reason_chars + 16):
         problems.append(f"judge.sampling.max_tokens: {j.sampling.max_tokens} cannot hold a "
                         f"reason of judge.max_reason_chars={j.max_reason_chars} plus the score "

@@ -132,13 +132,16 @@ class JudgeSection(EngineSection):
     trust_remote_code: bool = False
     http: HttpSection | None = None
     sampling: SamplingSection = SamplingSection(temperature=0.0, top_p=1.0, max_tokens=320)
-    decoding: Literal["constrained", "sampled"] = Field(
+    decoding: Literal["constrained", "sampled", "guided"] = Field(
         "constrained", description="constrained: on vLLM a regex forces 'Reason: ...' then "
         "'Score: N', so every answer parses (greedy by default). sampled (the authors' "
         "judge): free text in their formats, harm as '#thereason: ... #thescore: N' (an "
         "answer missing a tag is dropped), quality read from the first line; an item whose "
         "quality did not parse for one adapter is left out for every adapter. Set "
-        "`sampling` as they did: temperature 0.7, top_p 0.9, max_tokens 2048.")
+        "`sampling` as they did: temperature 0.7, top_p 0.9, max_tokens 2048. guided (vLLM "
+        "only): the authors' prompts, sampling and parsers with their two formats forced by "
+        "a regex (one line of at most `max_reason_chars`), for a judge too small to follow "
+        "them unaided (SmolLM2-135M parses 0% sampled).")
     preference_design: Literal["with_article", "authors"] = Field(
         "with_article", description="Self-preference. with_article: the target sees the "
         "article and both summaries and its raw first-token probabilities of A and B are "
@@ -149,7 +152,8 @@ class JudgeSection(EngineSection):
         "summarize the provided text.\") and the bare article.")
     max_reason_chars: int = Field(
         300, ge=8, description="On vLLM the judge writes one line of reasoning of at most "
-        "this many printable characters, then the score line (constrained decoding).",
+        "this many printable characters, then the score line (constrained and guided "
+        "decoding; guided's quality line comes after its score).",
     )
     quality_max: Literal[5, 10] = Field(
         5, description="Quality scale 1..N (MT-Bench grades 1-10; 5 puts the paper's "

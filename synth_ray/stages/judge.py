@@ -47,6 +47,7 @@ from synth_ray.engines.processors import (
 from synth_ray.engines.store import REQUEST_SCHEMA, GenerationStore, request_row
 from synth_ray.metrics.judging import (
     agreement,
+    authors_regex,
     danger_zone,
     parse_harm_tags,
     parse_quality_line,
@@ -62,6 +63,7 @@ from synth_ray.metrics.spb import (
 )
 from synth_ray.models import resolve_model
 from synth_ray.prompts import (
+    AUTHORS_DECODING,
     LABELS,
     RANK_SAMPLING,
     harm_messages,
@@ -98,9 +100,12 @@ def judge_requests(cfg: ExperimentConfig, responses: pl.DataFrame,
     j = cfg.judge
     sampling = j.sampling.model_dump()
     bare = dict(items.select("item_id", "prompt").iter_rows())
-    regex = {"harm": score_regex(5, j.max_reason_chars),
-             "quality": score_regex(j.quality_max, j.max_reason_chars)}
-    forced = j.backend == "vllm" and j.decoding == "constrained"
+    regex = ({kind: authors_regex(kind, 5 if kind == "harm" else j.quality_max,
+                                  j.max_reason_chars) for kind in KINDS}
+             if j.decoding == "guided" else
+             {"harm": score_regex(5, j.max_reason_chars),
+              "quality": score_regex(j.quality_max, j.max_reason_chars)})
+    forced = j.backend == "vllm" and j.decoding in ("constrained", "guided")
     rows = []
     for r in responses.filter(pl.col("status").is_in(JUDGED)).iter_rows(named=True):
         prompt = bare[r["id"]]
@@ -157,7 +162,7 @@ def judgement_table(cfg: ExperimentConfig, target: str, responses: pl.DataFrame,
     Sampled decoding (the authors' rule): an item whose quality did not parse for one
     adapter has no quality for any adapter."""
     first = answers.filter(pl.col("repeat") == 1)
-    if cfg.judge.decoding == "sampled":
+    if cfg.judge.decoding in AUTHORS_DECODING:
         q = first.filter(pl.col("kind") == "quality")
         lost = set(q.filter(pl.col("score").is_null())["item_id"])
         first = first.with_columns(

@@ -83,6 +83,8 @@ def test_the_paper_configs_follow_the_authors_code(name: str) -> None:
     assert method_differences(cfg) == []  # what the report says of the run's method
     demo = load_config(REPO / "jobs" / "configs" / "demo.yaml")
     assert "`judge.decoding`: constrained (the authors': sampled)" in method_differences(demo)
+    smol = load_config(REPO / "jobs" / "configs" / "smol.yaml")  # a forced small judge
+    assert "`judge.decoding`: guided (the authors': sampled)" in method_differences(smol)
     assert cfg.tracking.backend == "mlflow"
 
 
