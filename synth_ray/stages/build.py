@@ -168,6 +168,9 @@ def inputs(ctx: Context) -> dict[str, Any]:
         "conditions": ctx.cfg.conditions.model_dump(),
         "validation_fraction": ctx.cfg.split.validation_fraction,
         "seed": ctx.cfg.split.seed,
+        # the training sets' Self-BLEU in datasets_summary.json: a changed setting redoes
+        # the summary (seconds); the datasets come out byte-identical, so nothing retrains
+        "self_bleu": ctx.cfg.evaluation.self_bleu.hashed(),
         **({"probe": {s.name: hash_file(ctx.run.path(probe_path(s.name)))
                       for s in ctx.cfg.sources if ctx.run.path(probe_path(s.name)).exists()},
             "embedding_model": ctx.cfg.evaluation.embedding_model}

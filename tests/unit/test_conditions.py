@@ -94,3 +94,13 @@ def test_ngram_jaccard_against_hand_count() -> None:
     b = conditions.ngram_set(["the cat sat on a mat"])
     # a: the cat sat / cat sat on / sat on the / on the mat ; b shares the first two
     assert len(a) == 4 and len(a & b) == 2 and len(a | b) == 6
+
+
+def test_the_summary_self_bleu_settings_are_build_inputs(tmp_path, demo_config_path) -> None:
+    """datasets_summary.json holds the training sets' Self-BLEU: a run that changes how it is
+    measured must redo build, not keep the old figures."""
+    ctx = make_run(tmp_path, demo_config_path)
+    punkt = ctx.cfg.model_copy(update={"evaluation": ctx.cfg.evaluation.model_copy(update={
+        "self_bleu": ctx.cfg.evaluation.self_bleu.model_copy(update={"sentences": "punkt"})})})
+    assert punkt.evaluation.self_bleu.sentences != ctx.cfg.evaluation.self_bleu.sentences
+    assert conditions.inputs(ctx) != conditions.inputs(Context(punkt, ctx.run))
