@@ -1,11 +1,15 @@
 # The two commands of the README: `make demo` and `make test`. Both set up .venv first.
-.PHONY: setup demo test lint bench clean-demo
+.PHONY: setup demo smol test lint bench clean-demo
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
 	@.venv/bin/synth-ray run jobs/configs/demo.yaml $(ARGS)
+
+# The paper's design in miniature on a real chat model (SmolLM2-135M-Instruct): ~30 minutes.
+smol: setup
+	@.venv/bin/synth-ray run jobs/configs/smol.yaml $(ARGS)
 
 test: setup
 	@bash scripts/test.sh $(ARGS)
