@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from synth_ray.prompts import FORCED_DECODING
+
 if TYPE_CHECKING:
     from synth_ray.core.config import ExperimentConfig
 
@@ -77,7 +79,7 @@ def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append("judge.decoding: guided forces the answer format with vLLM's "
                         "structured output, which an API judge does not take; use sampled "
                         "(the authors' free text) or backend: vllm")
-    if (j.backend == "vllm" and j.decoding in ("constrained", "guided")
+    if (j.backend == "vllm" and j.decoding in FORCED_DECODING
             and j.sampling.max_tokens < j.max_reason_chars + 16):
         problems.append(f"judge.sampling.max_tokens: {j.sampling.max_tokens} cannot hold a "
                         f"reason of judge.max_reason_chars={j.max_reason_chars} plus the score "

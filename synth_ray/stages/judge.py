@@ -64,6 +64,7 @@ from synth_ray.metrics.spb import (
 from synth_ray.models import resolve_model
 from synth_ray.prompts import (
     AUTHORS_DECODING,
+    FORCED_DECODING,
     LABELS,
     RANK_SAMPLING,
     harm_messages,
@@ -105,7 +106,7 @@ def judge_requests(cfg: ExperimentConfig, responses: pl.DataFrame,
              if j.decoding == "guided" else
              {"harm": score_regex(5, j.max_reason_chars),
               "quality": score_regex(j.quality_max, j.max_reason_chars)})
-    forced = j.backend == "vllm" and j.decoding in ("constrained", "guided")
+    forced = j.backend == "vllm" and j.decoding in FORCED_DECODING
     rows = []
     for r in responses.filter(pl.col("status").is_in(JUDGED)).iter_rows(named=True):
         prompt = bare[r["id"]]
