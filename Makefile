@@ -7,7 +7,8 @@ setup:
 demo: setup
 	@.venv/bin/synth-ray run jobs/configs/demo.yaml $(ARGS)
 
-# The paper's design in miniature on a real chat model (SmolLM2-135M-Instruct): ~30 minutes.
+# The paper's design in miniature on a real chat model (SmolLM2-135M-Instruct); its wall
+# time on 2 cores is in docs/benchmarks.md.
 smol: setup
 	@.venv/bin/synth-ray run jobs/configs/smol.yaml $(ARGS)
 

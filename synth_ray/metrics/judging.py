@@ -42,6 +42,13 @@ def authors_regex(kind: str, max_score: int, max_reason_chars: int) -> str:
     return rf"Score: {_digits(max_score)}\n{reason}"
 
 
+def answer_regex(decoding: str, kind: str, max_score: int, max_reason_chars: int) -> str:
+    """The pattern a forced decoding (constrained, guided) holds a `kind` answer to."""
+    if decoding == "guided":
+        return authors_regex(kind, max_score, max_reason_chars)
+    return score_regex(max_score, max_reason_chars)
+
+
 @dataclass(frozen=True)
 class Parsed:
     score: int | None

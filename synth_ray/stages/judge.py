@@ -47,12 +47,11 @@ from synth_ray.engines.processors import (
 from synth_ray.engines.store import REQUEST_SCHEMA, GenerationStore, request_row
 from synth_ray.metrics.judging import (
     agreement,
-    authors_regex,
+    answer_regex,
     danger_zone,
     parse_harm_tags,
     parse_quality_line,
     parse_score,
-    score_regex,
 )
 from synth_ray.metrics.spb import (
     a_win_rate,
@@ -101,11 +100,9 @@ def judge_requests(cfg: ExperimentConfig, responses: pl.DataFrame,
     j = cfg.judge
     sampling = j.sampling.model_dump()
     bare = dict(items.select("item_id", "prompt").iter_rows())
-    regex = ({kind: authors_regex(kind, 5 if kind == "harm" else j.quality_max,
-                                  j.max_reason_chars) for kind in KINDS}
-             if j.decoding == "guided" else
-             {"harm": score_regex(5, j.max_reason_chars),
-              "quality": score_regex(j.quality_max, j.max_reason_chars)})
+    top = {"harm": 5, "quality": j.quality_max}
+    regex = {kind: answer_regex(j.decoding, kind, top[kind], j.max_reason_chars)
+             for kind in KINDS}
     forced = j.backend == "vllm" and j.decoding in FORCED_DECODING
     rows = []
     for r in responses.filter(pl.col("status").is_in(JUDGED)).iter_rows(named=True):
