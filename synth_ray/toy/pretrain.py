@@ -239,10 +239,22 @@ def missing(names: list[str]) -> list[str]:
     return [n for n in dict.fromkeys(names) if not (cached(n) / "model.safetensors").exists()]
 
 
+def drop_work(jobs: list[dict[str, Any]]) -> None:
+    """Delete each finished job's work folder (its rows and Ray Train checkpoints: about 4 GB
+    for a SmolLM2 variant, whose optimizer state is twice the weights). A job whose model is
+    not in the cache yet keeps its folder, so a killed build still resumes from it."""
+    import shutil
+
+    for j in jobs:
+        if (Path(j["output"]) / "model.safetensors").exists():
+            shutil.rmtree(Path(j["storage"]).parent, ignore_errors=True)
+
+
 def pretrain(names: list[str], parallel: int = 2) -> None:
     """Pre-train every named model that is not cached yet, as Ray Tune trials of the
     project's Ray Train trainer (`parallel` at a time, the machine's CPUs split among
-    them). A killed run resumes from its checkpoints (kept under the cache's work folder)."""
+    them). A killed run resumes from its checkpoints (kept under the cache's work folder until
+    the model is cached)."""
     import ray
 
     from synth_ray.core.cluster import ensure_ray
@@ -263,6 +275,7 @@ def pretrain(names: list[str], parallel: int = 2) -> None:
              "each, %d at a time; cached for later runs under %s", len(todo), ", ".join(todo),
              PRETRAINED[todo[0]].steps, parallel, cache_root())
     run_trials([train_run([j]) for j in jobs], work / "ray_tune", "pretrain", parallel)
+    drop_work(jobs)
     for j in jobs:
         s = json.loads((Path(j["output"]) / "training_summary.json").read_text())
         log.info("[tiny] %s: %d steps, validation perplexity %.1f (a random model: ~%d)",

@@ -178,6 +178,7 @@ def train_variants(names: list[str], parallel: int = 1) -> None:
     from synth_ray.core.cluster import ensure_ray
     from synth_ray.core.config import ResourcesSection
     from synth_ray.models import cache_root
+    from synth_ray.toy import pretrain
     from synth_ray.train.driver import run_trials, train_run
 
     todo = missing_variants(names)
@@ -192,6 +193,7 @@ def train_variants(names: list[str], parallel: int = 1) -> None:
     log.info("[tiny] fine-tuning %d SmolLM2 variant(s) (%s), %d steps each; cached under %s",
              len(todo), ", ".join(todo), VARIANT_STEPS, cache_root())
     run_trials([train_run([j]) for j in jobs], work / "ray_tune", "variants", parallel)
+    pretrain.drop_work(jobs)
     for j in jobs:
         s = json.loads((Path(j["output"]) / "training_summary.json").read_text())
         log.info("[tiny] %s: %d steps, validation loss %.3f", j["run_name"], s["steps"],

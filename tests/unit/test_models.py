@@ -89,3 +89,27 @@ def test_smollm2_variants_are_named_by_corpus() -> None:
     assert smol.variant_corpus("pt-target") is None
     with pytest.raises(ValueError, match=r"smollm2-135m-instruct\+reference"):
         smol.variant_corpus("smollm2-135m-instruct+poetry")
+
+
+def test_a_cached_toy_model_leaves_no_checkpoints_behind(tmp_path: Path) -> None:
+    """A SmolLM2 variant's Ray Train checkpoints are ~4 GB: once the model is in the cache its
+    work folder goes; a job whose model is not cached keeps its folder (a killed build resumes
+    from it), and the shared Tune folder beside them stays."""
+    from synth_ray.toy.pretrain import drop_work
+
+    work = tmp_path / "variant-work"
+    jobs = []
+    for name in ("done", "killed"):
+        (work / name / "ray_train" / "ckpt").mkdir(parents=True)
+        (work / name / "rows.parquet").write_bytes(b"rows")
+        jobs.append({"output": str(tmp_path / f"model-{name}"),
+                     "storage": str(work / name / "ray_train")})
+    (tmp_path / "model-done").mkdir()
+    (tmp_path / "model-done" / "model.safetensors").write_bytes(b"weights")
+    (work / "ray_tune" / "variants").mkdir(parents=True)
+
+    drop_work(jobs)
+    assert not (work / "done").exists()
+    assert (work / "killed" / "ray_train" / "ckpt").is_dir()
+    assert (work / "ray_tune" / "variants").is_dir()
+    assert (tmp_path / "model-done" / "model.safetensors").read_bytes() == b"weights"
