@@ -27,6 +27,11 @@ pretrain.pretrain(["pt-test"])
 print("MODEL", pretrain.cached("pt-test"))
 print("PROMPTS", pretrain.paragraphs_path())
 print("MISSING", pretrain.missing(["pt-test"]))
+# the model pre-training started from (seeded: the same weights), for the perplexity baseline
+from pathlib import Path
+from synth_ray.toy.tiny import build_model
+build_model(pretrain.PRETRAINED["pt-test"].model, Path(sys.argv[1]), pretrain.tokenizer_path(),
+            "pt-test")
 """
 
 
@@ -53,8 +58,9 @@ def held_out_perplexity(model_dir, rows: list[dict]) -> float:
 
 def test_pretrained_source_is_far_from_gibberish(tmp_path) -> None:
     env = cli_env(SYNTH_RAY_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          timeout=900, env=env, cwd=REPO)
+    init = tmp_path / "init"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(init)], capture_output=True,
+                          text=True, timeout=900, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
                if line.startswith(("MODEL", "PROMPTS", "MISSING")))
@@ -63,7 +69,9 @@ def test_pretrained_source_is_far_from_gibberish(tmp_path) -> None:
     summary = json.loads((tmp_path / "cache" / model.rsplit("/", 1)[-1] /
                           "training_summary.json").read_text())
     assert summary["steps"] == 60 and summary["condition"] == "pretrain"  # exactly
-    init = next((tmp_path / "cache" / "pretrain-work").glob("pt-test-*/init"))
+    # its checkpoints went once the model was cached (the Tune folder beside them stays)
+    assert not list((tmp_path / "cache" / "pretrain-work").glob("pt-test-*"))
+    assert (tmp_path / "cache" / "pretrain-work" / "ray_tune").is_dir()
 
     prompts = pl.read_ndjson(out["PROMPTS"])
     held = prompts.filter(pl.col("category") == "reference").head(40).to_dicts()
@@ -80,8 +88,8 @@ def test_pretrained_source_is_far_from_gibberish(tmp_path) -> None:
     import shutil
 
     shutil.rmtree(next((tmp_path / "cache").glob("corpus-*")))
-    again = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                           timeout=300, env=env, cwd=REPO)
+    again = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "init-again")],
+                           capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert again.returncode == 0 and "pre-training" not in again.stderr
     assert f"MODEL {model}" in again.stdout
     assert next((tmp_path / "cache").glob("corpus-*/rows.parquet")).exists()  # rebuilt
