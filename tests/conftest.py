@@ -17,6 +17,33 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 
+_SPEED: dict[str, float] = {}
+
+
+def pytest_sessionstart(session) -> None:
+    """The machine-speed figure (tests/calibration.py), before any test: a slow day shows."""
+    import time
+
+    from tests.calibration import calibrate
+
+    _SPEED.update(calibrate(), start=time.perf_counter())
+
+
+def pytest_report_header(config) -> str:
+    return (f"machine speed: calibration {_SPEED['seconds']:.2f} s "
+            f"({_SPEED['factor']:.2f}x the reference day)")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The total beside the calibration, and the total normalised to the reference day."""
+    import time
+
+    total = time.perf_counter() - _SPEED["start"]
+    terminalreporter.write_line(
+        f"suite: {total / 60:.1f} min on a machine at {_SPEED['factor']:.2f}x the reference "
+        f"day's calibration ({_SPEED['seconds']:.2f} s); normalised "
+        f"{total / _SPEED['factor'] / 60:.1f} min")
+
 
 @pytest.fixture
 def demo_config_path() -> Path:

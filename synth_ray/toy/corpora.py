@@ -1,14 +1,16 @@
-"""Real text the machine already carries, cut into paragraphs: the corpora of the tiny
-pre-trained family (`synth_ray/toy/pretrain.py`) and of the demo's prompts.
+"""Real text cut into paragraphs: the corpora of the tiny pre-trained family
+(`synth_ray/toy/pretrain.py`) and of the demo's prompts.
 
-Nothing here is bundled: each corpus is read at set-up time from the Python installation or
-the operating system, so the project ships no third-party text.
+The text must not move when the machine's packages do: a corpus that changed would change
+the corpus key and re-pre-train every toy model (minutes) after any `pip install`. So each
+corpus is the standard library's own text (fixed by the Python version) or text shipped with
+the project:
 
 - `reference`: the Python language reference and library topics (`pydoc_data.topics`).
 - `docstrings`: docstrings of the standard library's modules, classes and functions, read
   with `ast` (nothing is imported).
-- `licenses`: licence texts: Debian's `/usr/share/common-licenses` and the licence files of
-  the installed Python packages (`*.dist-info`).
+- `licenses`: licence texts, shipped as `sample/licenses.txt` (Debian's common licences and
+  the licence files of the packages the project installs, gathered once; sample/README.md).
 
 A paragraph becomes a Dolly-style row: its first sentence is the instruction, the rest the
 response (the "human" answer). About one paragraph in ten (by a hash of its text, so the
@@ -20,7 +22,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-import site
 import sysconfig
 import textwrap
 from collections.abc import Callable, Iterator
@@ -88,24 +89,11 @@ def _docstrings() -> Iterator[str]:
                     yield doc
 
 
-def _licence_files() -> list[Path]:
-    files = []
-    debian = Path("/usr/share/common-licenses")
-    if debian.is_dir():
-        files += sorted(p for p in debian.iterdir() if p.is_file() and not p.is_symlink())
-    for sp in sorted({*site.getsitepackages(), sysconfig.get_paths()["purelib"]}):
-        for info in sorted(Path(sp).glob("*.dist-info")):
-            files += sorted(p for p in info.rglob("*") if p.is_file()
-                            and p.name.upper().startswith(("LICENSE", "LICENCE", "COPYING")))
-    return files
+LICENSES = Path(__file__).parent / "sample" / "licenses.txt"
 
 
 def _licenses() -> Iterator[str]:
-    for path in _licence_files():
-        try:
-            yield path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
+    yield LICENSES.read_text(encoding="utf-8")
 
 
 CORPORA: dict[str, Callable[[], Iterator[str]]] = {

@@ -78,9 +78,11 @@ FAMILY = {"corpora": ["pt-reference", "pt-docstrings", "pt-licenses"],
 
 @functools.cache  # stats ~2,000 files; every model key and cache lookup asks for it
 def corpus_fingerprint() -> str:
-    """Cheap key of the corpus inputs (files' paths, sizes, mtimes; the Python version),
-    so the corpora are read once per machine, not once per process."""
-    files = [*corpora._stdlib_files(), *corpora._licence_files()]
+    """Cheap key of the corpus inputs (the standard library's files' paths, sizes and mtimes,
+    the shipped licence text; the Python version), so the corpora are read once per
+    machine, not once per process. Nothing of site-packages: installing a package moves
+    neither this nor the corpus."""
+    files = [*corpora._stdlib_files(), corpora.LICENSES]
     stats = []
     for f in files:
         try:
@@ -122,12 +124,14 @@ def corpus_path() -> Path:
 
 @functools.cache
 def corpus_key() -> str:
-    """What the tokenizer and the models learn from: the corpus files' content, not the
-    fingerprint of the files it was read from. A package reinstalled or a fresh clone's
-    .venv (new mtimes) rebuilds the corpus in seconds, and the models stay cached when it
-    came out the same text."""
+    """What the tokenizer and the models learn from: the corpus rows' text, not the
+    fingerprint of the files it was read from, nor the parquet file's bytes (which carry the
+    polars version). A fresh clone's .venv (new mtimes) or a polars upgrade rebuilds the
+    corpus in seconds, and the models stay cached when it came out the same text."""
     folder = corpus_path()
-    return hash_json({"rows": hash_file(folder / "rows.parquet"),
+    rows = pl.read_parquet(folder / "rows.parquet").sort("category", "id")
+    return hash_json({"rows": rows.select("id", "instruction", "response", "category",
+                                          "prose", "held_out").rows(),
                       "paragraphs": hash_file(folder / "paragraphs.jsonl")})
 
 

@@ -86,28 +86,27 @@ def test_adapters_load_with_peft_as_trained(exported) -> None:
 
 
 def test_push_creates_a_private_repo_per_dataset_and_adapter(exported) -> None:
-    """The Hub is not reachable here: the calls `--push` makes, recorded."""
+    """The Hub is not reachable here: the calls `--push` makes, on an autospec of the real
+    `huggingface_hub.HfApi`, so a call its methods do not accept (a wrong or missing
+    argument) fails as it would against the Hub."""
+    from unittest import mock
+
+    from huggingface_hub import HfApi
+
     _, out = exported
-
-    class Recorder:
-        def __init__(self):
-            self.calls = []
-
-        def create_repo(self, repo_id, **kw):
-            self.calls.append(("create_repo", repo_id, kw))
-
-        def upload_folder(self, **kw):
-            self.calls.append(("upload_folder", kw["repo_id"], kw))
-
-    api = Recorder()
+    api = mock.create_autospec(HfApi, instance=True)
     repos = push(out, "run", "my-org", api=api)
     assert repos == ["my-org/run-human", "my-org/run-multi-small", "my-org/run-single-small",
                      "my-org/run-tiny-target-human", "my-org/run-tiny-target-multi-small",
                      "my-org/run-tiny-target-single-small"]
-    creates = [c for c in api.calls if c[0] == "create_repo"]
-    assert all(c[2] == {"repo_type": "dataset" if "target" not in c[1] else "model",
-                        "private": True, "exist_ok": True} for c in creates)
-    uploads = {c[1]: c[2] for c in api.calls if c[0] == "upload_folder"}
+    calls = api.method_calls
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"] * 6
+    for (_, args, kw), repo in zip(calls[::2], repos):
+        kind = "model" if "target" in repo else "dataset"
+        assert (args, kw) == ((repo,), {"repo_type": kind, "private": True, "exist_ok": True})
+    uploads = {c.kwargs["repo_id"]: c.kwargs for c in calls[1::2]}
     assert uploads["my-org/run-human"]["folder_path"] == str(out / "datasets" / "human")
+    assert uploads["my-org/run-human"]["repo_type"] == "dataset"
     assert uploads["my-org/run-tiny-target-human"]["repo_type"] == "model"
-    assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"] * 6
+    assert uploads["my-org/run-tiny-target-human"]["folder_path"] == str(
+        out / "adapters" / "tiny-target" / "human")

@@ -104,8 +104,11 @@ def test_a_file_without_a_response_column_fails_with_its_rows_kept(tmp_path,
 
 def test_a_missing_model_path_fails_before_any_engine_starts(tmp_path,
                                                              demo_config_path) -> None:
+    import ray
+
     rd = tmp_path / "run"
     assert runner.invoke(app, ["split", str(demo_config_path), f"run.dir={rd}"]).exit_code == 0
+    assert not ray.is_initialized()  # the stage runs in this process: Ray would start here
     gone = tmp_path / "no-such-model"
     r = runner.invoke(app, ["generate", str(demo_config_path), f"run.dir={rd}",
                             f"sources.1.model={gone}"])
@@ -115,6 +118,7 @@ def test_a_missing_model_path_fails_before_any_engine_starts(tmp_path,
     assert stage["error"].startswith(f"FileNotFoundError: source 'small-b': model path {gone} "
                                      "not found")
     assert not (rd / "generations").exists()  # nothing sent, nothing written
+    assert not ray.is_initialized()  # refused before Ray (and so any engine) started
 
     from synth_ray.models import resolve_model  # every stage resolves models through it
 

@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from synth_ray.metrics.item_tests import danger_fisher, spb_difference
-from synth_ray.metrics.spb import both_orders, self_preference_bias, source_scores
+
+SOURCES = ["self", "other-1", "other-2", "human"]
 
 
 def fisher_by_enumeration(a: int, na: int, b: int, nb: int) -> float:
@@ -43,7 +44,7 @@ def judged(adapter: str, articles: int, self_pull: float, seed: int) -> pl.DataF
     rng = np.random.default_rng(seed)
     rows = []
     for art in range(articles):
-        for a, b in both_orders(["self", "other-1", "other-2", "human"]):
+        for a, b in ((a, b) for a in SOURCES for b in SOURCES if a != b):  # both orders
             p = 0.5 + rng.normal(0, 0.1) + (self_pull if a == "self" else
                                              -self_pull if b == "self" else 0.0)
             rows.append({"adapter": adapter, "article_id": f"art-{art}", "source_a": a,
@@ -51,22 +52,34 @@ def judged(adapter: str, articles: int, self_pull: float, seed: int) -> pl.DataF
     return pl.DataFrame(rows)
 
 
-def test_spb_difference_matches_the_spb_module_and_a_plain_bootstrap() -> None:
+def spb_by_hand(rows: list[dict]) -> float:
+    """PAPER.md's SPB written out in plain Python, independent of spb.py: S_m is the mean
+    probability of the label marking m's summary over every judgement holding m; SPB is
+    S_self minus the mean S of the other synthetic sources (human left out)."""
+    won: dict[str, list[float]] = {}
+    for r in rows:
+        won.setdefault(r["source_a"], []).append(r["p_a"])
+        won.setdefault(r["source_b"], []).append(1 - r["p_a"])
+    s = {m: sum(v) / len(v) for m, v in won.items()}
+    return s["self"] - (s["other-1"] + s["other-2"]) / 2
+
+
+def test_spb_difference_matches_a_hand_computation_and_a_plain_bootstrap() -> None:
     a, b = judged("a", 12, 0.15, 1), judged("b", 12, 0.0, 2)
     got = spb_difference(a, b, "self", resamples=300, seed=7)
-    want = (self_preference_bias(source_scores(a), "self")[0]
-            - self_preference_bias(source_scores(b), "self")[0])
+    want = spb_by_hand(a.to_dicts()) - spb_by_hand(b.to_dicts())
     assert got["difference"] == pytest.approx(want, abs=1e-12)
-    # the same article draws, recomputed the slow way: filter the frames, use spb.py
+    # the same article draws, recomputed the slow way: each resample's articles (with
+    # repeats) gathered row by row, SPB by hand
     rng = np.random.default_rng(7)
     draws = rng.integers(0, 12, size=(300, 12))
     arts = sorted(set(a["article_id"]))
+    by_art = {side: {art: [r for r in df.to_dicts() if r["article_id"] == art] for art in arts}
+              for side, df in (("a", a), ("b", b))}
     slow = []
     for row in draws:
-        pick = pl.DataFrame({"article_id": [arts[i] for i in row]})
-        ra, rb = pick.join(a, on="article_id"), pick.join(b, on="article_id")
-        slow.append(self_preference_bias(source_scores(ra), "self")[0]
-                    - self_preference_bias(source_scores(rb), "self")[0])
+        slow.append(spb_by_hand([r for i in row for r in by_art["a"][arts[i]]])
+                    - spb_by_hand([r for i in row for r in by_art["b"][arts[i]]]))
     slow = np.array(slow)
     assert got["ci_low"] == pytest.approx(np.percentile(slow, 2.5), abs=1e-12)
     assert got["ci_high"] == pytest.approx(np.percentile(slow, 97.5), abs=1e-12)

@@ -62,12 +62,16 @@ def test_split_sentences_strips_markdown_and_short_ones() -> None:
 
 def test_modes_are_seeded_and_use_the_right_units() -> None:
     rows = load_dataset("tiny://dolly-sample").rows["response"].to_list()
-    ind, used = individual_self_bleu(rows, samples=50, seed=42)
-    assert 0 < used <= 50 and 0 <= ind <= 100
-    assert individual_self_bleu(rows, samples=50, seed=42) == (ind, used)
-    agg, n_sent = aggregated_self_bleu(rows, samples=20, seed=42)
     import random
 
+    ind, used = individual_self_bleu(rows, samples=50, seed=42)
+    # the same 50 responses drawn independently; each one's own sentences (2+) scored the
+    # naive way through sacrebleu, then averaged
+    groups = [split_sentences(r) for r in random.Random(42).sample(rows, 50)]
+    scored = [naive_self_bleu(g) for g in groups if len(g) >= 2]
+    assert used == len(scored) > 5 and ind == pytest.approx(sum(scored) / len(scored), abs=1e-9)
+    assert individual_self_bleu(rows, samples=50, seed=42) == (ind, used)
+    agg, n_sent = aggregated_self_bleu(rows, samples=20, seed=42)
     pool = random.Random(42).sample(rows, 20)
     pooled = [s for r in pool for s in split_sentences(r)]
     assert n_sent == len(pooled) and agg == pytest.approx(naive_self_bleu(pooled), abs=1e-9)
