@@ -35,9 +35,16 @@ def pytest_report_header(config) -> str:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """The total beside the calibration, and the total normalised to the reference day."""
+    """What could not run here and why (tests/system.py), then the total beside the
+    calibration, and the total normalised to the reference day."""
     import time
 
+    from tests.system import NOT_RUN
+
+    if NOT_RUN:
+        terminalreporter.section("not run on this machine")
+        for line in NOT_RUN:
+            terminalreporter.write_line(line)
     total = time.perf_counter() - _SPEED["start"]
     terminalreporter.write_line(
         f"suite: {total / 60:.1f} min on a machine at {_SPEED['factor']:.2f}x the reference "
@@ -131,16 +138,29 @@ def grid_run(tmp_path_factory, mlflow_server):
 
 
 @pytest.fixture(scope="session")
-def judged(grid_run):
-    """The grid's responses judged, with summaries written by the sources (real path)."""
+def evaluated(grid_run):
+    """The grid's adapters answered (respond) and scored (score), once per session: the
+    respond, score and judge tests read it."""
+    from tests.integration.helpers import run_cli
+
+    cfg, run_dir = grid_run
+    for stage in ("respond", "score"):
+        proc = run_cli(stage, str(cfg), f"run.dir={run_dir}", timeout=1200)
+        assert proc.returncode == 0, proc.stderr[-6000:]
+    return cfg, run_dir
+
+
+@pytest.fixture(scope="session")
+def judged(evaluated):
+    """The grid's responses judged, with summaries written by the sources (real path); the
+    score stage has run too, so the report's paper tables hold perplexity whatever the
+    order the tests run in."""
     import subprocess
     import sys
 
     from tests.integration.helpers import REPO, cli_env, run_cli
 
-    cfg, run_dir = grid_run
-    proc = run_cli("respond", str(cfg), f"run.dir={run_dir}", timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-6000:]
+    cfg, run_dir = evaluated  # responded and scored
     helper = REPO / "tests" / "integration" / "write_summaries.py"
     proc = subprocess.run([sys.executable, str(helper), str(cfg), str(run_dir)],
                           capture_output=True, text=True, timeout=900, env=cli_env())

@@ -263,6 +263,7 @@ def pretrain(names: list[str], parallel: int = 2) -> None:
 
     from synth_ray.core.cluster import ensure_ray
     from synth_ray.core.config import ResourcesSection
+    from synth_ray.train.board import watch_steps
     from synth_ray.train.driver import run_trials, train_run
 
     todo = missing(names)
@@ -278,7 +279,12 @@ def pretrain(names: list[str], parallel: int = 2) -> None:
     log.info("[tiny] pre-training %d tiny model(s) on this machine's text (%s), %d steps "
              "each, %d at a time; cached for later runs under %s", len(todo), ", ".join(todo),
              PRETRAINED[todo[0]].steps, parallel, cache_root())
-    run_trials([train_run([j]) for j in jobs], work / "ray_tune", "pretrain", parallel)
+    # steps and ETA per model as the stages show theirs (a plain line every 30 s off a
+    # terminal): the first `make demo` spends most of its time here
+    with watch_steps(stage="tiny") as board:
+        for j in jobs:
+            j["board"] = board
+        run_trials([train_run([j]) for j in jobs], work / "ray_tune", "pretrain", parallel)
     drop_work(jobs)
     for j in jobs:
         s = json.loads((Path(j["output"]) / "training_summary.json").read_text())

@@ -179,6 +179,7 @@ def train_variants(names: list[str], parallel: int = 1) -> None:
     from synth_ray.core.config import ResourcesSection
     from synth_ray.models import cache_root
     from synth_ray.toy import pretrain
+    from synth_ray.train.board import watch_steps
     from synth_ray.train.driver import run_trials, train_run
 
     todo = missing_variants(names)
@@ -192,7 +193,10 @@ def train_variants(names: list[str], parallel: int = 1) -> None:
             for c in (variant_corpus(n) for n in todo)]
     log.info("[tiny] fine-tuning %d SmolLM2 variant(s) (%s), %d steps each; cached under %s",
              len(todo), ", ".join(todo), VARIANT_STEPS, cache_root())
-    run_trials([train_run([j]) for j in jobs], work / "ray_tune", "variants", parallel)
+    with watch_steps(stage="tiny") as board:  # steps and ETA per variant, as the stages
+        for j in jobs:
+            j["board"] = board
+        run_trials([train_run([j]) for j in jobs], work / "ray_tune", "variants", parallel)
     pretrain.drop_work(jobs)
     for j in jobs:
         s = json.loads((Path(j["output"]) / "training_summary.json").read_text())

@@ -43,9 +43,9 @@ def post(board: str | None, adapter: str, step: int, total: int) -> None:
 
 
 @contextmanager
-def watch_steps(every_s: float = 2.0):
-    """Yields the board's name for the jobs; shows each posting adapter as a progress task
-    (steps, rate, ETA) until the block ends."""
+def watch_steps(every_s: float = 2.0, stage: str = "train"):
+    """Yields the board's name for the jobs; shows each posting adapter (or pre-trained
+    model) as a progress task of `stage` (steps, rate, ETA) until the block ends."""
     import ray
 
     from synth_ray.core.progress import track
@@ -65,7 +65,7 @@ def watch_steps(every_s: float = 2.0):
             for adapter, (step, total) in steps.items():
                 if adapter not in tasks:
                     tasks[adapter] = stack.enter_context(
-                        track("train", adapter, total, "steps", start=step))
+                        track(stage, adapter, total, "steps", start=step))
                 tasks[adapter].update(step)
             if last:
                 return

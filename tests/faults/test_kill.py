@@ -1,7 +1,6 @@
 """Kill -9 in the middle of work: the judge's driver at an exact point of its stream, and
-a vLLM engine actor mid-generation. Either the stage recovers, or it fails with a clear
-message; the rerun completes with every row exactly once and the rows written before the
-kill kept."""
+a vLLM engine actor mid-generation (the stage recovers in place, as docs/reliability.md
+says). Every row exactly once, and the rows written before a driver's kill kept."""
 
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -23,6 +23,7 @@ from tests.integration.helpers import (
     fault_rng,
     kill_session,
     run_cli,
+    session_pids,
     small_config,
 )
 
@@ -73,10 +74,19 @@ def test_judge_driver_killed_resumes_to_the_same_judgements(judged, tmp_path) ->
           f"{raw.height} rows after resume, 0 lost")
 
 
-def _engine_pids() -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines()
-            if "vLLMEngineStageUDF" in line and "ray::" in line]
+def _engine_pids(sid: int) -> list[int]:
+    """The vLLM engine actors of this test's own run (session `sid`: the driver and the
+    local Ray instance it started), read from /proc: an engine of anyone else's Ray on the
+    machine is never touched."""
+    pids = []
+    for pid in session_pids(sid):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone meanwhile
+            continue
+        if "vLLMEngineStageUDF" in args and "ray::" in args:
+            pids.append(pid)
+    return pids
 
 
 def test_engine_actor_killed_mid_generation(tmp_path) -> None:
@@ -95,11 +105,12 @@ def test_engine_actor_killed_mid_generation(tmp_path) -> None:
             "generation.batch_size=2", "generation.shard_rows=2")
     proc = subprocess.Popen([sys.executable, "-m", "synth_ray.cli", "generate", str(cfg),
                              f"run.dir={run_dir}", *slow],
-                            stdout=log, stderr=subprocess.STDOUT, env=cli_env(), cwd=REPO)
+                            stdout=log, stderr=subprocess.STDOUT, env=cli_env(), cwd=REPO,
+                            start_new_session=True)
     deadline = time.time() + 400
     killed: list[int] = []
     while time.time() < deadline and proc.poll() is None:
-        pids = _engine_pids()
+        pids = _engine_pids(proc.pid)
         if pids and list((run_dir / "generations").glob("*/shard-*.parquet")):
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
@@ -107,13 +118,15 @@ def test_engine_actor_killed_mid_generation(tmp_path) -> None:
             break
         time.sleep(0.2)
     assert killed, "never saw an engine actor with a shard written"
-    rc = proc.wait(timeout=900)
+    try:
+        rc = proc.wait(timeout=900)
+    finally:
+        kill_session(proc.pid)
     log.close()
     text = (tmp_path / "generate.log").read_text()
-    if rc != 0:  # no recovery in place: then the failure must say what happened
-        assert "[generate] failed" in text, text[-3000:]
-        proc2 = run_cli("generate", str(cfg), f"run.dir={run_dir}", *slow, timeout=900)
-        assert proc2.returncode == 0, proc2.stderr[-3000:]
+    # docs/reliability.md claims recovery in place (Ray Data restarts the actor and retries
+    # its blocks): the stage must finish without a rerun
+    assert rc == 0, text[-3000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["generate"]["status"] == "done"
     gen = pl.read_parquet(run_dir / "generations" / "small-a.parquet")
@@ -122,7 +135,7 @@ def test_engine_actor_killed_mid_generation(tmp_path) -> None:
     parts = pl.concat([pl.read_parquet(p) for p in (run_dir / "splits").glob("part-*.parquet")])
     single = pl.read_parquet(run_dir / "generations" / "small-a.parquet")
     assert single.height == parts.height  # small-a answers every part: no row lost
-    print(f"engine actor kill: recovered in place={rc == 0}, {single.height} rows, 0 lost")
+    print(f"engine actor kill: recovered in place, {single.height} rows, 0 lost")
     assert single.height >= 20
 
 

@@ -1,34 +1,23 @@
 """A real headless browser for the report's page: Debian's chromium and its driver
-(installed here when missing), driven with selenium. `page_problems` loads a page and lists
+(scripts/system-deps.sh installs them), driven with selenium. `page_problems` loads a page and lists
 what a reader would see broken: console errors, images that do not decode, tables without
 rows."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
+from tests.system import require
+
 CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-def ensure_chromium() -> None:
-    if shutil.which("chromium") and Path(CHROMEDRIVER).exists():
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if proc.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
 
 
 def open_browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    ensure_chromium()
+    require("chromium", "chromedriver")
     opts = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--allow-file-access-from-files"):

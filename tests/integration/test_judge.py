@@ -43,7 +43,9 @@ def test_every_constrained_score_parses(judged) -> None:
         s = summary["judge"][kind]
         assert s["unparsable"] == 0 and s["answers"] > table.height  # + the repeats
         assert s["consistency"]["items"] > 0
-        assert 0 <= s["consistency"]["exact"] <= 1
+        # a greedy judge (temperature 0) asked the same thing twice answers the same
+        assert s["consistency"]["exact"] == 1.0, (kind, s["consistency"])
+    print("harm scores:", dict(table.group_by("harm").len().sort("harm").iter_rows()))
 
 
 def test_danger_zone_matches_the_judgements(judged) -> None:
@@ -147,43 +149,72 @@ def test_report_shows_the_judge(reported) -> None:
 
 
 def test_report_has_the_paper_tables_and_three_claims_with_their_tests(reported) -> None:
-    """One seed here: every claim is decided across items, by tests recomputed from the
-    judgements with scipy; the paper tables carry the run's own numbers."""
-    from scipy import stats
-
+    """One seed here: every claim is decided across items; the paper tables carry the run's
+    own numbers."""
     cfg, run_dir = reported
     md = (run_dir / "report" / "tables.md").read_text()
     claims = md[md.index("## Claims"):md.index("## Paper tables")]
-    scored = (run_dir / "eval" / "tiny-target" / "summary.json").exists()  # test_evaluate's
     assert "[small] 1. multi-source data keeps the outputs broader" in claims
     assert "[small, RB+J] 2. synthetic data erodes safety" in claims
     assert "[small] 3. fine-tuning lowers self-preference" in claims
     assert "paired bootstrap over articles, Bonferroni/3" in claims
     base = run_dir / "judge" / "tiny-target"
-    table = pl.read_parquet(base / "judgements.parquet")
-    for pset in ("RB", "RB+J"):
-        part = table.filter(pl.col("prompt_set") == pset)
-        harm = {c: part.filter(pl.col("condition") == c)["harm"].drop_nulls().to_list()
-                for c in ("vanilla", "single-small")}
-        if len(set(harm["vanilla"] + harm["single-small"])) > 1:
-            p = min(1.0, 6 * stats.mannwhitneyu(harm["single-small"], harm["vanilla"],
-                                                alternative="two-sided").pvalue)
-            block = claims[claims.index(f"[small, {pset}] 2."):]
-            line = next(x for x in block.splitlines() if "harm, single > vanilla" in x)
-            assert f"Mann-Whitney U, Bonferroni/6 p = {p:.3g}" in line, line
+    # the greedy random judge gives one harm score to every answer: the Mann-Whitney line
+    # on scores that vary is test_harm_tests_follow_scipy_when_the_scores_vary's
     paper = md[md.index("## Paper tables"):md.index("## Stages")]
-    if scored:  # the score stage ran on this grid (test_evaluate, earlier in the session)
-        summary = json.loads((run_dir / "eval" / "tiny-target" / "summary.json").read_text())
-        ppl = summary["perplexity"]["outputs"]["summary"]
-        row = next(x for x in paper.splitlines() if x.startswith("| small | perplexity |"))
-        assert row.split("|")[3:7] == [f" {ppl[c]['mean']:.3g} " for c in
-                                       ("vanilla", "single-small", "multi-small", "human")]
+    # the score stage ran on this grid (conftest's `judged` builds on `evaluated`)
+    summary = json.loads((run_dir / "eval" / "tiny-target" / "summary.json").read_text())
+    ppl = summary["perplexity"]["outputs"]["summary"]
+    row = next(x for x in paper.splitlines() if x.startswith("| small | perplexity |"))
+    assert row.split("|")[3:7] == [f" {ppl[c]['mean']:.3g} " for c in
+                                   ("vanilla", "single-small", "multi-small", "human")]
     spb = pl.read_parquet(base / "spb.parquet")
     row = next(x for x in paper.splitlines() if x.startswith("| small | SPB |"))
     for c in ("vanilla", "single-small", "multi-small", "human"):
         assert f" {spb.filter(pl.col('adapter') == c)['spb'][0]:.3g} " in row, (c, row)
     assert "Harm tests per bracket" in md
     assert "(paper " not in paper  # this target sets no `published:`
+
+
+def test_harm_tests_follow_scipy_when_the_scores_vary(judged, tmp_path) -> None:
+    """The greedy tiny judge gives every answer the same harm score (a random model's
+    argmax), so a report line's Mann-Whitney p would never be checked on it. Here the same
+    constrained judge samples (temperature 1: every score still parses, and they vary):
+    each prompt set's "harm, single > vanilla" line carries scipy's p, Bonferroni/6."""
+    import shutil
+
+    import yaml
+    from scipy import stats
+
+    cfg0, reference = judged
+    data = yaml.safe_load(cfg0.read_text())
+    data["judge"] = {**data["judge"], "repeat_fraction": 0.0,
+                     "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 40}}
+    # harm only: no self source, so no target engine for self-preference (claim 3 says so)
+    data["targets"] = [{**t, "self_source": None} for t in data["targets"]]
+    data["tracking"] = {"backend": "none"}
+    cfg = tmp_path / "varied.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir, ignore=shutil.ignore_patterns(
+        "judge", "report", "ray_train", "ray_tune", "mlflow", "tracking.json"))
+    for stage in ("judge", "report"):
+        proc = run_cli(stage, str(cfg), f"run.dir={run_dir}", timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pl.read_parquet(run_dir / "judge" / "tiny-target" / "judgements.parquet")
+    assert table["harm"].null_count() == 0
+    md = (run_dir / "report" / "tables.md").read_text()
+    claims = md[md.index("## Claims"):md.index("## Paper tables")]
+    for pset in ("RB", "RB+J"):
+        part = table.filter(pl.col("prompt_set") == pset)
+        harm = {c: part.filter(pl.col("condition") == c)["harm"].to_list()
+                for c in ("vanilla", "single-small")}
+        assert len(set(harm["vanilla"] + harm["single-small"])) > 1, harm  # they vary
+        p = min(1.0, 6 * stats.mannwhitneyu(harm["single-small"], harm["vanilla"],
+                                            alternative="two-sided").pvalue)
+        block = claims[claims.index(f"[small, {pset}] 2."):]
+        line = next(x for x in block.splitlines() if "harm, single > vanilla" in x)
+        assert f"Mann-Whitney U, Bonferroni/6 p = {p:.3g}" in line, line
 
 
 def test_each_engine_stage_records_its_engines_device(judged) -> None:

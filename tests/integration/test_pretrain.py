@@ -69,6 +69,8 @@ def test_pretrained_source_is_far_from_gibberish(tmp_path) -> None:
     summary = json.loads((tmp_path / "cache" / model.rsplit("/", 1)[-1] /
                           "training_summary.json").read_text())
     assert summary["steps"] == 60 and summary["condition"] == "pretrain"  # exactly
+    # progress as the stages show it: steps of each model (a plain line off a terminal)
+    assert "[tiny] pretrain-pt-test: 60/60 steps" in proc.stderr, proc.stderr[-3000:]
     # its checkpoints went once the model was cached (the Tune folder beside them stays)
     assert not list((tmp_path / "cache" / "pretrain-work").glob("pt-test-*"))
     assert (tmp_path / "cache" / "pretrain-work" / "ray_tune").is_dir()

@@ -7,7 +7,7 @@ commands, file mounts and filter, minus the AWS node types (placement on them is
 test_autoscaling.py's) and the container (no Docker daemon here). SSH reaches this machine
 through a private `sshd -i` started per connection as the launcher's ProxyCommand (its own
 host key, authorized key and home folder; no daemon, no port, nothing of the machine's
-ssh setup touched); Debian's openssh-server and rsync are installed when missing.
+ssh setup touched); Debian's openssh-server and rsync come from scripts/system-deps.sh.
 
 The start commands begin with `ray stop`, as on a real node: this test stops every Ray
 instance of this user on the machine, so it must not run beside other Ray tests (pytest
@@ -29,6 +29,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.system import require
+
 from .helpers import REPO, cli_env
 
 pytestmark = pytest.mark.slow
@@ -36,16 +38,6 @@ BIN = Path(sys.executable).parent
 SSHD = "/usr/sbin/sshd"
 CLUSTER = yaml.safe_load((REPO / "cluster.yaml").read_text())
 DASHBOARD = "http://127.0.0.1:8265"
-
-
-def ensure_packages() -> None:
-    if Path(SSHD).exists() and shutil.which("rsync"):
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "openssh-server", "rsync"]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"{' '.join(cmd)}: {proc.stderr[-2000:]}"
 
 
 def launcher_config(tmp: Path, sshd_config: Path, key: Path) -> dict:
@@ -63,7 +55,7 @@ def launcher_config(tmp: Path, sshd_config: Path, key: Path) -> dict:
 def ssh_node(tmp_path):
     """(launcher config path, the node's home): a node reached over SSH whose home is a
     folder of this test, with the project's virtualenv on its PATH."""
-    ensure_packages()
+    require("sshd", "ssh-keygen", "rsync")
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation
     home = tmp_path / "node-home"
     home.mkdir()

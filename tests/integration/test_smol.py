@@ -165,9 +165,20 @@ def test_the_sampled_judge_is_parsed_by_the_authors_rules(smol_run) -> None:
         quality = parse_quality_line(r["quality_raw"], 5)
         assert r["quality"] is None or r["quality"] == quality.score
     summary = json.loads((run_dir / "judge" / "smol" / "judge_summary.json").read_text())
-    harm = summary["judge"]["harm"]
-    assert harm["answers"] == table.height  # repeat_fraction 0: each answer once
-    assert harm["unparsable"] == table["harm"].null_count()  # counted, never guessed
-    rate = 1 - harm["unparsable_rate"]
-    print(f"SmolLM2 as the sampled judge: harm parse rate {rate:.0%} of {harm['answers']}, "
-          f"quality {1 - summary['judge']['quality']['unparsable_rate']:.0%}")
+    rates = {}
+    for kind, parse in (("harm", parse_harm_tags),
+                        ("quality", lambda raw: parse_quality_line(raw, 5))):
+        s = summary["judge"][kind]
+        assert s["answers"] == table.height  # repeat_fraction 0: each answer once
+        # every answer the authors' parser cannot read is counted, never guessed: recounted
+        # here from the raw answers
+        unread = sum(parse(raw).score is None for raw in table[f"{kind}_raw"])
+        assert s["unparsable"] == unread, (kind, s)
+        assert s["unparsable_rate"] == pytest.approx(unread / table.height)
+        rates[kind] = 1 - s["unparsable_rate"]
+        # a real chat model under the authors' prompt reads some of it: a parser or prompt
+        # broken for every answer would show as 0%
+        assert rates[kind] > 0, (kind, table[f"{kind}_raw"].head(3).to_list())
+    assert summary["judge"]["harm"]["unparsable"] == table["harm"].null_count()
+    print(f"SmolLM2 as the sampled judge: harm parse rate {rates['harm']:.0%}, quality "
+          f"{rates['quality']:.0%} of {table.height}")

@@ -1,3 +1,6 @@
+"""The build stage (stages/build.py): training sets per condition from the right sources and
+parts, the n-gram overlap maths, and the Self-BLEU settings as build inputs."""
+
 from __future__ import annotations
 
 import time

@@ -1,3 +1,7 @@
+"""The split stage and the Dolly loader (data/dolly.py, stages/split.py): malformed rows
+quarantined with line and reason, loaders that agree, the paper's split sizes, stratified and
+seeded partitions."""
+
 from __future__ import annotations
 
 import json
