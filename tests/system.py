@@ -37,5 +37,5 @@ def require(*names: str) -> None:
     gone = [n for n in names if not Path(PACKAGES[n][0]).exists()]
     if gone:
         pkgs = " ".join(sorted({PACKAGES[n][1] for n in gone}))
-        unavailable(f"missing {', '.join(PACKAGES[n][0] for n in gone)}: run "
-                    f"scripts/system-deps.sh as root, or apt-get install {pkgs}")
+        unavailable(f"missing {', '.join(PACKAGES[n][0] for n in gone)} (Debian: {pkgs}); "
+                    "scripts/system-deps.sh installs them as root")

@@ -34,7 +34,8 @@ def smol_run(tmp_path_factory):
         "dataset": {"path": "tiny://dolly-sample", "max_rows": 40},
         "split": {"seed": 42, "test_fraction": 0.2, "num_parts": 2},
         "sources": [{"name": "smol", "model": SMOL, "bracket": "small"},
-                    # the same weights, the system prompt folded into the user turn
+                    # the same weights, the system prompt folded into the user turn: the
+                    # same engine serves both (one engine start)
                     {"name": "smol-fold", "model": SMOL, "bracket": "small",
                      "system_turn": "fold"}],
         "generation": {"sampling": GREEDY, "batch_size": 16, "max_model_len": 1024,
@@ -85,6 +86,10 @@ def _greedy(model, tok, messages: list[dict], n: int) -> tuple[int, str]:
 
 def test_sources_answer_through_the_models_own_chat_template(smol_run) -> None:
     _, run_dir = smol_run
+    # the two sources hold the same weights: one engine served both, each its own prompts
+    generate = json.loads((run_dir / "manifest.json").read_text())["stages"]["generate"]
+    assert [e["name"] for e in generate["engines"]] == ["source smol + smol-fold"]
+    assert generate["sources"]["smol-fold"]["engine_shared_with"] == ["smol"]
     model, tok = _hf(run_dir)
     assert "<|im_start|>" in tok.chat_template  # ChatML, from the GGUF
     for source in ("smol", "smol-fold"):

@@ -1,5 +1,5 @@
 """Helper run in a subprocess (Ray + vLLM): the sources of the config's self-preference
-brackets summarise the articles through the real generation path (`generate_source` with
+brackets summarise the articles through the real generation path (`generate_group` with
 no training parts), for a run directory whose training sets were written by hand.
 
 Usage: python write_summaries.py CONFIG RUN_DIR"""
@@ -11,11 +11,16 @@ if __name__ == "__main__":
     from synth_ray.core.config import load_config
     from synth_ray.core.pipeline import Context
     from synth_ray.core.rundir import RunDir
-    from synth_ray.stages.generate import generate_source, load_articles_once, summary_sources
+    from synth_ray.stages.generate import (
+        engine_groups,
+        generate_group,
+        load_articles_once,
+        summary_sources,
+    )
 
     cfg = load_config(sys.argv[1], [f"run.dir={sys.argv[2]}"])
     ctx = Context(cfg, RunDir(cfg.run.dir))
     articles = load_articles_once(ctx)
     ensure_ray(cfg.resources)
-    for name in summary_sources(cfg):
-        generate_source(ctx, cfg.source(name), [], articles)
+    for group in engine_groups(cfg, summary_sources(cfg)):
+        generate_group(ctx, group, {n: [] for n in group}, articles)

@@ -120,3 +120,27 @@ def test_requests_with_the_same_content_share_one_answer(tmp_path, demo_config_p
     assert first.height == 2 and first["gen_key"].n_unique() == 1
     assert first["response"].to_list() == ["an answer", "an answer"]
     assert store.pending(both).height == 0
+
+
+def test_sources_built_alike_share_one_engine(demo_config_path) -> None:
+    """`engine_groups`: one model under two system-turn styles is one engine start; another
+    model, or the same one with other engine arguments, is an engine of its own."""
+    from synth_ray.stages.generate import engine_groups
+
+    data = yaml.safe_load(demo_config_path.read_text())
+    a, b, c, d = data["sources"]
+    b["model"] = d["model"] = a["model"]  # d folds its system turn: the same engine still
+    d["engine_kwargs"] = {"enable_prefix_caching": False}  # ... but not with other arguments
+    cfg = validate_config(data)
+    assert engine_groups(cfg, ["small-a", "small-b", "small-c", "small-d"]) == [
+        ["small-a", "small-b"], ["small-c"], ["small-d"]]
+    d.pop("engine_kwargs")
+    cfg = validate_config(data)
+    assert engine_groups(cfg, ["small-a", "small-b", "small-c", "small-d"]) == [
+        ["small-a", "small-b", "small-d"], ["small-c"]]
+    # each keeps its own requests (keys and messages): the fold is small-d's alone
+    ra = build_requests(cfg, cfg.source("small-a"), parts_frame())
+    rd = build_requests(cfg, cfg.source("small-d"), parts_frame())
+    assert set(ra["gen_key"]).isdisjoint(rd["gen_key"])
+    assert json.loads(ra["messages"][0])[0]["role"] == "system"
+    assert all(m["role"] != "system" for m in json.loads(rd["messages"][0]))
