@@ -26,11 +26,39 @@ FILE_ONLY = "synth_ray_file_only"
 
 _console = Console(stderr=True)
 _redirected: dict[int, int] = {}  # fd -> a copy of what it was before
+# A child synth-ray process (a model build that `run` starts) is handed the terminal under
+# this variable: its fds 1 and 2 are the run's log, as its parent's are (library noise
+# there), while its own lines (progress, ETA) reach the terminal.
+CONSOLE_FD_ENV = "SYNTH_RAY_CONSOLE_FD"
 
 
 def console() -> Console:
     """The terminal: stderr as it was before any redirection."""
     return _console
+
+
+def child_terminal() -> tuple[dict[str, str], tuple[int, ...]]:
+    """(environment, pass_fds) for a synth-ray child process whose lines must reach the
+    terminal while this process's fds 1 and 2 point at the run's log; nothing to add when
+    they were never redirected (the child then writes to the terminal anyway)."""
+    saved = _redirected.get(2)
+    if saved is None:
+        return {}, ()
+    return {CONSOLE_FD_ENV: str(saved)}, (saved,)
+
+
+def _adopt_terminal() -> bool:
+    """In a child handed the terminal (`child_terminal`): the console writes there. The
+    variable is removed so that processes started from here (Ray's local workers inherit
+    the environment) never look for a descriptor they do not have."""
+    fd = os.environ.pop(CONSOLE_FD_ENV, None)
+    if not fd:
+        return False
+    try:
+        _console.file = os.fdopen(int(fd), "w", buffering=1, closefd=False)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def verbose() -> bool:
@@ -56,10 +84,15 @@ def setup_logging(run_dir: Path | None = None, *, verbose_: bool | None = None) 
     for h in ours.handlers:
         h.close()
     ours.handlers.clear()
+    handed = _adopt_terminal()
     term = RichHandler(console=_console, show_path=False, markup=False)
     term.addFilter(_TerminalFilter())
     ours.addHandler(term)
     ours.propagate = False
+    if handed:  # a child of `run`: its lines in the run's log too (fd 2 points there)
+        plain = logging.StreamHandler(sys.stderr)
+        plain.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        ours.addHandler(plain)
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "synth_ray", False):

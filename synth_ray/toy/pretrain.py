@@ -299,10 +299,14 @@ def ensure_pretrained(names: list[str]) -> None:
     which would starve the engines of the stages that follow."""
     import subprocess
 
+    from synth_ray.core.terminal import child_terminal
+
     todo = missing(names)
     if not todo:
         return
-    proc = subprocess.run([sys.executable, "-m", "synth_ray.cli", "tiny", *todo])
+    env, fds = child_terminal()  # its progress on the terminal, its noise in the run's log
+    proc = subprocess.run([sys.executable, "-m", "synth_ray.cli", "tiny", *todo],
+                          env={**os.environ, **env}, pass_fds=fds)
     if proc.returncode != 0 or missing(todo):
         raise RuntimeError(f"pre-training {', '.join(todo)} failed (exit code "
                            f"{proc.returncode}); run again to resume from its checkpoints")

@@ -41,7 +41,13 @@ def prepare(names: list[str]) -> None:
     pretrain.ensure_pretrained([n for n in names if n in pretrain.PRETRAINED])
     variants = smol.missing_variants([n for n in names if n.startswith(smol.NAME + "+")])
     if variants:  # fine-tuned SmolLM2 variants: one child process for all of them
-        if subprocess.run([sys.executable, "-m", "synth_ray.cli", "tiny", *variants]).returncode:
+        import os
+
+        from synth_ray.core.terminal import child_terminal
+
+        env, fds = child_terminal()  # its progress on the terminal, its noise in the log
+        if subprocess.run([sys.executable, "-m", "synth_ray.cli", "tiny", *variants],
+                          env={**os.environ, **env}, pass_fds=fds).returncode:
             raise RuntimeError(f"fine-tuning {', '.join(variants)} failed; run again to resume")
 
 

@@ -129,6 +129,38 @@ def test_verbose_keeps_library_output_on_the_terminal(tmp_path) -> None:
     assert "ours: stage started" in (tmp_path / "log.txt").read_text()
 
 
+BUILDER = textwrap.dedent("""
+    import logging, os, subprocess, sys
+    from pathlib import Path
+    from synth_ray.core.terminal import child_terminal, restore_std_streams, setup_logging
+    setup_logging(Path(sys.argv[1]))
+    env, fds = child_terminal()  # as `run` starts a model build (toy/pretrain.py)
+    child = (
+        "import logging, os\\n"
+        "from synth_ray.core.terminal import setup_logging\\n"
+        "setup_logging()\\n"
+        "logging.getLogger('synth_ray').info('[tiny] pt-x: 25/200 steps')\\n"
+        "print('trainer noise')\\n"
+        "assert 'SYNTH_RAY_CONSOLE_FD' not in os.environ  # not for its own children\\n")
+    subprocess.run([sys.executable, "-c", child], env={**os.environ, **env}, pass_fds=fds,
+                   check=True)
+    restore_std_streams()
+""")
+
+
+def test_a_model_build_started_by_run_shows_its_progress_on_the_terminal(tmp_path) -> None:
+    """`run`'s fds 1 and 2 point at the run's log; the model build it starts (a child
+    process) gets the terminal handed over for its own lines (steps, ETA), while what its
+    libraries print stays in the log with the rest."""
+    proc = subprocess.run([sys.executable, "-c", BUILDER, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    seen = proc.stdout + proc.stderr
+    assert "[tiny] pt-x: 25/200 steps" in seen and "trainer noise" not in seen, seen
+    log = (tmp_path / "log.txt").read_text()
+    assert "[tiny] pt-x: 25/200 steps" in log and "trainer noise" in log, log
+
+
 def test_only_the_engine_shutdown_traceback_is_dropped() -> None:
     """vLLM's loggers with the plugin's filter: the output handler's failure is logged
     while the engine works, and dropped once this process's own shutdown has begun."""
