@@ -43,9 +43,11 @@ def post(board: str | None, adapter: str, step: int, total: int) -> None:
 
 
 @contextmanager
-def watch_steps(every_s: float = 2.0, stage: str = "train"):
+def watch_steps(every_s: float = 2.0, stage: str = "train", line_every_s: float | None = None):
     """Yields the board's name for the jobs; shows each posting adapter (or pre-trained
-    model) as a progress task of `stage` (steps, rate, ETA) until the block ends."""
+    model) as a progress task of `stage` (steps, rate, ETA) until it reaches its last step.
+    `every_s`: how often the board is read; `line_every_s`: a plain line's interval off a
+    terminal (progress.EVERY_S by default)."""
     import ray
 
     from synth_ray.core.progress import track
@@ -55,6 +57,8 @@ def watch_steps(every_s: float = 2.0, stage: str = "train"):
     stop = threading.Event()
     tasks: dict[str, Any] = {}
 
+    ended: set[str] = set()
+
     def poll(stack: ExitStack) -> None:
         while True:
             last = stop.wait(every_s)  # one more read after the runs end: their last steps
@@ -63,10 +67,20 @@ def watch_steps(every_s: float = 2.0, stage: str = "train"):
             except Exception:
                 steps = {}
             for adapter, (step, total) in steps.items():
+                if adapter in ended:
+                    continue
                 if adapter not in tasks:
-                    tasks[adapter] = stack.enter_context(
-                        track(stage, adapter, total, "steps", start=step))
-                tasks[adapter].update(step)
+                    own = stack.enter_context(ExitStack())
+                    lines = {} if line_every_s is None else {"every_s": line_every_s}
+                    tasks[adapter] = (own.enter_context(
+                        track(stage, adapter, total, "steps", start=step, **lines)), own)
+                task, own = tasks[adapter]
+                if step >= total:  # done: its last line once, now, not every 30 s until the
+                    task.done = step  # slowest one ends (and no interval line beside it)
+                    own.close()
+                    ended.add(adapter)
+                else:
+                    task.update(step)
             if last:
                 return
 

@@ -192,3 +192,41 @@ def test_only_the_engine_shutdown_traceback_is_dropped() -> None:
             lg.setLevel(level)
     assert seen == ["AsyncLLM output_handler failed.",
                     "[shutdown] MPClient: start timeout=default", "something else"]
+
+
+def test_a_finished_adapter_says_so_once_while_others_go_on() -> None:
+    """train/board.py: an adapter (or toy model) that reached its last step logs its final
+    line once, not again at every interval until the slowest one ends (the demo's first
+    run printed "200/200 steps" for finished models for minutes)."""
+    import time
+
+    import ray
+
+    from synth_ray.train import board
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    keep = Keep()
+    ours = logging.getLogger("synth_ray")
+    level = ours.level
+    ours.setLevel(logging.INFO)
+    ours.addHandler(keep)
+    ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        with board.watch_steps(every_s=0.05, stage="tiny", line_every_s=0.1) as name:
+            board.post(name, "pt-a", 5, 5)
+            board.post(name, "pt-b", 1, 5)
+            time.sleep(1.0)  # pt-b goes on; pt-a is done
+            board.post(name, "pt-b", 5, 5)
+            time.sleep(0.3)
+    finally:
+        ray.shutdown()
+        ours.removeHandler(keep)
+        ours.setLevel(level)
+    assert sum(line.startswith("[tiny] pt-a: 5/5 steps") for line in seen) == 1, seen
+    assert sum(line.startswith("[tiny] pt-b: 1/5 steps") for line in seen) >= 3, seen  # going
+    assert sum(line.startswith("[tiny] pt-b: 5/5 steps") for line in seen) == 1, seen
