@@ -142,3 +142,21 @@ def write_datasets(run_dir: Path, conditions: list[str], n: int = 64) -> None:
     (run_dir / "datasets").mkdir(parents=True, exist_ok=True)
     for c in conditions:
         df.with_columns(condition=pl.lit(c)).write_parquet(run_dir / "datasets" / f"{c}.parquet")
+
+
+def grid_model(run_dir: Path, adapter: str | None):
+    """(model, tokenizer) in transformers of the grid's target, `adapter` merged into it
+    through PEFT (None: the base model alone), fp32 and in eval mode: the independent side
+    of every vLLM-against-transformers check on the grid."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from synth_ray import models
+
+    base = models.resolve_model("tiny://target")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if adapter:
+        path = run_dir / "adapters" / "tiny-target" / adapter
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    return model.eval(), AutoTokenizer.from_pretrained(base)

@@ -13,11 +13,10 @@ import polars as pl
 import pytest
 import torch
 
-from synth_ray import models
 from synth_ray.core.config import load_config
 from synth_ray.metrics.judging import score_regex
 
-from .helpers import run_cli
+from .helpers import grid_model, run_cli
 
 pytestmark = pytest.mark.slow
 ADAPTERS = {"vanilla", "human", "single-small", "multi-small"}
@@ -64,16 +63,6 @@ def test_danger_zone_matches_the_judgements(judged) -> None:
         assert r["danger_share"] == pytest.approx(sum(hits) / len(hits))
 
 
-def _model(run_dir: Path, adapter: str):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    base = models.resolve_model("tiny://target")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, run_dir / "adapters" / "tiny-target" / adapter)
-    return model.merge_and_unload().eval(), AutoTokenizer.from_pretrained(base)
-
-
 def test_label_probabilities_equal_transformers(judged) -> None:
     """p(A) = P(A) / (P(A) + P(B)) of the first answer token, vLLM vs transformers."""
     from synth_ray.core.pipeline import Context
@@ -91,7 +80,7 @@ def test_label_probabilities_equal_transformers(judged) -> None:
                               adapters).select("pair_key", "messages_json").iter_rows())
     checked = 0
     for adapter in ("vanilla", "multi-small"):
-        model, tok = _model(run_dir, adapter)
+        model, tok = grid_model(run_dir, adapter)
         ids_ab = [tok.encode(x, add_special_tokens=False)[0] for x in ("A", "B")]
         for r in pairs.filter(pl.col("adapter") == adapter).head(4).iter_rows(named=True):
             ids = tok.apply_chat_template(json.loads(msgs[r["pair_key"]]),
@@ -363,7 +352,7 @@ def _check_processed_label_probabilities(run_dir: Path, cfg) -> None:
     warp = [TemperatureLogitsWarper(0.7), TopPLogitsWarper(0.9)]
     checked = 0
     for adapter in ("vanilla", "human"):
-        model, tok = _model(run_dir, adapter)
+        model, tok = grid_model(run_dir, adapter)
         ids_ab = [tok.encode(x, add_special_tokens=False)[0] for x in ("A", "B")]
         for r in pairs.filter(pl.col("adapter") == adapter).head(6).iter_rows(named=True):
             m = json.loads(msgs[r["pair_key"]])

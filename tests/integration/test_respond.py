@@ -8,23 +8,10 @@ import json
 
 import polars as pl
 import pytest
-import torch
 
-from synth_ray import models
+from .helpers import grid_model
 
 pytestmark = pytest.mark.slow
-
-
-def _models(run_dir, adapter: str | None):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    base = models.resolve_model("tiny://target")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    if adapter:
-        path = run_dir / "adapters" / "tiny-target" / adapter
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    return model, AutoTokenizer.from_pretrained(base)
 
 
 def test_one_engine_answers_for_every_adapter_and_applies_it(evaluated) -> None:
@@ -39,7 +26,7 @@ def test_one_engine_answers_for_every_adapter_and_applies_it(evaluated) -> None:
     assert dict(safety.group_by("source").len().iter_rows()) == {a: 12 for a in counts}
     assert manifest["stages"]["respond"]["targets"]["tiny-target"]["rows"] == 48 + 48
     for adapter in ("multi-small", None):  # None: the vanilla rows, via the zero adapter
-        model, tok = _models(run_dir, adapter)
+        model, tok = grid_model(run_dir, adapter)
         rows = resp.filter(pl.col("source") == (adapter or "vanilla")).head(4)
         for r in rows.iter_rows(named=True):
             prompt = tok.apply_chat_template(json.loads(r["messages"]), tokenize=False,

@@ -10,26 +10,12 @@ import math
 
 import polars as pl
 import pytest
-import torch
 
-from synth_ray import models
 from synth_ray.metrics.perplexity import hf_response_logprobs, perplexity, token_spans
 
-from .helpers import run_cli
+from .helpers import grid_model, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def _models(run_dir, adapter: str | None):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    base = models.resolve_model("tiny://target")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    if adapter:
-        path = run_dir / "adapters" / "tiny-target" / adapter
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    return model, AutoTokenizer.from_pretrained(base)
 
 
 def test_vllm_perplexity_equals_transformers(evaluated) -> None:
@@ -46,7 +32,7 @@ def test_vllm_perplexity_equals_transformers(evaluated) -> None:
     checks = 0
     for view, condition, scorer in (("outputs", "single-small", None),
                                     ("human", "multi-small", "multi-small")):
-        model, tok = _models(run_dir, scorer)
+        model, tok = grid_model(run_dir, scorer)
         for s in scores.filter((pl.col("view") == view) & (pl.col("condition") == condition)
                                ).head(3).iter_rows(named=True):
             if view == "outputs":
