@@ -112,6 +112,7 @@ def _stages_of(ctx, names: list[str], force: list[str]) -> None:
             raise typer.Exit(EXIT_FAILED) from None
     pending = stages_to_run(ctx, names, force) if set(names) & MODEL_STAGES else []
     if set(pending) & MODEL_STAGES:  # finished GPU stages need no GPUs to be skipped
+        _checks_before_ray(ctx, pending)
         _preflight(ctx.cfg, pending)
     for name in names:
         try:
@@ -123,6 +124,23 @@ def _stages_of(ctx, names: list[str], force: list[str]) -> None:
     report = ctx.run.path("report", "index.html")
     if "report" in names and report.exists():
         log.info("report: %s", report.resolve())
+
+
+def _checks_before_ray(ctx, pending: list[str]) -> None:
+    """Each pending stage's own cheap checks (`preflight`: a source's API key variable, a
+    local model path) before Ray starts: a typo fails in a second, recorded in the manifest
+    as the stage's failure, not after a cluster and its engines came up."""
+    for name in pending:
+        check = getattr(get_stage(name).impl(), "preflight", None)
+        if check is None:
+            continue
+        try:
+            check(ctx.cfg)
+        except Exception as e:
+            ctx.run.mark_failed(name, f"{type(e).__name__}: {e}")
+            log.error("[%s] failed: %s: %s (run dir %s)", name, type(e).__name__, e,
+                      ctx.run.root)
+            raise typer.Exit(EXIT_FAILED) from None
 
 
 def _preflight(cfg: ExperimentConfig, names: list[str]) -> None:

@@ -217,16 +217,22 @@ def inputs(ctx: Context) -> dict[str, Any]:
     }
 
 
-def run(ctx: Context) -> StageOutput:
-    cfg = ctx.cfg
-    plan = work_plan(cfg)
-    for name in plan:  # fail on a missing key or model before any engine starts
+def preflight(cfg: ExperimentConfig) -> None:
+    """Each source's API key variable set, each local model path there: checked before Ray
+    starts (cli's `_checks_before_ray`) and again by the stage itself."""
+    for name in work_plan(cfg):
         src = cfg.source(name)
         if src.backend == "http":
             api_key(src.http, f"source {name!r}")
         elif src.model.startswith(("/", ".", "~")):
             if not Path(src.model).expanduser().exists():
                 raise FileNotFoundError(f"source {name!r}: model path {src.model} not found")
+
+
+def run(ctx: Context) -> StageOutput:
+    cfg = ctx.cfg
+    plan = work_plan(cfg)
+    preflight(cfg)  # fail on a missing key or model before any engine starts
     writers = summary_sources(cfg)
     articles = load_articles_once(ctx) if writers else None
     probe = probe_set(ctx)

@@ -102,7 +102,7 @@ def test_a_file_without_a_response_column_fails_with_its_rows_kept(tmp_path,
     assert manifest(rd)["stages"]["split"]["status"] == "failed"
 
 
-def test_a_missing_model_path_fails_before_any_engine_starts(tmp_path,
+def test_a_missing_model_path_fails_before_ray_starts(tmp_path,
                                                              demo_config_path) -> None:
     import ray
 
@@ -118,7 +118,11 @@ def test_a_missing_model_path_fails_before_any_engine_starts(tmp_path,
     assert stage["error"].startswith(f"FileNotFoundError: source 'small-b': model path {gone} "
                                      "not found")
     assert not (rd / "generations").exists()  # nothing sent, nothing written
-    assert not ray.is_initialized()  # refused before Ray (and so any engine) started
+    # refused before Ray (and so any engine) started: the run's log records every Ray start
+    # ("ray: local instance ..."), and the command ran in this process
+    log = (rd / "log.txt").read_text()
+    assert "[generate] failed: FileNotFoundError" in log and "ray: " not in log, log[-2000:]
+    assert not ray.is_initialized()
 
     from synth_ray.models import resolve_model  # every stage resolves models through it
 
