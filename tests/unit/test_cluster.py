@@ -4,6 +4,7 @@ every shipped config; jobs/ entry points reach the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -206,10 +207,15 @@ def test_a_gpu_config_on_a_machine_without_gpus_exits_2_before_any_stage(tmp_pat
     """The paper's config on this CPU machine (a local instance: it never grows): exit 2,
     naming the keys, before a single stage; no silent vLLM-cpu run."""
     run_dir = tmp_path / "run"
+    # the hosted sources' key variables set (a missing one fails earlier, before Ray starts:
+    # test_cli); none is used, nothing is sent before the resource check refuses
+    keys = {k: "unused" for k in ("TOGETHER_API_KEY", "DEEPSEEK_API_KEY", "OPENAI_API_KEY",
+                                   "GEMINI_API_KEY")}
     out = subprocess.run([sys.executable, "-m", "synth_ray.cli", "run",
                           "jobs/configs/paper-8b.yaml", f"run.dir={run_dir}",
                           "resources.ray_address=null", "resources.num_cpus=1"],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
+                         capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env={**os.environ, **keys})
     text = " ".join((out.stdout + out.stderr).split())
     assert out.returncode == 2, text[-3000:]
     assert "sources.0 needs 1 GPU(s)" in text and "targets.0.num_workers needs 8" in text
