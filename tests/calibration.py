@@ -5,7 +5,8 @@ work 1.9-2.4x slower on some days).
 The workload is what the suite spends its time on, in miniature: interpreted Python (imports,
 config checks, polars glue) and single-threaded float maths (tiny models on the CPU). It is
 the same work every time, so only the machine changes its time. `REFERENCE_S` is its time on
-the project's 2-core machine on a day of normal speed (docs/benchmarks.md, "The test suite");
+the project's 2-core machine on a day of normal speed (docs/benchmarks.md, "The test suite
+from cold");
 `factor` = measured / reference, and a suite time divided by it is the normalised time.
 
 Run alone: .venv/bin/python tests/calibration.py
@@ -16,7 +17,7 @@ from __future__ import annotations
 import time
 import zlib
 
-REFERENCE_S = 1.25  # the 2-core machine, 2026-12-06 (docs/benchmarks.md, "The test suite")
+REFERENCE_S = 1.25  # the 2-core machine, 2026-12-06 (docs/benchmarks.md)
 
 
 def _python_work() -> int:

@@ -297,16 +297,23 @@ def ensure_pretrained(names: list[str]) -> None:
     instance of its own (or the cluster's, under `ray job submit`): Ray Train leaves a CPU
     reserved in the calling driver's local instance after a Tune run (seen with ray 2.60),
     which would starve the engines of the stages that follow."""
+    todo = missing(names)
+    if not todo:
+        return
+    code = build_in_child(todo)
+    if code != 0 or missing(todo):
+        raise RuntimeError(f"pre-training {', '.join(todo)} failed (exit code "
+                           f"{code}); run again to resume from its checkpoints")
+
+
+def build_in_child(names: list[str]) -> int:
+    """`synth-ray tiny NAME...` in a child process (pre-trained models, SmolLM2 variants):
+    its progress on the terminal, its libraries' noise in the run's log
+    (`terminal.child_terminal`). Returns its exit code."""
     import subprocess
 
     from synth_ray.core.terminal import child_terminal
 
-    todo = missing(names)
-    if not todo:
-        return
-    env, fds = child_terminal()  # its progress on the terminal, its noise in the run's log
-    proc = subprocess.run([sys.executable, "-m", "synth_ray.cli", "tiny", *todo],
-                          env={**os.environ, **env}, pass_fds=fds)
-    if proc.returncode != 0 or missing(todo):
-        raise RuntimeError(f"pre-training {', '.join(todo)} failed (exit code "
-                           f"{proc.returncode}); run again to resume from its checkpoints")
+    env, fds = child_terminal()
+    return subprocess.run([sys.executable, "-m", "synth_ray.cli", "tiny", *names],
+                          env={**os.environ, **env}, pass_fds=fds).returncode

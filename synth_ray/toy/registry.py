@@ -33,21 +33,13 @@ def files(name: str) -> list[Path]:
 def prepare(names: list[str]) -> None:
     """Pre-train, in one Ray Tune grid, every pre-trained toy model among `names` that is not
     cached yet (the stages would otherwise build them one by one as they resolve them)."""
-    import subprocess
-    import sys
 
     from synth_ray.toy import pretrain, smol
 
     pretrain.ensure_pretrained([n for n in names if n in pretrain.PRETRAINED])
     variants = smol.missing_variants([n for n in names if n.startswith(smol.NAME + "+")])
     if variants:  # fine-tuned SmolLM2 variants: one child process for all of them
-        import os
-
-        from synth_ray.core.terminal import child_terminal
-
-        env, fds = child_terminal()  # its progress on the terminal, its noise in the log
-        if subprocess.run([sys.executable, "-m", "synth_ray.cli", "tiny", *variants],
-                          env={**os.environ, **env}, pass_fds=fds).returncode:
+        if pretrain.build_in_child(variants):
             raise RuntimeError(f"fine-tuning {', '.join(variants)} failed; run again to resume")
 
 
