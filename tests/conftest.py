@@ -20,16 +20,67 @@ os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 _SPEED: dict[str, float] = {}
 
 
+def _is_worker(config) -> bool:
+    """An xdist worker (scripts/test.sh runs the suite in two): the controller calibrates,
+    prints the header and the summary; the workers run the tests."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_sessionstart(session) -> None:
-    """The machine-speed figure (tests/calibration.py), before any test: a slow day shows."""
+    """The machine-speed figure (tests/calibration.py), before any test: a slow day shows.
+    Measured by the controller before its workers start, so nothing else runs beside it."""
     import time
 
     from tests.calibration import calibrate
 
-    _SPEED.update(calibrate(), start=time.perf_counter())
+    if not _is_worker(session.config):
+        _SPEED.update(calibrate(), start=time.perf_counter())
 
 
-def pytest_report_header(config) -> str:
+# The suite runs in two xdist workers (`--dist loadgroup`, scripts/test.sh). Tests that share
+# an expensive fixture must run in the same worker, or each worker would build it: every test
+# of a module shares its module's fixtures, and the tests on the trained grid (below) share
+# one group across modules. The groups that take minutes go first (longest first keeps the
+# two workers' ends close); the rest follow in collection order.
+GRID_FIXTURES = {"grid_run", "evaluated", "judged"}
+LONGEST_FIRST = ("grid", "tests/integration/test_smol.py", "tests/integration/test_benchmarks.py",
+                 "tests/integration/test_ray_job.py", "tests/integration/test_generate.py",
+                 "tests/faults/test_kill.py", "tests/integration/test_train.py")
+
+
+def xdist_group(item) -> str:
+    if GRID_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return "grid"
+    return item.nodeid.split("::")[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    # a stable sort: the same order in every worker (xdist checks the collections agree)
+    items.sort(key=lambda item: rank.get(xdist_group(item), len(rank)))
+
+
+def pytest_sessionfinish(session) -> None:
+    """A worker hands what it could not run to the controller (pytest_testnodedown)."""
+    from tests.system import NOT_RUN
+
+    if _is_worker(session.config):
+        session.config.workeroutput["not_run"] = list(NOT_RUN)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    from tests.system import NOT_RUN
+
+    NOT_RUN.extend(getattr(node, "workeroutput", {}).get("not_run", []))
+
+
+def pytest_report_header(config) -> str | None:
+    if not _SPEED:
+        return None
     return (f"machine speed: calibration {_SPEED['seconds']:.2f} s "
             f"({_SPEED['factor']:.2f}x the reference day)")
 
@@ -41,6 +92,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
     from tests.system import NOT_RUN
 
+    if not _SPEED:  # a worker
+        return
     if NOT_RUN:
         terminalreporter.section("not run on this machine")
         for line in NOT_RUN:

@@ -33,9 +33,11 @@ def ensure_ray(res: ResourcesSection) -> None:
     elif os.environ.get("RAY_ADDRESS"):
         pass  # inside `ray job submit`: join the job's cluster, which has its own resources
     else:
-        kwargs.update(
-            num_cpus=res.num_cpus, num_gpus=res.num_gpus, dashboard_host=res.dashboard_host
-        )
+        # "local": a new instance of the run's own, never the one a `ray start` on this
+        # machine recorded in /tmp/ray (which a bare ray.init() would join: a user's own
+        # Ray, or another run's)
+        kwargs.update(address="local", num_cpus=res.num_cpus, num_gpus=res.num_gpus,
+                      dashboard_host=res.dashboard_host)
     info = ray.init(**kwargs)
     quiet_libraries()
     log.info("ray: %s (dashboard %s)", res.ray_address or "local instance",

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its node
+def _reap(proc: subprocess.Popen) -> None:
+    """Wait for a node sent SIGTERM (`ray start --block` then stops its node)."""
     try:
         proc.wait(timeout=90)
     except subprocess.TimeoutExpired:
@@ -57,14 +57,17 @@ def ray_cluster(tmp_path):
     def start(name: str, *args: str) -> None:
         temps.append(tempfile.mkdtemp(prefix=name, dir="/tmp"))
         logs.append(open(tmp_path / f"{name}.log", "w"))  # noqa: SIM115 - closed below
+        # free ports where Ray has fixed defaults (the agent's 52365): another Ray instance
+        # on the machine (the other test worker's, a user's) may hold them
         procs.append(subprocess.Popen(
             [BIN / "ray", "start", "--block", f"--temp-dir={temps[-1]}",
-             "--disable-usage-stats", *args], env=env, stdout=logs[-1],
+             f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats", *args],
+            env=env, stdout=logs[-1],
             stderr=subprocess.STDOUT, start_new_session=True))
 
     # the head as cluster.yaml's: nothing is placed on it (CPU: 0)
     start("rh", "--head", f"--port={port}", "--dashboard-host", "127.0.0.1",
-          f"--dashboard-port={dash}", "--num-cpus=0")
+          f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}", "--num-cpus=0")
     url = f"http://127.0.0.1:{dash}"
     try:
         # ready when the job server answers an authenticated request (its agent may come
@@ -94,8 +97,10 @@ def ray_cluster(tmp_path):
             pytest.fail(f"worker nodes not up: {out.stdout[-2000:]} {out.stderr[-2000:]}")
         yield url, dash, env
     finally:
-        for proc in reversed(procs):
-            _stop(proc)
+        for proc in reversed(procs):  # all three stop at once
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            _reap(proc)
         for f in logs:
             f.close()
         for t in temps:

@@ -215,7 +215,8 @@ def test_a_finished_adapter_says_so_once_while_others_go_on() -> None:
     level = ours.level
     ours.setLevel(logging.INFO)
     ours.addHandler(keep)
-    ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, configure_logging=False,
+             log_to_driver=False)
     try:
         with board.watch_steps(every_s=0.05, stage="tiny", line_every_s=0.1) as name:
             board.post(name, "pt-a", 5, 5)
