@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synth_ray.core.config import TargetSection
+from synth_ray.core.config import LoRASection, TargetSection
 from synth_ray.core.pipeline import Context
 from synth_ray.design import VANILLA, adapter_dir, adapter_grid
 from synth_ray.engines.processors import EngineSpec
@@ -23,19 +23,45 @@ from synth_ray.train.lora import ADAPTER_FILE, peft_config
 
 def vanilla_adapter(ctx: Context, target: TargetSection) -> Path:
     """A freshly initialised LoRA adapter: PEFT starts B at zero, so it changes nothing."""
+    path = ctx.run.path(adapter_dir(target.name, VANILLA))
+    if not (path / ADAPTER_FILE).exists():
+        zero_adapter(resolve_model(target.model), ctx.cfg.lora, path, revision=target.revision,
+                     trust_remote_code=target.trust_remote_code)
+    return path
+
+
+def zero_adapter(model: str, lora: LoRASection, path: Path, revision: str | None = None,
+                 trust_remote_code: bool = False) -> None:
+    """PEFT's freshly initialised adapter for `model`, from its config alone: the base is
+    built on the meta device (no weights read or downloaded: the driver of a 70B run holds
+    ~0.4 GB of adapter, not ~131 GiB of model), then only the LoRA matrices are made real
+    and initialised as PEFT initialises them, in the same order from the same seed (each
+    layer's A and B as nn.Linear, then A again by kaiming, B to zero): the same tensors as
+    `get_peft_model(from_pretrained(model))` after `torch.manual_seed(0)`."""
     import torch
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    path = ctx.run.path(adapter_dir(target.name, VANILLA))
-    if (path / ADAPTER_FILE).exists():
-        return path
+    config = AutoConfig.from_pretrained(model, revision=revision,
+                                        trust_remote_code=trust_remote_code)
+    # the dtype from_pretrained would load the weights in (the checkpoint's), which the
+    # LoRA matrices take from their base layers
+    dtype = getattr(config, "dtype", None) or torch.float32
+    with torch.device("meta"):
+        base = AutoModelForCausalLM.from_config(config, dtype=dtype,
+                                                trust_remote_code=trust_remote_code)
+    peft_model = get_peft_model(base, peft_config(lora))
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(resolve_model(target.model),
-                                                trust_remote_code=target.trust_remote_code)
-    model = get_peft_model(base, peft_config(ctx.cfg.lora))
-    model.save_pretrained(path, safe_serialization=True)
-    return path
+    for layer in (m for m in peft_model.modules() if isinstance(m, LoraLayer)):
+        for adapter in layer.active_adapters:
+            a, b = layer.lora_A[adapter], layer.lora_B[adapter]
+            a.to_empty(device="cpu")
+            b.to_empty(device="cpu")
+            a.reset_parameters()  # PEFT builds them as nn.Linear, which draws both
+            b.reset_parameters()
+            layer.reset_lora_parameters(adapter, True)
+    peft_model.save_pretrained(path, safe_serialization=True)
 
 
 def adapters_of(ctx: Context, target: TargetSection) -> dict[str, Path]:
