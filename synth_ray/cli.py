@@ -55,6 +55,7 @@ def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
                 force: list[str], verbose: bool = False) -> None:
     cfg = _load(config, overrides)
     setup_logging(verbose_=verbose or None)
+    _refuse_unready(cfg)
     try:
         ctx = open_run(cfg)
     except RunDirBusy as e:
@@ -124,6 +125,18 @@ def _stages_of(ctx, names: list[str], force: list[str]) -> None:
     report = ctx.run.path("report", "index.html")
     if "report" in names and report.exists():
         log.info("report: %s", report.resolve())
+
+
+def _refuse_unready(cfg: ExperimentConfig) -> None:
+    """Exit 2 before the run directory is touched when the run cannot work where it runs
+    (core/readiness.py: a local run.dir on a cluster, a missing or unreadable input)."""
+    from synth_ray.core.readiness import problems
+
+    found = problems(cfg)
+    for p in found:
+        log.error("%s", p)
+    if found:
+        raise typer.Exit(EXIT_CONFIG)
 
 
 def _checks_before_ray(ctx, pending: list[str]) -> None:
@@ -206,10 +219,19 @@ def run_all(
 
 @app.command("validate")
 def validate(config: Path = typer.Argument(...), overrides: list[str] = OverridesArg) -> None:
-    """Check a config (and overrides) and print the resolved YAML."""
+    """Check a config (and overrides) and print the resolved YAML; exit 2 naming each key
+    whose value cannot work where the run will run: a local run.dir on a cluster, an input
+    file that is missing or does not parse (core/readiness.py)."""
     from synth_ray.core.config import dump_config
+    from synth_ray.core.readiness import problems
 
-    sys.stdout.write(dump_config(_load(config, overrides)))
+    cfg = _load(config, overrides)
+    sys.stdout.write(dump_config(cfg))
+    found = problems(cfg)
+    for p in found:
+        sys.stderr.write(f"error: {p}\n")
+    if found:
+        raise typer.Exit(EXIT_CONFIG)
 
 
 @app.command("plan")
@@ -222,9 +244,13 @@ def plan(
 ) -> None:
     """What the config asks of a cluster (no cluster needed): engines, training runs,
     requests, GPU-hours, API tokens; exit 2 on anything that cannot fit or be placed."""
+    from synth_ray.core.readiness import problems
     from synth_ray.plan import make_plan, summary_lines, to_json
 
-    result = make_plan(_load(config, overrides), mean_output_tokens)
+    cfg = _load(config, overrides)
+    result = make_plan(cfg, mean_output_tokens)
+    # a local run.dir on a cluster, a missing input: listed, not failed (plan needs neither)
+    result["before_a_run"] = [str(p) for p in problems(cfg)]
     if as_json:
         sys.stdout.write(to_json(result) + "\n")
     else:

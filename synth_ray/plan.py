@@ -323,6 +323,9 @@ def summary_lines(plan: dict[str, Any]) -> list[str]:
                                           "sources.*.http.usd_per_million_*)" if unpriced
                                           else ""))
     out += [f"  PROBLEM: {p}" for p in plan["problems"]]
+    # what must be in place where the run runs (core/readiness.py): not the cluster's
+    # fit, so listed without failing
+    out += [f"  BEFORE A RUN: {p}" for p in plan.get("before_a_run", [])]
     return out
 
 

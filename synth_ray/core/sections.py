@@ -54,6 +54,11 @@ class RunSection(Section):
     push_every_s: float = Field(
         300, gt=0, description="For a URI `dir`: push the mirror this often while a stage "
         "runs (its finished shards), besides after every stage.")
+    shared_mount: bool = Field(
+        False, description="The config's local paths (a local `dir`, a model folder) are "
+        "on a mount every node of the cluster shares (NFS, EFS, Filestore). Without it, a "
+        "run that joins a cluster refuses a local `dir` (core/readiness.py): the other "
+        "nodes' workers could not read or write it.")
 
     @field_validator("dir")
     @classmethod

@@ -136,7 +136,9 @@ def test_job_submit_runs_the_pipeline_on_a_private_authenticated_cluster(s3_serv
             "conditions.single_source={small: small-a}",
             "conditions.multi_source={small: [small-a, small-a, small-a, small-a]}",
             # no self-preference pass here (test_judge.py has it): CI time
-            "judge.max_safety_prompts=4", "targets.0.self_source=null"]
+            "judge.max_safety_prompts=4", "targets.0.self_source=null",
+            # a run that joins a cluster names its accelerator (core/readiness.py)
+            "resources.accelerator=cpu"]
     proc = subprocess.run(
         [BIN / "ray", "job", "submit", "--address", url, "--working-dir", ".", "--",
          "python", "jobs/pipeline.py", *args, f"run.local_dir={tmp_path / 'driver-mirror'}"],

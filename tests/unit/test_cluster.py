@@ -211,9 +211,13 @@ def test_a_gpu_config_on_a_machine_without_gpus_exits_2_before_any_stage(tmp_pat
     # test_cli); none is used, nothing is sent before the resource check refuses
     keys = {k: "unused" for k in ("TOGETHER_API_KEY", "DEEPSEEK_API_KEY", "OPENAI_API_KEY",
                                    "GEMINI_API_KEY")}
+    # the paper's input files, samples in their layouts (a missing one fails earlier too)
+    from synth_ray.toy.paper_inputs import write_samples
+
+    inputs = [f"{k}={v}" for k, v in write_samples(tmp_path / "data").items()]
     out = subprocess.run([sys.executable, "-m", "synth_ray.cli", "run",
                           "jobs/configs/paper-8b.yaml", f"run.dir={run_dir}",
-                          "resources.ray_address=null", "resources.num_cpus=1"],
+                          "resources.ray_address=null", "resources.num_cpus=1", *inputs],
                          capture_output=True, text=True, cwd=REPO, timeout=300,
                          env={**os.environ, **keys})
     text = " ".join((out.stdout + out.stderr).split())

@@ -1,0 +1,129 @@
+"""What a run needs beyond a valid config, checked before anything starts (`validate`,
+`run`, `ray job submit ... jobs/pipeline.py`; `plan` lists it without failing):
+
+- **One disk is not assumed.** A run that joins a cluster (`resources.ray_address`, or a
+  driver inside `ray job submit`) has training workers and engines on other nodes, which
+  cannot read a folder on the head: `run.dir` must be a bucket URI, or the config declares
+  that its local paths are on a mount every node shares (`run.shared_mount: true`). The
+  same holds for a local model path. `resources.accelerator` must be explicit there: an
+  autoscaling cluster has no GPUs until the first GPU request, so `auto` could pick CPU.
+- **Every input the config names exists and parses** in its expected layout (dataset,
+  safety prompts, jailbreak templates, articles), read by the loaders the stages use, so
+  a missing RefusalBench file fails in seconds, not at `respond` after all the training.
+  A hub id is read from the Hub by its stage (nothing is fetched here).
+
+Each problem names the config key, so the fix is one override away.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from synth_ray.core.config import ExperimentConfig
+from synth_ray.core.storage import is_uri
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+def joins_cluster(cfg: ExperimentConfig) -> str | None:
+    """How this run joins a cluster (None: it starts a local Ray instance of its own)."""
+    if cfg.resources.ray_address:
+        return f"resources.ray_address={cfg.resources.ray_address}"
+    if os.environ.get("RAY_ADDRESS"):
+        return "inside `ray job submit` (RAY_ADDRESS is set)"
+    return None
+
+
+def local_path(uri: str) -> bool:
+    """A path on this machine's disk (not a bucket URI, a scheme id or a hub id)."""
+    return not is_uri(uri) and (uri.startswith(("/", ".", "~")) or Path(uri).expanduser()
+                                .exists())
+
+
+def cluster_problems(cfg: ExperimentConfig) -> list[Problem]:
+    how = joins_cluster(cfg)
+    if how is None:
+        return []
+    out = []
+    if not is_uri(cfg.run.dir) and not cfg.run.shared_mount:
+        out.append(Problem("run.dir", (
+            f"{cfg.run.dir!r} is a folder on this machine, and the run joins a cluster "
+            f"({how}): training workers and engines on other nodes can neither read its "
+            "datasets nor write adapters the driver sees. Give a bucket "
+            "(run.dir=s3://BUCKET/PREFIX or gs://...), or, for a folder every node mounts "
+            "(NFS, EFS, Filestore), set run.shared_mount=true")))
+    if not cfg.run.shared_mount:
+        models = [(f"sources.{i}.model", s.model) for i, s in enumerate(cfg.sources)
+                  if s.backend == "vllm"]
+        models += [(f"targets.{i}.model", t.model) for i, t in enumerate(cfg.targets)]
+        if cfg.judge.backend == "vllm":
+            models.append(("judge.model", cfg.judge.model))
+        out += [Problem(key, f"{model!r} is a path on this machine, and the run joins a "
+                        f"cluster ({how}): engines and training workers on other nodes load "
+                        "it. Give a hub id, or set run.shared_mount=true if every node "
+                        "mounts it") for key, model in models if local_path(model)]
+    if cfg.resources.accelerator == "auto":
+        out.append(Problem("resources.accelerator", (
+            f"auto, and the run joins a cluster ({how}): say cuda or cpu. An autoscaling "
+            "cluster shows no GPUs until the first GPU request, so auto could put every "
+            "engine on CPUs")))
+    return out
+
+
+def _inputs(cfg: ExperimentConfig) -> list[tuple[str, str, object]]:
+    """(key, uri, read) for every input file the config names; `read` loads it as the
+    stage that uses it does."""
+    from synth_ray.data.dolly import load_dataset
+    from synth_ray.data.prompt_sets import (
+        load_articles,
+        load_authors_templates,
+        load_jailbreak_templates,
+        load_safety_prompts,
+    )
+
+    j = cfg.judge
+    d = cfg.dataset
+    out = [("dataset.path", d.path, lambda: load_dataset(d.path, d.revision)),
+           ("judge.safety_prompts", j.safety_prompts,
+            lambda: load_safety_prompts(j.safety_prompts))]
+    if j.jailbreak_design == "authors":
+        out.append(("judge.jailbreak_templates", j.jailbreak_templates,
+                    lambda: load_authors_templates(j.jailbreak_templates, j.jailbreak_min_votes)))
+    elif j.jailbreaks_per_prompt:
+        out.append(("judge.jailbreak_templates", j.jailbreak_templates,
+                    lambda: load_jailbreak_templates(j.jailbreak_templates)))
+    out.append(("judge.articles", j.articles, lambda: load_articles(j.articles)))
+    return out
+
+
+def input_problems(cfg: ExperimentConfig) -> list[Problem]:
+    """Each local or bundled input read through its loader; what fails, with the reason."""
+    from synth_ray.models import is_scheme_id
+
+    out = []
+    for key, uri, read in _inputs(cfg):
+        if not (local_path(uri) or is_scheme_id(uri) or uri.endswith((
+                ".jsonl", ".json", ".csv", ".parquet"))):
+            continue  # a hub id: its stage reads it from the Hub
+        try:
+            rows = read()
+        except Exception as e:  # noqa: BLE001 - every reason is reported, with its key
+            out.append(Problem(key, f"{uri}: {type(e).__name__}: {e}"))
+            continue
+        table = rows[0] if isinstance(rows, tuple) else getattr(rows, "rows", None)
+        if table is not None and getattr(table, "height", 1) == 0:
+            out.append(Problem(key, f"{uri}: no usable rows after the checks"))
+    return out
+
+
+def problems(cfg: ExperimentConfig) -> list[Problem]:
+    return [*cluster_problems(cfg), *input_problems(cfg)]
