@@ -13,7 +13,7 @@ bash scripts/system-deps.sh || exit 1
 # stay in one worker (conftest's groups). SYNTH_RAY_TEST_WORKERS=0 runs them in this process.
 workers=${SYNTH_RAY_TEST_WORKERS:-2}
 dist=()
-[ "$workers" != 0 ] && dist=(-n "$workers" --dist loadgroup --no-loadscope-reorder)
+[ "$workers" != 0 ] && dist=(-n "$workers" --no-loadscope-reorder)
 .venv/bin/python -m pytest "${dist[@]}" --durations=30 "${@:-tests}"  # the slowest, for CI time
 rc=$?
 if [ $rc -eq 5 ]; then

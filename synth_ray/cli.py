@@ -22,6 +22,14 @@ from synth_ray.core.pipeline import (
 )
 from synth_ray.core.terminal import console as terminal_console
 from synth_ray.core.terminal import restore_std_streams, setup_logging
+from synth_ray.preflight import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    MODEL_STAGES,
+    checks_before_ray,
+    cluster_checks,
+    refuse,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -31,8 +39,6 @@ app = typer.Typer(
 console = terminal_console()
 log = logging.getLogger("synth_ray")
 
-EXIT_CONFIG = 2
-EXIT_FAILED = 1
 
 OverridesArg = typer.Argument(None, help="key.sub=value overrides, e.g. run.dir=runs/x")
 ForceOpt = typer.Option(False, "--force", help="Redo the stage even if its output is current.")
@@ -48,14 +54,15 @@ def _load(config: Path, overrides: list[str] | None) -> ExperimentConfig:
         raise typer.Exit(EXIT_CONFIG) from None
 
 
-MODEL_STAGES = {"generate", "train", "respond", "score", "judge"}
-
 
 def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
                 force: list[str], verbose: bool = False) -> None:
     cfg = _load(config, overrides)
     setup_logging(verbose_=verbose or None)
-    _refuse_unready(cfg)
+    # before the run dir is touched: a local run.dir on a cluster, a missing input
+    from synth_ray.core.readiness import problems
+
+    refuse(problems(cfg))
     try:
         ctx = open_run(cfg)
     except RunDirBusy as e:
@@ -113,8 +120,8 @@ def _stages_of(ctx, names: list[str], force: list[str]) -> None:
             raise typer.Exit(EXIT_FAILED) from None
     pending = stages_to_run(ctx, names, force) if set(names) & MODEL_STAGES else []
     if set(pending) & MODEL_STAGES:  # finished GPU stages need no GPUs to be skipped
-        _checks_before_ray(ctx, pending)
-        _preflight(ctx.cfg, pending)
+        checks_before_ray(ctx, pending)
+        cluster_checks(ctx.cfg, pending)
     for name in names:
         try:
             execute(get_stage(name), ctx, force=name in force)
@@ -125,59 +132,6 @@ def _stages_of(ctx, names: list[str], force: list[str]) -> None:
     report = ctx.run.path("report", "index.html")
     if "report" in names and report.exists():
         log.info("report: %s", report.resolve())
-
-
-def _refuse_unready(cfg: ExperimentConfig) -> None:
-    """Exit 2 before the run directory is touched when the run cannot work where it runs
-    (core/readiness.py: a local run.dir on a cluster, a missing or unreadable input)."""
-    from synth_ray.core.readiness import problems
-
-    found = problems(cfg)
-    for p in found:
-        log.error("%s", p)
-    if found:
-        raise typer.Exit(EXIT_CONFIG)
-
-
-def _checks_before_ray(ctx, pending: list[str]) -> None:
-    """Each pending stage's own cheap checks (`preflight`: a source's API key variable, a
-    local model path) before Ray starts: a typo fails in a second, recorded in the manifest
-    as the stage's failure, not after a cluster and its engines came up."""
-    for name in pending:
-        check = getattr(get_stage(name).impl(), "preflight", None)
-        if check is None:
-            continue
-        try:
-            check(ctx.cfg)
-        except Exception as e:
-            ctx.run.mark_failed(name, f"{type(e).__name__}: {e}")
-            log.error("[%s] failed: %s: %s (run dir %s)", name, type(e).__name__, e,
-                      ctx.run.root)
-            raise typer.Exit(EXIT_FAILED) from None
-
-
-def _preflight(cfg: ExperimentConfig, names: list[str]) -> None:
-    """Before any stage: the plan's summary (for `run`), then the cluster checked against
-    what the stages will place; exit 2 naming the keys when it can never fit, instead of
-    waiting forever or running a GPU config on CPU."""
-    from synth_ray.core.cluster import ResourceError, check_resources, ensure_ray
-
-    if len(names) > 1:
-        from synth_ray.plan import make_plan, summary_lines
-
-        for line in summary_lines(make_plan(cfg)):
-            log.info("%s", line)
-    try:
-        ensure_ray(cfg.resources)
-        check_resources(cfg, [n for n in names if n in MODEL_STAGES])
-    except ConnectionError as e:
-        log.error("resources.ray_address=%s: %s. Start the cluster (ray up cluster.yaml) or "
-                  "set resources.ray_address=null for a local instance",
-                  cfg.resources.ray_address, e)
-        raise typer.Exit(EXIT_CONFIG) from None
-    except ResourceError as e:
-        log.error("%s", e)
-        raise typer.Exit(EXIT_CONFIG) from None
 
 
 def _stage_command(name: str, doc: str) -> None:
@@ -223,10 +177,13 @@ def validate(config: Path = typer.Argument(...), overrides: list[str] = Override
     whose value cannot work where the run will run: a local run.dir on a cluster, an input
     file that is missing or does not parse (core/readiness.py)."""
     from synth_ray.core.config import dump_config
+    from synth_ray.core.node_env import required_env
     from synth_ray.core.readiness import problems
 
     cfg = _load(config, overrides)
     sys.stdout.write(dump_config(cfg))
+    for name, why in required_env(cfg).items():  # where the run runs, not necessarily here
+        sys.stderr.write(f"needs on every node: {name} ({why})\n")
     found = problems(cfg)
     for p in found:
         sys.stderr.write(f"error: {p}\n")
@@ -244,6 +201,7 @@ def plan(
 ) -> None:
     """What the config asks of a cluster (no cluster needed): engines, training runs,
     requests, GPU-hours, API tokens; exit 2 on anything that cannot fit or be placed."""
+    from synth_ray.core.node_env import required_env
     from synth_ray.core.readiness import problems
     from synth_ray.plan import make_plan, summary_lines, to_json
 
@@ -251,6 +209,7 @@ def plan(
     result = make_plan(cfg, mean_output_tokens)
     # a local run.dir on a cluster, a missing input: listed, not failed (plan needs neither)
     result["before_a_run"] = [str(p) for p in problems(cfg)]
+    result["node_env"] = required_env(cfg)  # names, never values
     if as_json:
         sys.stdout.write(to_json(result) + "\n")
     else:

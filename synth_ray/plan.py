@@ -326,6 +326,9 @@ def summary_lines(plan: dict[str, Any]) -> list[str]:
     # what must be in place where the run runs (core/readiness.py): not the cluster's
     # fit, so listed without failing
     out += [f"  BEFORE A RUN: {p}" for p in plan.get("before_a_run", [])]
+    if plan.get("node_env"):
+        out.append("  on every node (environment, never the config): " + ", ".join(
+            f"{k} ({v})" for k, v in plan["node_env"].items()))
     return out
 
 

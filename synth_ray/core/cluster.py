@@ -13,8 +13,14 @@ log = logging.getLogger("synth_ray")
 
 
 def engine_env(res: ResourcesSection) -> dict[str, str]:
-    """Environment that engine actors need; names only, never secrets."""
-    return {"VLLM_CPU_KVCACHE_SPACE": str(res.vllm_cpu_kvcache_gib)}
+    """Environment that engine actors need; names only, never secrets (the variables every
+    node must have, checked by each engine at its start: core/node_env.py)."""
+    from synth_ray.core.node_env import CHECK_VAR
+
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(res.vllm_cpu_kvcache_gib)}
+    if res.node_env:
+        env[CHECK_VAR] = ",".join(res.node_env)
+    return env
 
 
 def ensure_ray(res: ResourcesSection) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from synth_ray.core.sections import SamplingSection, Section
 
@@ -214,3 +214,20 @@ class ResourcesSection(Section):
         8, ge=1, description="GPUs of the cluster's largest GPU node (cluster.yaml: 8): a "
         "tensor-parallel engine replica must fit one node.")
     vllm_cpu_kvcache_gib: int = Field(1, ge=1)
+    node_env: list[str] = Field(
+        default_factory=list, description="Names (never values) of environment variables "
+        "every node needs, e.g. HF_TOKEN for gated hub models (Llama, Gemma, Mistral, Command "
+        "R+). `run` checks each node has them before the first stage, and every engine and "
+        "training worker at its start; cluster.yaml and k8s/rayjob.yaml deliver them "
+        "(docs/cluster.md). Hosted sources' http.api_key_env are checked likewise.")
+
+    @field_validator("node_env")
+    @classmethod
+    def _names_only(cls, v: list[str]) -> list[str]:
+        from synth_ray.core.node_env import NAME
+
+        bad = [x for x in v if not NAME.match(x)]
+        if bad:  # a token pasted here would end up in the run's config.yaml
+            raise ValueError(f"{len(bad)} entr(y/ies) not an upper-case variable name: give "
+                             "the name (HF_TOKEN), never the value")
+        return v

@@ -7,10 +7,11 @@
   that its local paths are on a mount every node shares (`run.shared_mount: true`). The
   same holds for a local model path. `resources.accelerator` must be explicit there: an
   autoscaling cluster has no GPUs until the first GPU request, so `auto` could pick CPU.
-- **Every input the config names exists and parses** in its expected layout (dataset,
-  safety prompts, jailbreak templates, articles), read by the loaders the stages use, so
-  a missing RefusalBench file fails in seconds, not at `respond` after all the training.
-  A hub id is read from the Hub by its stage (nothing is fetched here).
+- **Every input the config names exists and parses** in its expected layout (safety
+  prompts, jailbreak templates, articles), read by the loaders the stages use, so a
+  missing RefusalBench file fails in seconds, not at `respond` after all the training.
+  The dataset is found here and parsed by `split`, the first stage, which keeps each bad
+  row with its reason. A hub id is read from the Hub by its stage (nothing is fetched).
 
 Each problem names the config key, so the fix is one override away.
 """
@@ -82,7 +83,7 @@ def cluster_problems(cfg: ExperimentConfig) -> list[Problem]:
 def _inputs(cfg: ExperimentConfig) -> list[tuple[str, str, object]]:
     """(key, uri, read) for every input file the config names; `read` loads it as the
     stage that uses it does."""
-    from synth_ray.data.dolly import load_dataset
+    from synth_ray.data.dolly import resolve_dataset
     from synth_ray.data.prompt_sets import (
         load_articles,
         load_authors_templates,
@@ -92,7 +93,10 @@ def _inputs(cfg: ExperimentConfig) -> list[tuple[str, str, object]]:
 
     j = cfg.judge
     d = cfg.dataset
-    out = [("dataset.path", d.path, lambda: load_dataset(d.path, d.revision)),
+    # the dataset: found, not parsed here; `split`, the first stage, reads it seconds in and
+    # quarantines each bad row with its reason (splits/rejects.parquet), which a refusal
+    # here would not keep
+    out = [("dataset.path", d.path, lambda: resolve_dataset(d.path, d.revision)),
            ("judge.safety_prompts", j.safety_prompts,
             lambda: load_safety_prompts(j.safety_prompts))]
     if j.jailbreak_design == "authors":

@@ -219,7 +219,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 def preflight(cfg: ExperimentConfig) -> None:
     """Each source's API key variable set, each local model path there: checked before Ray
-    starts (cli's `_checks_before_ray`) and again by the stage itself."""
+    starts (`preflight.checks_before_ray`) and again by the stage itself."""
     for name in work_plan(cfg):
         src = cfg.source(name)
         if src.backend == "http":

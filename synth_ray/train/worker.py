@@ -136,6 +136,10 @@ def train_func(run: dict[str, Any]) -> None:
     those the driver found saved (`done`)."""
     import ray.train
 
+    from synth_ray.core.node_env import require_here
+
+    # a worker on a node without HF_TOKEN (say) fails now, naming it, not in a download
+    require_here("Ray Train worker", run["config"].get("resources", {}).get("node_env", []))
     jobs = run["jobs"]
     names = [j["run_name"] for j in jobs]
     ckpt = ray.train.get_checkpoint()

@@ -44,6 +44,7 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 SSHD = "/usr/sbin/sshd"
 CLUSTER = yaml.safe_load((REPO / "cluster.yaml").read_text())
+SECRET_NAME, SECRET = "SYNTH_RAY_TEST_HF_TOKEN", "hf-test-value-8812"
 
 
 def launcher_config(tmp: Path, sshd_config: Path, key: Path) -> dict:
@@ -60,8 +61,8 @@ def launcher_config(tmp: Path, sshd_config: Path, key: Path) -> dict:
 @pytest.fixture
 def ssh_node(tmp_path):
     """(launcher config path, the node's home, the launcher's environment, the node's
-    dashboard URL): a node reached over SSH whose home is a folder of this test, with the
-    project's virtualenv on its PATH behind node_ray.py's `ray`."""
+    dashboard URL, the node's Ray temp dir): a node reached over SSH whose home is a folder
+    of this test, with the project's virtualenv on its PATH behind node_ray.py's `ray`."""
     require("sshd", "ssh-keygen", "rsync")
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation
     home, launcher = tmp_path / "node-home", tmp_path / "launcher-home"
@@ -97,7 +98,7 @@ def ssh_node(tmp_path):
     env = cli_env(RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}", HOME=str(launcher),
                   RAY_TMPDIR=launcher_temp)
     try:
-        yield cfg, home, env, f"http://127.0.0.1:{ports['--dashboard-port']}"
+        yield cfg, home, env, f"http://127.0.0.1:{ports['--dashboard-port']}", node_temp
     finally:
         shutil.rmtree(node_temp, ignore_errors=True)
         shutil.rmtree(launcher_temp, ignore_errors=True)
@@ -141,11 +142,16 @@ def ray_cli(*args: str, env: dict, timeout: int = 600) -> subprocess.CompletedPr
 
 
 def test_ray_up_runs_cluster_yaml_start_commands_with_token_auth(ssh_node, bystander) -> None:
-    cfg, home, env, dashboard = ssh_node
+    cfg, home, env, dashboard, node_temp = ssh_node
     launcher_token = Path(env["HOME"]) / ".ray" / "auth_token"
-    # where `ray up` is run: the documented first step (here in the launcher's own home)
+    # where `ray up` is run: the documented first steps (here in the launcher's own home):
+    # the token, and the file of the values every node needs (docs/cluster.md, "Secrets")
     subprocess.run([BIN / "ray", "get-auth-token", "--generate"], env=env, check=True,
                    capture_output=True)
+    secrets = Path(env["HOME"]) / ".synth-ray" / "node.env"
+    secrets.parent.mkdir()
+    secrets.write_text(f"{SECRET_NAME}={SECRET}\n")
+    secrets.chmod(0o600)
     try:
         up = ray_cli("up", str(cfg), "-y", "--no-config-cache", env=env)
         assert up.returncode == 0, (up.stdout + up.stderr)[-5000:]
@@ -169,6 +175,11 @@ def test_ray_up_runs_cluster_yaml_start_commands_with_token_auth(ssh_node, bysta
         assert err.value.code in (401, 403)
         # cluster.yaml's `ray stop` ran before the head started: the bystander lived on
         assert raylets(bystander[1])
+        # the node's Ray got the secret in its environment (every worker process inherits
+        # the raylet's), and its value is in none of what the launcher printed or wrote
+        assert [p.environ().get(SECRET_NAME) for p in raylets(node_temp)] == [SECRET]
+        assert SECRET not in up.stdout + up.stderr
+        assert SECRET not in (home / "ray_bootstrap_config.yaml").read_text()
     finally:
         down = ray_cli("down", str(cfg), "-y", env=env)
     assert down.returncode == 0, (down.stdout + down.stderr)[-3000:]

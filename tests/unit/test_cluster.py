@@ -48,7 +48,12 @@ def test_every_node_runs_the_image_with_token_auth_and_nothing_local_is_copied()
     starts = [c for c in CLUSTER["head_start_ray_commands"] + CLUSTER["worker_start_ray_commands"]
               if "ray start" in c]
     assert len(starts) == 2 and all("RAY_AUTH_MODE=token ray start" in c for c in starts)
-    assert CLUSTER["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
+    # the values every node needs (HF_TOKEN, API keys): a file made where `ray up` runs,
+    # mounted like the token and exported into each node's Ray before it starts
+    assert CLUSTER["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token",
+                                      "~/.synth-ray/node.env": "~/.synth-ray/node.env"}
+    assert all(c.index("set -a; . ~/.synth-ray/node.env; set +a;") < c.index("ray start")
+               for c in starts)
     assert CLUSTER["docker"]["image"] and ":" in CLUSTER["docker"]["image"]  # a pinned tag
     assert not any("setup.sh" in c or "pip install" in c for c in CLUSTER["setup_commands"])
     assert CLUSTER["rsync_filter"] == [".gitignore"]
@@ -207,10 +212,10 @@ def test_a_gpu_config_on_a_machine_without_gpus_exits_2_before_any_stage(tmp_pat
     """The paper's config on this CPU machine (a local instance: it never grows): exit 2,
     naming the keys, before a single stage; no silent vLLM-cpu run."""
     run_dir = tmp_path / "run"
-    # the hosted sources' key variables set (a missing one fails earlier, before Ray starts:
-    # test_cli); none is used, nothing is sent before the resource check refuses
+    # the hosted sources' key variables and HF_TOKEN set (a missing one fails earlier:
+    # test_cli, test_node_env); none is used, nothing is sent before the resource check refuses
     keys = {k: "unused" for k in ("TOGETHER_API_KEY", "DEEPSEEK_API_KEY", "OPENAI_API_KEY",
-                                   "GEMINI_API_KEY")}
+                                   "GEMINI_API_KEY", "HF_TOKEN")}
     # the paper's input files, samples in their layouts (a missing one fails earlier too)
     from synth_ray.toy.paper_inputs import write_samples
 

@@ -67,3 +67,8 @@ def test_rayjob_is_the_cluster_yaml_cluster_with_token_auth_and_a_bucket_run() -
     config = args[2].replace("/home/ray/synth-ray", str(REPO))
     cfg = load_config(config, args[3:])  # a valid config with these overrides
     assert is_uri(cfg.run.dir) and cfg.resources.accelerator == "cuda"
+    # every Ray container, head and each worker group, has the variables the run needs on
+    # every node (HF_TOKEN, API keys) from one Secret: no pod starts without it
+    assert "HF_TOKEN" in cfg.resources.node_env
+    assert [c.get("envFrom") for c in containers(spec)] == [
+        [{"secretRef": {"name": "synth-ray-node-env"}}]] * (1 + len(groups))
