@@ -26,6 +26,28 @@ def validate(spec: dict) -> None:
     jsonschema.Draft7Validator(SCHEMA).validate(spec)
 
 
+def unknown_fields(obj, schema: dict, path: str = "spec") -> list[str]:
+    """The keys the API server's strict field validation (`kubectl apply
+    --validate=strict`) rejects: any not in its object's `properties` where the schema
+    allows no others (JSON Schema alone lets them through, and Kubernetes would prune them
+    silently: a misspelt `envFrom` would leave a pod without its secrets)."""
+    if isinstance(obj, list):
+        items = schema.get("items", {})
+        return [u for i, x in enumerate(obj) for u in unknown_fields(x, items, f"{path}[{i}]")]
+    if not isinstance(obj, dict) or schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    props, extra = schema.get("properties"), schema.get("additionalProperties")
+    out = []
+    for k, v in obj.items():
+        if props is not None and k in props:
+            out += unknown_fields(v, props[k], f"{path}.{k}")
+        elif isinstance(extra, dict):
+            out += unknown_fields(v, extra, f"{path}.{k}")
+        elif props is not None and extra is not True:
+            out.append(f"{path}.{k}")
+    return out
+
+
 def containers(spec: dict) -> list[dict]:
     rc = spec["rayClusterSpec"]
     pods = [rc["headGroupSpec"]["template"]] + [g["template"] for g in rc["workerGroupSpecs"]]
@@ -43,6 +65,16 @@ def test_rayjob_matches_the_crd_schema_and_a_broken_one_does_not() -> None:
     broken["rayClusterSpec"]["authOptions"]["mode"] = "password"
     with pytest.raises(jsonschema.ValidationError, match="password"):
         validate(broken)
+    # every key is one the CRD knows; a misspelt one (JSON Schema would let it pass) is named
+    assert unknown_fields(JOB["spec"], SCHEMA) == []
+    broken = copy.deepcopy(JOB["spec"])
+    worker = broken["rayClusterSpec"]["workerGroupSpecs"][1]["template"]["spec"]
+    worker["containers"][0]["envFrm"] = worker["containers"][0].pop("envFrom")
+    broken["shutdownAfterJobFinish"] = True
+    validate(broken)
+    assert unknown_fields(broken, SCHEMA) == [
+        "spec.rayClusterSpec.workerGroupSpecs[1].template.spec.containers[0].envFrm",
+        "spec.shutdownAfterJobFinish"]
 
 
 def test_rayjob_is_the_cluster_yaml_cluster_with_token_auth_and_a_bucket_run() -> None:
