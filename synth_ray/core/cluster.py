@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from synth_ray.core.config import EngineSection, ExperimentConfig, ResourcesSection
@@ -44,10 +45,31 @@ def ensure_ray(res: ResourcesSection) -> None:
         # Ray, or another run's)
         kwargs.update(address="local", num_cpus=res.num_cpus, num_gpus=res.num_gpus,
                       dashboard_host=res.dashboard_host)
+        root = _private_temp_root()
     info = ray.init(**kwargs)
+    if kwargs.get("address") == "local":
+        # Ray's state API looks a cluster up by the address recorded in the temp dir, and
+        # code inside this instance's workers uses it (Ray Train's placement-group cleaner:
+        # with a user's `ray start` on the machine it asked that cluster whether this run's
+        # controller lived, was told no, and removed the training workers' placement group)
+        (root / "ray" / "ray_current_cluster").write_text(info.address_info["gcs_address"])
     quiet_libraries()
     log.info("ray: %s (dashboard %s)", res.ray_address or "local instance",
              getattr(info, "dashboard_url", None) or "off")
+
+
+def _private_temp_root() -> Path:
+    """A temp root of the run's own local instance (RAY_TMPDIR, set before Ray starts so its
+    raylet and every worker inherit it): its session files, and the record of which cluster
+    Ray's own tools in its workers join, apart from /tmp/ray, where a user's `ray start`
+    records theirs. Short, under /tmp: Ray's Unix socket paths must stay under ~107 chars."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="synth-ray-", dir="/tmp" if Path("/tmp").is_dir()
+                                 else None))
+    (root / "ray").mkdir()
+    os.environ["RAY_TMPDIR"] = str(root)
+    return root
 
 
 def engine_device(cfg: ExperimentConfig) -> str:
