@@ -44,18 +44,22 @@ def ray_cluster(tmp_path):
     """Three nodes in the foreground (`ray start --block` each): stopping them stops only
     this cluster, never another Ray instance on the machine (`ray stop` would kill them
     all). Each node has its own temp dir (short: Unix socket paths are limited): `ray
-    start` records its address there, not in /tmp/ray where a later ray.init() would try to
-    join it."""
+    start` records the head's address in its own, never in /tmp/ray where a user's lies."""
     import ray
 
-    env = cli_env(RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}")
+    # RAY_TMPDIR: the cluster's own root, where the head records its address (its temp dir
+    # is root/ray) and where Ray's tools in every worker look it up (Ray Train's
+    # placement-group cleaner would otherwise find a user's `ray start` in /tmp/ray)
+    root = tempfile.mkdtemp(prefix="rc", dir="/tmp")
+    env = cli_env(RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}", RAY_TMPDIR=root)
     subprocess.run([BIN / "ray", "get-auth-token", "--generate"], env=env, check=True,
                    capture_output=True)
     port, dash = free_port(), free_port()
-    temps, procs, logs = [], [], []
+    temps, procs, logs = [root], [], []
 
     def start(name: str, *args: str) -> None:
-        temps.append(tempfile.mkdtemp(prefix=name, dir="/tmp"))
+        temps.append(os.path.join(root, "ray") if name == "rh"
+                     else tempfile.mkdtemp(prefix=name, dir="/tmp"))
         logs.append(open(tmp_path / f"{name}.log", "w"))  # noqa: SIM115 - closed below
         # free ports where Ray has fixed defaults (the agent's 52365): another Ray instance
         # on the machine (the other test worker's, a user's) may hold them
