@@ -93,8 +93,11 @@ def ray_cluster(tmp_path):
         while time.time() < deadline:
             out = subprocess.run([BIN / "ray", "list", "nodes", "--address", url, "--format",
                                   "json"], env=env, capture_output=True, text=True, timeout=60)
-            if out.returncode == 0 and sum(n["state"] == "ALIVE"
-                                           for n in json.loads(out.stdout)) == 3:
+            try:
+                nodes = json.loads(out.stdout) if out.returncode == 0 else []
+            except json.JSONDecodeError:  # "No resource in the cluster": none registered yet
+                nodes = []
+            if sum(n["state"] == "ALIVE" for n in nodes) == 3:
                 break
             time.sleep(2)
         else:
