@@ -35,6 +35,7 @@ def ensure_ray(res: ResourcesSection) -> None:
         return
     os.environ.update(engine_env(res))  # local workers inherit the driver's environment
     kwargs: dict = {"log_to_driver": True, "configure_logging": False}
+    root = None  # a local instance's own temp root
     if res.ray_address:
         kwargs["address"] = res.ray_address
     elif os.environ.get("RAY_ADDRESS"):
@@ -47,15 +48,16 @@ def ensure_ray(res: ResourcesSection) -> None:
                       dashboard_host=res.dashboard_host)
         root = _private_temp_root()
     info = ray.init(**kwargs)
-    if kwargs.get("address") == "local":
+    if root is not None:
         # Ray's state API looks a cluster up by the address recorded in the temp dir, and
         # code inside this instance's workers uses it (Ray Train's placement-group cleaner:
         # with a user's `ray start` on the machine it asked that cluster whether this run's
         # controller lived, was told no, and removed the training workers' placement group)
         (root / "ray" / "ray_current_cluster").write_text(info.address_info["gcs_address"])
     quiet_libraries()
-    log.info("ray: %s (dashboard %s)", res.ray_address or "local instance",
-             getattr(info, "dashboard_url", None) or "off")
+    log.info("ray: %s (dashboard %s)%s", res.ray_address or "local instance",
+             getattr(info, "dashboard_url", None) or "off",
+             f"; its session logs under {root / 'ray'}" if root is not None else "")
 
 
 def _private_temp_root() -> Path:
