@@ -132,9 +132,19 @@ def gpu_needs(cfg: ExperimentConfig, stage: str) -> list[GpuNeed]:
     return []
 
 
+def joins_cluster(res: ResourcesSection) -> str | None:
+    """How this run joins a cluster (None: it starts a local Ray instance of its own), as
+    ensure_ray decides it."""
+    if res.ray_address:
+        return f"resources.ray_address={res.ray_address}"
+    if os.environ.get("RAY_ADDRESS"):
+        return "inside `ray job submit` (RAY_ADDRESS is set)"
+    return None
+
+
 def can_grow(res: ResourcesSection) -> bool:
     """An autoscaling cluster that this run joins; a local instance never grows."""
-    return res.autoscaling and bool(res.ray_address or os.environ.get("RAY_ADDRESS"))
+    return res.autoscaling and joins_cluster(res) is not None
 
 
 def resource_problems(cfg: ExperimentConfig, stages: list[str], node_gpus: list[float],

@@ -86,12 +86,12 @@ def missing_on_nodes(names: list[str]) -> dict[str, list[str]]:
 def node_env_errors(cfg: ExperimentConfig) -> list[str]:
     """One line per variable a node lacks: every node of the cluster the run joins, or this
     machine for a local instance (Ray must be up)."""
-    from synth_ray.core.readiness import joins_cluster
+    from synth_ray.core.cluster import joins_cluster
 
     need = required_env(cfg)
     if not need:
         return []
-    gone = (missing_on_nodes(list(need)) if joins_cluster(cfg)
+    gone = (missing_on_nodes(list(need)) if joins_cluster(cfg.resources)
             else {"this machine": missing_here(list(need))})
     return [f"{name} is not set on {node} ({need[name]}): set it in the node's environment "
             "(docs/cluster.md, \"Secrets\"), never in the config"

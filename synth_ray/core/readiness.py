@@ -18,10 +18,10 @@ Each problem names the config key, so the fix is one override away.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from synth_ray.core.cluster import joins_cluster
 from synth_ray.core.config import ExperimentConfig
 from synth_ray.core.storage import is_uri
 
@@ -35,15 +35,6 @@ class Problem:
         return f"{self.key}: {self.message}"
 
 
-def joins_cluster(cfg: ExperimentConfig) -> str | None:
-    """How this run joins a cluster (None: it starts a local Ray instance of its own)."""
-    if cfg.resources.ray_address:
-        return f"resources.ray_address={cfg.resources.ray_address}"
-    if os.environ.get("RAY_ADDRESS"):
-        return "inside `ray job submit` (RAY_ADDRESS is set)"
-    return None
-
-
 def local_path(uri: str) -> bool:
     """A path on this machine's disk (not a bucket URI, a scheme id or a hub id)."""
     return not is_uri(uri) and (uri.startswith(("/", ".", "~")) or Path(uri).expanduser()
@@ -51,7 +42,7 @@ def local_path(uri: str) -> bool:
 
 
 def cluster_problems(cfg: ExperimentConfig) -> list[Problem]:
-    how = joins_cluster(cfg)
+    how = joins_cluster(cfg.resources)
     if how is None:
         return []
     out = []
@@ -111,20 +102,20 @@ def _inputs(cfg: ExperimentConfig) -> list[tuple[str, str, object]]:
 
 def input_problems(cfg: ExperimentConfig) -> list[Problem]:
     """Each local or bundled input read through its loader; what fails, with the reason."""
+    from synth_ray.data.dolly import LOCAL_SUFFIXES
     from synth_ray.models import is_scheme_id
 
     out = []
     for key, uri, read in _inputs(cfg):
-        if not (local_path(uri) or is_scheme_id(uri) or uri.endswith((
-                ".jsonl", ".json", ".csv", ".parquet"))):
+        if not (local_path(uri) or is_scheme_id(uri) or uri.endswith(LOCAL_SUFFIXES)):
             continue  # a hub id: its stage reads it from the Hub
         try:
-            rows = read()
+            got = read()
         except Exception as e:  # noqa: BLE001 - every reason is reported, with its key
             out.append(Problem(key, f"{uri}: {type(e).__name__}: {e}"))
             continue
-        table = rows[0] if isinstance(rows, tuple) else getattr(rows, "rows", None)
-        if table is not None and getattr(table, "height", 1) == 0:
+        # a prompt set's loader returns (rows, rejects); a filter may leave no rows
+        if isinstance(got, tuple) and got[0].height == 0:
             out.append(Problem(key, f"{uri}: no usable rows after the checks"))
     return out
 
