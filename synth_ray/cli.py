@@ -22,6 +22,7 @@ from synth_ray.core.pipeline import (
 )
 from synth_ray.core.terminal import console as terminal_console
 from synth_ray.core.terminal import restore_std_streams, setup_logging
+from synth_ray.data.fetch import command as fetch_command
 from synth_ray.preflight import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -189,6 +190,10 @@ def validate(config: Path = typer.Argument(...), overrides: list[str] = Override
         sys.stderr.write(f"error: {p}\n")
     if found:
         raise typer.Exit(EXIT_CONFIG)
+
+
+# the paper's public inputs, fetched into the files a config names (synth_ray/data/fetch.py)
+app.command("fetch-inputs")(fetch_command)
 
 
 @app.command("plan")

@@ -19,12 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.cluster import engine_bundles, engine_device, resource_problems
+from synth_ray.core.cluster import (
+    engine_device,
+    engine_placement,
+    gpu_type,
+    resource_problems,
+    train_scaling,
+)
 from synth_ray.core.config import EngineSection, ExperimentConfig
+from synth_ray.costs import GIB, NET_EFFICIENCY, gpu_usd, zero3_gather_hours
 from synth_ray.design import TEST_PATH, adapter_grid, part_path, summary_sources
 from synth_ray.engines.store import parts_per_source
 
-GIB = 1024**3
 BF16_BYTES = 2
 VLLM_MEMORY_SHARE = 0.9  # vLLM's default gpu_memory_utilization
 WEIGHTS_SHARE = 0.85  # weights may fill this much of an engine's memory: the rest is KV cache
@@ -36,12 +42,20 @@ MEAN_JUDGE_TOKENS = 200  # a judge's reason and score line (assumption)
 # The throughputs behind the GPU-hours, per H100, each with where it comes from.
 DECODE_8B_TOKENS_PER_S = 8000.0
 TRAIN_8B_TOKENS_PER_S = 6016.0
+ZERO3_GATHERS = "2-3"
 BASIS = [
     "decode: ~8,000 output tok/s for vLLM serving Llama-3.1-8B on one H100 (published "
     "figure, docs/benchmarks.md 'Expected GPU-hours'), scaled per GPU by 8B / model size",
     "training: 6,016 tok/s for LoRA on Llama-3.1-8B shapes on one H100 (measured, "
-    "docs/benchmarks.md 'On one H100'), scaled by 8B / model size; ZeRO-3 communication not "
-    "counted",
+    "docs/benchmarks.md 'On one H100'), scaled by 8B / model size",
+    f"ZeRO-3 over several nodes: each micro-batch gathers the bf16 weights {ZERO3_GATHERS} "
+    "times (forward, backward; a third with gradient checkpointing), each node receiving "
+    "the other nodes' share over its network (resources.gpu_types.*.node_gbps) at "
+    f"{NET_EFFICIENCY:.0%} of line rate, not overlapped with compute (an upper bound); the "
+    "LoRA gradients' reduce-scatter is negligible; within a node (NVLink) not counted",
+    "GPU dollars: GPU-hours x resources.gpu_types.*.usd_per_gpu_hour of each request's GPU "
+    "type (defaults: AWS on-demand list prices, dated in the config's price_basis); the "
+    "hours are at H100 throughputs whatever the type, so a slower GPU's are low",
     "prompt reads (score, self-preference labels): a forward pass is half the FLOPs of the "
     "LoRA step measured above, so twice its tokens/s",
     f"lengths: {MEAN_PROMPT_TOKENS} prompt tokens per request, answers of --mean-output-tokens "
@@ -116,25 +130,28 @@ def engine_row(cfg: ExperimentConfig, name: str, model: str, layout: EngineSecti
     b = params_b(model, layout)
     weights = weights_gib(b)
     share = layout.gpu_memory_utilization or VLLM_MEMORY_SHARE
-    memory = tp * pp * cfg.resources.gpu_memory_gib * share if gpu else None
+    kind = gpu_type(cfg.resources, layout.accelerator_type)
+    memory = tp * pp * kind.memory_gib * share if gpu else None
     fits = None
     if gpu and weights is not None:
         fits = weights <= WEIGHTS_SHARE * memory
         if not fits:
             problems.append(f"{key}: {model} needs ~{weights:.0f} GiB of bf16 weights; "
                             f"tensor x pipeline parallel {tp} x {pp} on "
-                            f"{cfg.resources.gpu_memory_gib:g} GiB GPUs gives {memory:.0f} GiB "
+                            f"{kind.memory_gib:g} GiB {kind.name or ''} GPUs gives "
+                            f"{memory:.0f} GiB "
                             f"to vLLM (weights may use {WEIGHTS_SHARE:.0%}): raise "
                             f"{key}.tensor_parallel_size")
     elif gpu:
         problems.append(f"{key}: no parameter count for {model!r}; set {key}.params_b")
-    placement = engine_bundles(tp, pp, gpu)
+    placement = engine_placement(cfg.resources, tp, pp, layout.accelerator_type, gpu)
     return {"name": name, "model": model, "device": device, "tensor_parallel_size": tp,
             "pipeline_parallel_size": pp, "replicas": layout.replicas,
             "weights_gib": None if weights is None else round(weights, 1),
             "gpu_memory_gib": None if memory is None else round(memory, 1), "fits": fits,
             "bundles": placement["bundles"], "strategy": placement["strategy"],
-            "params_b": b}
+            "accelerator_type": placement["accelerator_type"],
+            "usd_per_gpu_hour": kind.usd_per_gpu_hour if gpu else None, "params_b": b}
 
 
 def _api(http, input_tokens: float, output_tokens: float) -> dict[str, Any]:
@@ -182,33 +199,44 @@ def stage_train(cfg: ExperimentConfig, counts: Counts, out_tokens: float,
                 problems: list[str]) -> dict[str, Any]:
     runs, hours = [], 0.0
     n_adapters = len(adapter_grid(cfg))
-    per_node = cfg.resources.gpus_per_node
     for i, t in enumerate(cfg.targets):
+        kind = gpu_type(cfg.resources, t.accelerator_type)
+        scaling = train_scaling(cfg, t)
         b = params_b(t.model, t.engine)
         weights = weights_gib(b)
         zero = 3 if t.strategy == "deepspeed" else 0
         per_gpu = None if weights is None else weights / (t.num_workers if zero else 1)
-        nodes = math.ceil(t.num_workers / per_node) if t.use_gpu else 1
+        nodes = math.ceil(t.num_workers / kind.gpus_per_node) if t.use_gpu else 1
         fits = None
         if t.use_gpu and per_gpu is not None:
-            fits = per_gpu <= TRAIN_MEMORY_SHARE * cfg.resources.gpu_memory_gib
+            fits = per_gpu <= TRAIN_MEMORY_SHARE * kind.memory_gib
             if not fits:
                 problems.append(f"targets.{i}: ~{per_gpu:.0f} GiB of bf16 weights per GPU "
                                 f"({'ZeRO-3 over ' + str(t.num_workers) if zero else 'DDP: whole'}"
-                                f") on {cfg.resources.gpu_memory_gib:g} GiB GPUs; use "
+                                f") on {kind.memory_gib:g} GiB {kind.name or ''} GPUs; use "
                                 "strategy: deepspeed with more workers")
         # a condition's training set: the train rows less its validation share
         examples = (counts.train_rows or 0) * (1 - cfg.split.validation_fraction)
         tokens = n_adapters * cfg.training.epochs * examples * (MEAN_PROMPT_TOKENS + min(
             out_tokens, cfg.training.max_length))
-        h = (tokens / (TRAIN_8B_TOKENS_PER_S * 8.0 / b) / 3600.0) if (t.use_gpu and b) else 0.0
+        compute = (tokens / (TRAIN_8B_TOKENS_PER_S * 8.0 / b) / 3600.0) \
+            if (t.use_gpu and b) else 0.0
+        micro_steps = n_adapters * cfg.training.epochs * examples / (
+            t.per_device_batch_size * t.num_workers)
+        gather = zero3_gather_hours(t, kind, weights, nodes, micro_steps) if t.use_gpu else 0.0
+        h = compute + gather * t.num_workers  # every GPU waits for the gathers
         hours += h
         runs.append({"target": t.name, "workers": t.num_workers,
                      "gpus_per_worker": 1 if t.use_gpu else 0,
                      "cpus_per_worker": t.cpus_per_worker, "zero_stage": zero, "nodes": nodes,
+                     "accelerator_type": scaling.get("accelerator_type"),
+                     "strategy": scaling["placement_strategy"],
                      "weights_per_gpu_gib": None if per_gpu is None else round(per_gpu, 1),
                      "fits": fits, "adapters": n_adapters, "tokens": round(tokens),
-                     "gpu_hours": round(h, 2)})
+                     "gpu_hours": round(h, 2),
+                     "zero3_gather_gpu_hours": round(gather * t.num_workers, 2),
+                     "node_gbps": kind.node_gbps if gather else None,
+                     "usd_per_gpu_hour": kind.usd_per_gpu_hour if t.use_gpu else None})
     return {"stage": "train", "engines": [], "training": runs, "requests": 0,
             "output_tokens": 0, "gpu_hours": round(hours, 2), "api_tokens": {}}
 
@@ -284,7 +312,12 @@ def make_plan(cfg: ExperimentConfig, mean_output_tokens: float = 350.0) -> dict[
         for k, v in s["api_tokens"].items():
             api[k] = v
     problems = list(dict.fromkeys(problems))  # respond, score, judge share a target engine
+    for st in stages:
+        st["gpu_usd"], st["unpriced_gpu_hours"] = gpu_usd(st["engines"] + st["training"])
+    priced = [st["gpu_usd"] for st in stages if st["gpu_usd"] is not None]
     return {"config": cfg.run.name, "device": engine_device(cfg),
+            "gpu_usd": round(sum(priced), 2) if priced else None,
+            "unpriced_gpu_hours": round(sum(st["unpriced_gpu_hours"] for st in stages), 2),
             "rows": {"train": counts.train_rows, "test": counts.test_rows,
                      "from": counts.source},
             "stages": stages, "gpu_hours": round(sum(s["gpu_hours"] for s in stages), 1),
@@ -304,16 +337,28 @@ def summary_lines(plan: dict[str, Any]) -> list[str]:
            f"{plan['rows']['from']}"]
     for s in plan["stages"]:
         parts = [f"{e['name']} {e['tensor_parallel_size']}x{e['pipeline_parallel_size']}"
-                 f"x{e['replicas']}" + (f" {e['weights_gib']:.0f}/{e['gpu_memory_gib']:.0f} GiB"
-                                        if e["gpu_memory_gib"] and e["weights_gib"] else "")
+                 f"x{e['replicas']}"
+                 + (f" {e['accelerator_type']}" if e["accelerator_type"] else "")
+                 + (f" {e['weights_gib']:.0f}/{e['gpu_memory_gib']:.0f} GiB"
+                    if e["gpu_memory_gib"] and e["weights_gib"] else "")
                  + ("" if e["fits"] is not False else " DOES NOT FIT")
                  for e in s["engines"]]
-        parts += [f"{t['target']}: {t['workers']} worker(s) x {t['gpus_per_worker']} GPU, "
-                  f"ZeRO-{t['zero_stage']}, {t['nodes']} node(s)" for t in s["training"]]
+        parts += [f"{t['target']}: {t['workers']} worker(s) x {t['gpus_per_worker']} "
+                  f"{t['accelerator_type'] or 'any'} GPU, ZeRO-{t['zero_stage']}, {t['nodes']} "
+                  f"node(s) {t['strategy']}" + (
+                      f", of which ~{t['zero3_gather_gpu_hours']:g} GPU-h gathering weights "
+                      f"over {t['node_gbps']:g} Gbit/s" if t["zero3_gather_gpu_hours"] else "")
+                  for t in s["training"]]
         if parts or s["requests"]:
             out.append(f"  {s['stage']}: {s['requests']:,} requests; "
                        f"{'; '.join(parts) or 'no engines'}; ~{s['gpu_hours']:g} GPU-h")
-    out.append(f"  expected GPU-hours: ~{plan['gpu_hours']:g} (H100; docs/benchmarks.md)")
+    usd = ("" if plan["gpu_usd"] is None else f", ~${plan['gpu_usd']:,.0f} at the GPU "
+           "types' prices (resources.gpu_types)")
+    if plan["unpriced_gpu_hours"]:
+        usd += (f"; {plan['unpriced_gpu_hours']:g} GPU-h on a GPU type with no price "
+                "(resources.accelerator_type / usd_per_gpu_hour)")
+    out.append(f"  expected GPU-hours: ~{plan['gpu_hours']:g} (H100 throughputs, "
+               f"docs/benchmarks.md){usd}")
     if plan["api_tokens"]:
         total = sum(v["input_tokens"] + v["output_tokens"] for v in plan["api_tokens"].values())
         unpriced = [k for k, v in plan["api_tokens"].items() if v["usd"] is None]

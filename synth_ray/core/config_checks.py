@@ -69,6 +69,7 @@ def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
         if t.self_source is not None and t.self_source not in names:
             problems.append(f"targets.{i}.self_source: unknown source {t.self_source!r}; "
                             f"known: {sorted(names)}")
+    problems += gpu_type_problems(cfg)
     j = cfg.judge
     if j.backend == "http" and j.http is None:
         problems.append("judge.http: backend 'http' needs an 'http' section with base_url")
@@ -96,3 +97,17 @@ def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append("tracking.wandb_mode: offline runs are files on each node's disk; a "
                         "run in a bucket needs wandb_mode: online")
     return problems
+
+
+def gpu_type_problems(cfg: ExperimentConfig) -> list[str]:
+    """Every GPU type the config names is one of resources.gpu_types."""
+    known = cfg.resources.gpu_types
+    named = [("resources.accelerator_type", cfg.resources.accelerator_type)]
+    named += [(f"sources.{i}.accelerator_type", s.accelerator_type)
+              for i, s in enumerate(cfg.sources)]
+    for i, t in enumerate(cfg.targets):
+        named += [(f"targets.{i}.accelerator_type", t.accelerator_type),
+                  (f"targets.{i}.engine.accelerator_type", t.engine.accelerator_type)]
+    named.append(("judge.accelerator_type", cfg.judge.accelerator_type))
+    return [f"{key}: unknown GPU type {v!r}; resources.gpu_types has {sorted(known)}"
+            for key, v in named if v is not None and v not in known]

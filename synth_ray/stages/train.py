@@ -104,7 +104,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> StageOutput:
-    from synth_ray.core.cluster import check_resources, ensure_ray
+    from synth_ray.core.cluster import check_resources, ensure_ray, train_scaling
 
     if not ctx.cfg.targets:
         raise ValueError("targets: no target to train; add one to the config")
@@ -123,6 +123,12 @@ def run(ctx: Context) -> StageOutput:
     log.info("[train] %d adapter(s): %d already trained, %d to train in %d Ray Train run(s), "
              "%d at a time", len(all_jobs), len(all_jobs) - left, left, len(todo),
              ctx.cfg.training.parallel_trials)
+    # what Ray Train is asked for, per target: in the log and the stage's manifest entry
+    placement = {t.name: train_scaling(ctx.cfg, t) for t in ctx.cfg.targets}
+    for name, p in placement.items():
+        log.info("[train] %s: %d worker(s) of %s on %s, %s", name, p["num_workers"],
+                 p["resources_per_worker"], p.get("accelerator_type") or (
+                     "any GPU" if p["use_gpu"] else "CPUs"), p["placement_strategy"])
     if todo:
         ensure_ray(ctx.cfg.resources)
         check_resources(ctx.cfg, "train")
@@ -147,4 +153,5 @@ def run(ctx: Context) -> StageOutput:
     outputs = [str(Path(j["output"]).relative_to(root) / "adapter_model.safetensors")
                for j in all_jobs]
     return StageOutput(outputs, {n: s["steps"] for n, s in summaries.items()},
-                       f"{len(all_jobs)} adapter(s) trained", {"adapters": summaries})
+                       f"{len(all_jobs)} adapter(s) trained",
+                       {"adapters": summaries, "placement": placement})

@@ -37,6 +37,7 @@ def _torch_trainer(run: dict[str, Any], target: TargetSection, callbacks: list |
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from synth_ray.core.cluster import train_scaling
     from synth_ray.train.worker import train_func
 
     cfg = ExperimentConfig.model_validate(run["config"])
@@ -47,10 +48,7 @@ def _torch_trainer(run: dict[str, Any], target: TargetSection, callbacks: list |
     return TorchTrainer(
         train_func,
         train_loop_config=run,
-        scaling_config=ScalingConfig(num_workers=target.num_workers, use_gpu=target.use_gpu,
-                                     resources_per_worker={"CPU": target.cpus_per_worker,
-                                                           **({"GPU": 1} if target.use_gpu
-                                                              else {})}),
+        scaling_config=ScalingConfig(**train_scaling(cfg, target)),
         torch_config=TorchConfig(backend="nccl" if target.use_gpu else "gloo"),
         run_config=RunConfig(
             name=run["run_name"],

@@ -1,13 +1,16 @@
 """The paper's configs on Ray's simulated autoscaling cluster: the fake multi-node provider
 (what `ray.cluster_utils.AutoscalingCluster` and Ray's own autoscaler tests start), with the
-node types of cluster.yaml itself: a head with CPU: 0, GPU worker types from 0 nodes.
+node types of cluster.yaml itself: a head with CPU: 0, an L40S type and an H100 type, GPU
+nodes from 0, going back after cluster.yaml's idle timeout (so both types are up at once).
 
-For each stage, what `synth-ray plan` says it asks for (each engine's replicas as placement
-groups of its bundles, each Ray Train worker group as Ray Train places it) is placed, and the
-test checks that the autoscaler starts GPU nodes for them, of a type that can hold them,
-that every GPU bundle lands on a GPU node and nothing on the head, that the 70B ZeRO-3
-workers span two 8-GPU nodes, and that no engine is planned on CPU. Fake GPUs cannot run
-vLLM or NCCL: the test stops at placement."""
+What each stage asks Ray for is built by the functions the stages call (each engine's
+processor config and ray.data.llm's own placement-group function; each target's Ray Train
+ScalingConfig: tests/integration/place_plan.py) and placed. The test checks that the
+autoscaler starts nodes of the GPU type each request names and nothing lands on the head
+or on another type: the small bracket's sources on L40S, everything else on H100, the 8B
+training on one H100 node while L40S nodes are up beside it, the 70B ZeRO-3 workers over
+two; no engine planned on CPU. Fake GPUs cannot run vLLM or NCCL: the test stops at
+placement."""
 
 from __future__ import annotations
 
@@ -54,8 +57,9 @@ def fake_provider_config(gcs: str) -> dict:
                          "gcs_address": gcs},
             "available_node_types": types, "head_node_type": "ray.head.default",
             "auth": {}, "upscaling_speed": CLUSTER["upscaling_speed"],
-            # nodes go back soon after a stage, as cluster.yaml's do after its timeout
-            "idle_timeout_minutes": 0.1, "docker": {}, "initialization_commands": [],
+            # cluster.yaml's: nodes of one stage are still up when the next is placed
+            "idle_timeout_minutes": CLUSTER["idle_timeout_minutes"], "docker": {},
+            "initialization_commands": [],
             "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
             "head_start_ray_commands": [], "worker_start_ray_commands": [], "file_mounts": {},
             "cluster_synced_files": [], "file_mounts_sync_continuously": False,
@@ -103,42 +107,49 @@ def fake_cluster(tmp_path_factory):
 
 def test_paper_configs_place_on_the_nodes_cluster_yaml_makes(fake_cluster) -> None:
     gcs, env, tmp = fake_cluster
-    plans = {}
-    for name in ("paper-8b.yaml", "paper-70b.yaml"):
-        plan = make_plan(load_config(REPO / "jobs" / "configs" / name))
+    paths = [REPO / "jobs" / "configs" / n for n in ("paper-8b.yaml", "paper-70b.yaml")]
+    for path in paths:
+        plan = make_plan(load_config(path))
         assert plan["problems"] == [] and plan["device"] == "cuda"
         for e in (e for s in plan["stages"] for e in s["engines"]):
-            assert e["device"] == "cuda" and e["fits"], (name, e)  # no CPU engine
-            assert all(b.get("GPU") == 1 for b in e["bundles"])
-            if e["pipeline_parallel_size"] == 1:  # tensor parallel never straddles nodes
-                assert e["strategy"] == "STRICT_PACK", (name, e)
-        plans[name] = plan
-    (tmp / "plans.json").write_text(json.dumps(plans))
+            assert e["device"] == "cuda" and e["fits"], (path.name, e)  # no CPU engine
     out = tmp / "placed.json"
     proc = subprocess.run([sys.executable, str(HERE / "place_plan.py"), gcs,
-                           str(tmp / "plans.json"), str(out)], env=env, capture_output=True,
+                           ",".join(map(str, paths)), str(out)], env=env, capture_output=True,
                           text=True, timeout=1200, cwd=REPO)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     got = json.loads(out.read_text())
     (head,) = got["nodes_at_start"]  # GPU types start from 0 nodes: the head alone
-    assert got["nodes_at_start"][head] == 0
+    assert got["nodes_at_start"][head]["GPU"] == 0
     widths = {t["resources"].get("GPU", 0) for t in CLUSTER["available_node_types"].values()}
-    seen_widths = set()
+    seen_widths, on_type = set(), {}
     for p in got["placed"]:
-        gpus = p["node_gpus"]
+        where = p["nodes"]
+        # the GPU type each bundle asks for (ray.data.llm / Ray Train add it)
+        (asked,) = {k.split(":", 1)[1] for b in p["bundles"] for k in b
+                    if k.startswith("accelerator_type:")}
+        on_type[p["name"]] = asked
         for replica in p["replicas"]:
-            assert head not in replica and all(gpus[n] > 0 for n in replica), p
+            assert head not in replica and all(where[n]["GPU"] > 0 for n in replica), p
+            assert {where[n]["type"] for n in replica} == {asked}, p  # no other GPU type
             if p["strategy"] == "STRICT_PACK":  # tensor parallel within one node
-                assert len(set(replica)) == 1 and gpus[replica[0]] in widths
-                assert gpus[replica[0]] >= len(p["bundles"])
-                seen_widths.add(len(p["bundles"]))
+                assert len(set(replica)) == 1 and where[replica[0]]["GPU"] in widths
+                assert where[replica[0]]["GPU"] >= len(p["bundles"])
+                if p["kind"] == "engine":
+                    seen_widths.add(len(p["bundles"]))
         if p["kind"] == "training":
             (nodes,) = p["replicas"]
+            assert asked == "H100"
+            # the L40S nodes of the small sources are still up: training passed them by
+            assert p["types_up"] == ["H100", "L40S"], p
             if p["name"] == "llama-3.1-70b":  # ZeRO-3: 16 workers over two 8-GPU nodes
-                assert len(nodes) == 16 and len(set(nodes)) == 2
-                assert {gpus[n] for n in nodes} == {8}
-            else:  # 8B DDP: 8 workers, one 8-GPU node
+                assert len(nodes) == 16 and len(set(nodes)) == 2 and p["strategy"] == "PACK"
+            else:  # 8B DDP: 8 workers on one 8-GPU node
                 assert len(nodes) == 8 and len(set(nodes)) == 1
+                assert p["strategy"] == "STRICT_PACK"
+    # the small bracket on L40S, every other engine on H100
+    assert {n for n, t in on_type.items() if t == "L40S"} == {
+        "source llama-3.1-8b", "source gemma-2-9b", "source qwen2.5-7b", "source falcon3-10b"}
     # every tensor-parallel width of the configs was placed: 1, 4 and 8 GPUs per replica
     assert seen_widths == {1, 4, 8}
     assert {p["name"] for p in got["placed"] if p["kind"] == "training"} == {

