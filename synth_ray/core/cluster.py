@@ -208,23 +208,29 @@ def can_grow(res: ResourcesSection) -> bool:
 
 
 def resource_problems(cfg: ExperimentConfig, stages: list[str], node_gpus: list[float],
-                      grow: bool | None = None) -> list[str]:
-    """Each unit of work of `stages` that a cluster whose nodes have `node_gpus` GPUs can
-    never place, naming its key. A cluster that grows (default: `can_grow`) may add nodes
-    of the request's GPU type (`gpu_type`): only a replica wider than one such node fails."""
+                      grow: bool | None = None,
+                      node_types: list[str | None] | None = None) -> list[str]:
+    """Each unit of work of `stages` that a cluster whose nodes have `node_gpus` GPUs (of
+    GPU types `node_types`, when known) can never place, naming its key. A cluster that
+    grows (default: `can_grow`) may add nodes of the request's GPU type (`gpu_type`): only
+    a replica wider than one such node fails there. On a fixed cluster a request of a GPU
+    type counts only the nodes of that type."""
     grow = can_grow(cfg.resources) if grow is None else grow
-    total = sum(node_gpus)
     out = []
     for stage in stages:
         for need in gpu_needs(cfg, stage):
-            # a growing cluster adds nodes of the request's GPU type
-            per_node = (gpu_type(cfg.resources, need.accelerator_type).gpus_per_node if grow
-                        else max(node_gpus, default=0))
+            kind = gpu_type(cfg.resources, need.accelerator_type)
             where = f"{stage}: {need.key} needs {need.gpus} GPU(s)"
+            gpus = node_gpus
+            if not grow and node_types is not None and kind.name:
+                gpus = [g for g, t in zip(node_gpus, node_types) if t == kind.name]
+                where += f" of type {kind.name}"
+            # a growing cluster adds nodes of the request's GPU type
+            per_node = kind.gpus_per_node if grow else max(gpus, default=0)
             if need.one_node and need.gpus > per_node:
                 out.append(f"{where} on one node; the largest node has {per_node:g}")
-            elif not grow and need.gpus > total:
-                out.append(f"{where}; the cluster has {total:g}")
+            elif not grow and need.gpus > sum(gpus):
+                out.append(f"{where}; the cluster has {sum(gpus):g}")
     return out
 
 
@@ -235,8 +241,12 @@ def check_resources(cfg: ExperimentConfig, stages: str | list[str]) -> None:
     import ray
 
     stages = [stages] if isinstance(stages, str) else stages
-    node_gpus = [n["Resources"].get("GPU", 0) for n in ray.nodes() if n.get("Alive")]
-    problems = resource_problems(cfg, stages, node_gpus)
+    alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    node_gpus = [r.get("GPU", 0) for r in alive]
+    # the GPU type Ray detected on each node (or its config declared): accelerator_type:<t>
+    node_types = [next((k.split(":", 1)[1] for k in r if k.startswith("accelerator_type:")),
+                       None) for r in alive]
+    problems = resource_problems(cfg, stages, node_gpus, node_types=node_types)
     if problems:
         device = engine_device(cfg)
         raise ResourceError(

@@ -147,3 +147,17 @@ def test_plan_counts_the_weights_zero3_gathers_between_nodes() -> None:
     one = train("targets.0.num_workers=8")
     assert one["nodes"] == 1 and one["zero3_gather_gpu_hours"] == 0
     assert one["strategy"] == "STRICT_PACK"
+
+
+def test_a_fixed_cluster_counts_only_the_nodes_of_the_type_a_request_names() -> None:
+    from synth_ray.core.cluster import resource_problems
+
+    fixed = paper("paper-8b.yaml", "resources.autoscaling=false")
+    # an H100 node and four L40S nodes up: the 8 training workers fit the H100 node only
+    assert resource_problems(fixed, ["train"], [8, 1, 1, 1, 1],
+                             node_types=["H100", "L40S", "L40S", "L40S", "L40S"]) == []
+    # eight L40S GPUs but no H100: the training, asking for H100, can never start there
+    assert resource_problems(fixed, ["train"], [1] * 8, node_types=["L40S"] * 8) == [
+        "train: targets.0.num_workers needs 8 GPU(s) of type H100; the cluster has 0"]
+    # types unknown (a cluster that reports none): GPUs counted as before
+    assert resource_problems(fixed, ["train"], [1] * 8) == []
