@@ -1,8 +1,9 @@
 """Driver for test_autoscaling.py: joins the fake autoscaling cluster at ADDRESS and places,
 for each config in CONFIGS (paths, comma-separated), what its stages ask Ray for, built by
 the functions the stages call: each vLLM engine's processor config (`_engine_config`, as
-`vllm_processor` builds it) turned into its replicas' placement groups by ray.data.llm's
-own `_ray_scheduling_strategy_fn` (what a vLLMEngineStage actor runs), and each target's
+`vllm_processor` builds it) turned into what ray.data.llm's vLLMEngineStage asks Ray for
+(its own post_init: a placement group per multi-GPU replica, the actor's own resources for
+a one-GPU replica), and each target's
 Ray Train `ScalingConfig` (`train_scaling`, as train/driver.py builds it) placed as Ray
 Train's worker group places it (a bundle per worker, its placement strategy). Waits for the
 autoscaler to add nodes; writes where every bundle landed, each node's GPUs and GPU type,
@@ -18,10 +19,10 @@ import json
 import sys
 
 import ray
-from ray.llm._internal.batch.stages.vllm_engine_stage import _ray_scheduling_strategy_fn
+from ray.llm._internal.batch.stages.vllm_engine_stage import vLLMEngineStage
 from ray.train import ScalingConfig
 from ray.util import remove_placement_group
-from ray.util.placement_group import placement_group, placement_group_table
+from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table
 
 from synth_ray.core.cluster import train_scaling
 from synth_ray.core.config import load_config
@@ -40,18 +41,38 @@ def nodes() -> dict[str, dict]:
     return out
 
 
+@ray.remote(num_cpus=0)
+class Engine:
+    """Stands in for a vLLMEngineStageUDF actor: asks for what it would, says where it is."""
+
+    def node(self) -> tuple[str, dict]:
+        ctx = ray.get_runtime_context()
+        return ctx.get_node_id(), ctx.get_assigned_resources()
+
+
 def engine_requests(cfg, specs: list[EngineSpec]) -> list[tuple]:
+    """Each engine as its vLLMEngineStage asks Ray for it (the stage's own post_init on the
+    processor config `_engine_config` builds): a multi-GPU replica is a placement group
+    from ray.data.llm's `_ray_scheduling_strategy_fn`; a one-GPU replica ("uni" executor)
+    is the actor itself, with the bundle's resources and the accelerator type."""
     out = []
     for spec in specs:
         spec, _ = laid_out(cfg, spec)
         built = _reading_engine(cfg, spec)
-        n = spec.tensor_parallel_size * spec.pipeline_parallel_size
+        stage = vLLMEngineStage(
+            fn_constructor_kwargs={"engine_kwargs": dict(built.engine_kwargs),
+                                   "placement_group_config": dict(built.placement_group_config)},
+            map_batches_kwargs={"accelerator_type": built.accelerator_type})
+        mb = stage.map_batches_kwargs
+        if "ray_remote_args_fn" in mb:
+            def make(fn=mb["ray_remote_args_fn"]):
+                return fn()["scheduling_strategy"].placement_group
+        else:
+            opts = {k: mb[k] for k in ("num_cpus", "num_gpus", "accelerator_type",
+                                       "resources") if mb.get(k)}
 
-        def make(built=built, n=n):
-            strategy = _ray_scheduling_strategy_fn(n, built.accelerator_type,
-                                                   built.placement_group_config)
-            return strategy["scheduling_strategy"].placement_group
-
+            def make(opts=opts):
+                return Engine.options(**opts).remote()
         out.append(("engine", spec.name, make, built.concurrency))
     return out
 
@@ -78,6 +99,19 @@ def stage_requests(cfg) -> list[tuple[str, list[tuple]]]:
             ("judge", engine_requests(cfg, [judge_spec(cfg)]))]
 
 
+def placed(handles: list) -> tuple[list[dict], str, list[list[str]]]:
+    """(bundles asked for, strategy, each replica's nodes) of placement groups or actors,
+    once all are placed."""
+    if isinstance(handles[0], PlacementGroup):
+        ray.get([pg.ready() for pg in handles], timeout=240)
+        tables = [placement_group_table(pg) for pg in handles]
+        return (list(tables[0]["bundles"].values()), tables[0]["strategy"],
+                [[t["bundles_to_node_id"][i] for i in range(len(t["bundles"]))]
+                 for t in tables])
+    got = ray.get([a.node.remote() for a in handles], timeout=240)
+    return [got[0][1]], "actor", [[n] for n, _ in got]
+
+
 def main(address: str, configs: str, out_path: str) -> None:
     ray.init(address=address, log_to_driver=False)
     out = {"nodes_at_start": nodes(), "placed": []}
@@ -85,22 +119,19 @@ def main(address: str, configs: str, out_path: str) -> None:
         cfg = load_config(path)
         for stage, requests in stage_requests(cfg):
             for kind, who, make, replicas in requests:
-                pgs = [make() for _ in range(replicas)]  # every replica at once, as Ray Data
+                handles = [make() for _ in range(replicas)]  # every replica at once
                 try:
-                    ray.get([pg.ready() for pg in pgs], timeout=240)
+                    bundles, strategy, where = placed(handles)
                     up = nodes()
-                    where = []
-                    for pg in pgs:
-                        table = placement_group_table(pg)
-                        where.append([table["bundles_to_node_id"][i]
-                                      for i in range(len(table["bundles"]))])
-                    bundles, strategy = table["bundles"], table["strategy"]
                 finally:
-                    for pg in pgs:
-                        remove_placement_group(pg)
+                    for h in handles:
+                        if isinstance(h, PlacementGroup):
+                            remove_placement_group(h)
+                        else:
+                            ray.kill(h)
                 out["placed"].append({
                     "config": cfg.run.name, "stage": stage, "kind": kind, "name": who,
-                    "bundles": list(bundles.values()), "strategy": strategy,
+                    "bundles": bundles, "strategy": strategy,
                     "replicas": where, "nodes": {n: up[n] for r in where for n in r},
                     "types_up": sorted({v["type"] for v in up.values() if v["type"]})})
                 print(f"placed {cfg.run.name} {stage} {who}: "

@@ -135,8 +135,9 @@ def test_paper_configs_place_on_the_nodes_cluster_yaml_makes(fake_cluster) -> No
             if p["strategy"] == "STRICT_PACK":  # tensor parallel within one node
                 assert len(set(replica)) == 1 and where[replica[0]]["GPU"] in widths
                 assert where[replica[0]]["GPU"] >= len(p["bundles"])
-                if p["kind"] == "engine":
-                    seen_widths.add(len(p["bundles"]))
+            if p["kind"] == "engine" and len(set(replica)) == 1:
+                # a one-GPU engine is its actor ("actor"), a wider one a placement group
+                seen_widths.add(sum(b.get("GPU", 0) for b in p["bundles"]))
         if p["kind"] == "training":
             (nodes,) = p["replicas"]
             assert asked == "H100"
