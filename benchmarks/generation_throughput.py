@@ -49,8 +49,9 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
 
     from synth_ray.core.cluster import ensure_ray
     from synth_ray.engines.answering import EngineWindow, _normalise, _stream, chat_prompts
-    from synth_ray.engines.processors import EngineSpec, engine_tokenizer, vllm_processor
+    from synth_ray.engines.processors import EngineSpec, vllm_processor
     from synth_ray.engines.store import GenerationStore, build_requests
+    from synth_ray.engines.tokenizers import engine_tokenizer
 
     t0 = time.perf_counter()
     ensure_ray(cfg.resources)

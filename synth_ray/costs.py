@@ -8,6 +8,10 @@ from typing import Any
 
 GIB = 1024**3
 NET_EFFICIENCY = 0.7  # NCCL all-gather bus bandwidth against the link's line rate (assumption)
+# gathers of the whole weights per micro-batch: forward and backward, and the forward again
+# that gradient checkpointing recomputes
+GATHERS, GATHERS_CHECKPOINTED = 2, 3
+ZERO3_GATHERS = f"{GATHERS}-{GATHERS_CHECKPOINTED}"
 
 
 def zero3_gather_hours(t, kind, weights_gib: float | None, nodes: int,
@@ -17,7 +21,8 @@ def zero3_gather_hours(t, kind, weights_gib: float | None, nodes: int,
         return 0.0
     received = weights_gib * GIB * (nodes - 1) / nodes  # bytes into each node per gather
     seconds = received / (kind.node_gbps / 8 * 1e9 * NET_EFFICIENCY)
-    return micro_steps * (3 if t.gradient_checkpointing else 2) * seconds / 3600.0
+    gathers = GATHERS_CHECKPOINTED if t.gradient_checkpointing else GATHERS
+    return micro_steps * gathers * seconds / 3600.0
 
 
 def gpu_usd(rows: list[dict[str, Any]]) -> tuple[float | None, float]:

@@ -27,7 +27,7 @@ from synth_ray.core.cluster import (
     train_scaling,
 )
 from synth_ray.core.config import EngineSection, ExperimentConfig
-from synth_ray.costs import GIB, NET_EFFICIENCY, gpu_usd, zero3_gather_hours
+from synth_ray.costs import GIB, NET_EFFICIENCY, ZERO3_GATHERS, gpu_usd, zero3_gather_hours
 from synth_ray.design import TEST_PATH, adapter_grid, part_path, summary_sources
 from synth_ray.engines.store import parts_per_source
 
@@ -42,7 +42,6 @@ MEAN_JUDGE_TOKENS = 200  # a judge's reason and score line (assumption)
 # The throughputs behind the GPU-hours, per H100, each with where it comes from.
 DECODE_8B_TOKENS_PER_S = 8000.0
 TRAIN_8B_TOKENS_PER_S = 6016.0
-ZERO3_GATHERS = "2-3"
 BASIS = [
     "decode: ~8,000 output tok/s for vLLM serving Llama-3.1-8B on one H100 (published "
     "figure, docs/benchmarks.md 'Expected GPU-hours'), scaled per GPU by 8B / model size",
@@ -188,7 +187,8 @@ def stage_generate(cfg: ExperimentConfig, counts: Counts, out_tokens: float,
             continue
         row = engine_row(cfg, f"source {s.name}", s.model, s, problems, f"sources.{i}")
         # per-GPU throughput: the hours count every GPU of a tensor-parallel replica
-        row["gpu_hours"] = round(decode_hours(t, row["params_b"]), 2)
+        row["gpu_hours"] = round(decode_hours(t, row["params_b"]), 2) \
+            if row["device"] == "cuda" else 0.0
         hours += row["gpu_hours"]
         engines.append(row)
     return {"stage": "generate", "engines": engines, "training": [], "requests": requests,
@@ -303,10 +303,10 @@ def make_plan(cfg: ExperimentConfig, mean_output_tokens: float = 350.0) -> dict[
               stage_target_engines(cfg, "respond", counts, mean_output_tokens, problems),
               stage_target_engines(cfg, "score", counts, mean_output_tokens, problems),
               stage_judge(cfg, counts, mean_output_tokens, problems)]
-    # placement on the cluster the config describes, nodes of resources.gpus_per_node GPUs
-    # (how many nodes a fixed cluster has is checked against Ray when a stage starts)
-    problems += resource_problems(cfg, [s["stage"] for s in stages],
-                                  [cfg.resources.gpus_per_node], grow=True)
+    # placement on the cluster the config describes, as one that adds nodes of each
+    # request's GPU type (`grow`: today's nodes do not count; how many nodes a fixed cluster
+    # has, and of which type, is checked against Ray when a stage starts)
+    problems += resource_problems(cfg, [s["stage"] for s in stages], [], grow=True)
     api: dict[str, dict[str, float]] = {}
     for s in stages:
         for k, v in s["api_tokens"].items():
@@ -317,6 +317,9 @@ def make_plan(cfg: ExperimentConfig, mean_output_tokens: float = 350.0) -> dict[
     priced = [st["gpu_usd"] for st in stages if st["gpu_usd"] is not None]
     return {"config": cfg.run.name, "device": engine_device(cfg),
             "gpu_usd": round(sum(priced), 2) if priced else None,
+            "gpu_prices": {k: {"usd_per_gpu_hour": t.usd_per_gpu_hour,
+                               "basis": t.price_basis}
+                           for k, t in cfg.resources.gpu_types.items()},
             "unpriced_gpu_hours": round(sum(st["unpriced_gpu_hours"] for st in stages), 2),
             "rows": {"train": counts.train_rows, "test": counts.test_rows,
                      "from": counts.source},
@@ -343,8 +346,10 @@ def summary_lines(plan: dict[str, Any]) -> list[str]:
                     if e["gpu_memory_gib"] and e["weights_gib"] else "")
                  + ("" if e["fits"] is not False else " DOES NOT FIT")
                  for e in s["engines"]]
-        parts += [f"{t['target']}: {t['workers']} worker(s) x {t['gpus_per_worker']} "
-                  f"{t['accelerator_type'] or 'any'} GPU, ZeRO-{t['zero_stage']}, {t['nodes']} "
+        parts += [f"{t['target']}: {t['workers']} worker(s) x "
+                  + (f"{t['gpus_per_worker']} {t['accelerator_type'] or 'any'} GPU"
+                     if t["gpus_per_worker"] else f"{t['cpus_per_worker']} CPU")
+                  + f", ZeRO-{t['zero_stage']}, {t['nodes']} "
                   f"node(s) {t['strategy']}" + (
                       f", of which ~{t['zero3_gather_gpu_hours']:g} GPU-h gathering weights "
                       f"over {t['node_gbps']:g} Gbit/s" if t["zero3_gather_gpu_hours"] else "")

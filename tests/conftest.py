@@ -100,8 +100,6 @@ def pytest_testnodedown(node, error) -> None:
 def pytest_report_header(config) -> str | None:
     if not _SPEED:
         return None
-    import os
-
     return (f"machine speed: calibration {_SPEED['seconds']:.2f} s "
             f"({_SPEED['factor']:.2f}x the reference day); torch/OpenMP threads per "
             f"process: {os.environ.get('OMP_NUM_THREADS', 'every core (OMP_NUM_THREADS unset)')}")

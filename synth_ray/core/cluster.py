@@ -99,7 +99,6 @@ class GpuType:
     gpus_per_node: int
     usd_per_gpu_hour: float | None = None
     node_gbps: float | None = None
-    price_basis: str = ""
 
 
 def gpu_type(res: ResourcesSection, named: str | None) -> GpuType:
@@ -109,21 +108,22 @@ def gpu_type(res: ResourcesSection, named: str | None) -> GpuType:
     if name is None:
         return GpuType(None, res.gpu_memory_gib, res.gpus_per_node)
     t = res.gpu_types[name]
-    return GpuType(name, t.memory_gib, t.gpus_per_node, t.usd_per_gpu_hour, t.node_gbps,
-                   t.price_basis)
+    return GpuType(name, t.memory_gib, t.gpus_per_node, t.usd_per_gpu_hour, t.node_gbps)
 
 
 def engine_bundles(tensor_parallel: int, pipeline_parallel: int, gpu: bool,
-                   gpus_per_node: int = 8) -> dict[str, Any]:
+                   gpus_per_node: int) -> dict[str, Any]:
     """The placement group of one engine replica: a GPU and a CPU per worker, all on one
-    node whenever they fit one (STRICT_PACK: a tensor-parallel group never straddles two
-    nodes), else PACK (pipeline stages on several nodes); one CPU for a vLLM-cpu engine.
-    The GPU type is not here: ray.data.llm adds it to every bundle (accelerator_type)."""
+    node (STRICT_PACK) when there is no pipeline parallel (tensor parallel never straddles
+    two nodes; one wider than a node is refused by `resource_problems`) or when all the
+    workers fit one node, else PACK (pipeline stages on several nodes); one CPU for a
+    vLLM-cpu engine. The GPU type is not here: ray.data.llm adds it to every bundle."""
     if not gpu:
         return {"bundles": [{"CPU": 1}], "strategy": "PACK"}
     n = tensor_parallel * pipeline_parallel
+    one_node = pipeline_parallel == 1 or n <= gpus_per_node
     return {"bundles": [{"GPU": 1, "CPU": 1}] * n,
-            "strategy": "STRICT_PACK" if n <= gpus_per_node else "PACK"}
+            "strategy": "STRICT_PACK" if one_node else "PACK"}
 
 
 def engine_placement(res: ResourcesSection, tensor_parallel: int, pipeline_parallel: int,
@@ -165,18 +165,23 @@ class GpuNeed:
     gpus: int
     one_node: bool
     accelerator_type: str | None = None  # its own; None: resources.accelerator_type
+    type_key: str = "resources.accelerator_type"  # the key that names its GPU type
 
 
 def _engine_need(key: str, e: EngineSection) -> GpuNeed:
     return GpuNeed(key, e.tensor_parallel_size * e.pipeline_parallel_size,
-                   e.pipeline_parallel_size == 1, e.accelerator_type)
+                   e.pipeline_parallel_size == 1, e.accelerator_type,
+                   f"{key}.accelerator_type" if e.accelerator_type else
+                   "resources.accelerator_type")
 
 
 def gpu_needs(cfg: ExperimentConfig, stage: str) -> list[GpuNeed]:
     """What `stage` places that needs GPUs: a training run (its workers may span nodes), an
     engine replica (tensor x pipeline parallel). Engines need none on `accelerator: cpu`."""
     if stage == "train":
-        return [GpuNeed(f"targets.{i}.num_workers", t.num_workers, False, t.accelerator_type)
+        return [GpuNeed(f"targets.{i}.num_workers", t.num_workers, False, t.accelerator_type,
+                        f"targets.{i}.accelerator_type" if t.accelerator_type else
+                        "resources.accelerator_type")
                 for i, t in enumerate(cfg.targets) if t.use_gpu]
     if engine_device(cfg) != "cuda":
         return []
@@ -224,7 +229,7 @@ def resource_problems(cfg: ExperimentConfig, stages: list[str], node_gpus: list[
             gpus = node_gpus
             if not grow and node_types is not None and kind.name:
                 gpus = [g for g, t in zip(node_gpus, node_types) if t == kind.name]
-                where += f" of type {kind.name}"
+                where += f" of type {kind.name} ({need.type_key})"
             # a growing cluster adds nodes of the request's GPU type
             per_node = kind.gpus_per_node if grow else max(gpus, default=0)
             if need.one_node and need.gpus > per_node:

@@ -49,7 +49,7 @@ class EngineSection(Section):
     GPUs (one node for tensor parallel; pipeline stages may span nodes), `replicas` run at
     once. On `resources.accelerator: cpu` a replica is one CPU engine whatever these say."""
 
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"accelerator_type"})
+    PLACEMENT_FIELDS: ClassVar[frozenset[str]] = frozenset({"accelerator_type"})
 
     tensor_parallel_size: int = Field(1, ge=1)
     pipeline_parallel_size: int = Field(1, ge=1)
@@ -70,7 +70,7 @@ class EngineSection(Section):
 
 class SourceSection(EngineSection):
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"gpu_memory_utilization", "max_model_len", "params_b", "accelerator_type"})
+        {"gpu_memory_utilization", "max_model_len", "params_b"})
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: str = Field(description="Hub id, local path, or tiny://NAME for the embedded models.")
@@ -91,7 +91,8 @@ class SourceSection(EngineSection):
 
 
 class TargetSection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"engine", "published", "accelerator_type"})
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"engine", "published"})
+    PLACEMENT_FIELDS: ClassVar[frozenset[str]] = frozenset({"accelerator_type"})
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: str
@@ -131,7 +132,6 @@ class JudgeSection(EngineSection):
 
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"pipeline_parallel_size", "gpu_memory_utilization", "max_model_len", "params_b",
-         "accelerator_type",
          "jailbreak_design", "jailbreak_prompts_per_category", "jailbreak_min_votes",
          "decoding", "preference_design"})
 
@@ -227,7 +227,7 @@ DEFAULT_GPU_TYPES = {
 
 
 class ResourcesSection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"gpu_types", "accelerator_type"})
+    PLACEMENT_FIELDS: ClassVar[frozenset[str]] = frozenset({"gpu_types", "accelerator_type"})
 
     ray_address: str | None = Field(None, description="None starts a local Ray instance.")
     num_cpus: int | None = Field(None, ge=1)

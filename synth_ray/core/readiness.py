@@ -100,6 +100,14 @@ def _inputs(cfg: ExperimentConfig) -> list[tuple[str, str, object]]:
     return out
 
 
+def is_hub_id(uri: str) -> bool:
+    """A Hugging Face Hub dataset id ("databricks/databricks-dolly-15k"): not a local path,
+    a file name, a bundled SCHEME://NAME or a bucket URI."""
+    from synth_ray.data.dolly import LOCAL_SUFFIXES
+
+    return not (local_path(uri) or "://" in uri or uri.endswith(LOCAL_SUFFIXES))
+
+
 def input_problems(cfg: ExperimentConfig) -> list[Problem]:
     """Each local or bundled input read through its loader; what fails, with the reason."""
     from synth_ray.data.dolly import LOCAL_SUFFIXES
@@ -107,8 +115,10 @@ def input_problems(cfg: ExperimentConfig) -> list[Problem]:
 
     out = []
     for key, uri, read in _inputs(cfg):
+        # read here: a path on this machine, a bundled one, a file (in a bucket too); a hub
+        # id or a bucket folder is its stage's to read
         if not (local_path(uri) or is_scheme_id(uri) or uri.endswith(LOCAL_SUFFIXES)):
-            continue  # a hub id: its stage reads it from the Hub
+            continue
         try:
             got = read()
         except Exception as e:  # noqa: BLE001 - every reason is reported, with its key

@@ -29,13 +29,18 @@ class Section(BaseModel):
     # them out while they hold their defaults, so upgrading synth-ray redoes no finished
     # stage; set to anything else, they count.
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    # Fields that say where work runs, never what it computes (a GPU type): no stage input
+    # hash holds them, so moving a run to other GPUs redoes no finished stage.
+    PLACEMENT_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     def hashed(self) -> dict[str, Any]:
         """The section as stage input hashes see it (JSON-safe; sub-sections alike)."""
         out = self.model_dump(mode="json")
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if name in self.ADDED_FIELDS and value == type(self).model_fields[name].get_default(
+            if name in self.PLACEMENT_FIELDS:
+                out.pop(name)
+            elif name in self.ADDED_FIELDS and value == type(self).model_fields[name].get_default(
                     call_default_factory=True):
                 out.pop(name)
             elif isinstance(value, Section):

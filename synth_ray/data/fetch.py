@@ -14,14 +14,14 @@ config names, in the layouts its loaders read (docs/cluster.md, section 1b):
 
 Each source is a hub dataset id or, with `--source NAME=FOLDER`, a local folder in that
 repository's layout (a snapshot copied from elsewhere; the tests use one). Every file is
-written next to its target and renamed into place once whole, then read back through the
-loader its stage uses; a file that does not load is removed and named."""
+written beside its place under a pending name, read back through the loader its stage
+uses, and renamed into place only when all loaded: a fetch that does not load replaces
+nothing and leaves nothing."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,6 @@ NOT_PUBLIC = ("RefusalBench's JSON is not public (PAPER.md: the authors' code lo
 
 @dataclass
 class Fetched:
-    name: str  # articles, jailbreaks, dataset, refusalbench
     key: str  # the config key it is for
     path: Path | None  # written (None: nothing written)
     note: str
@@ -65,55 +64,38 @@ def _files(source: str, *patterns: str) -> list[Path]:
     return files
 
 
-def _write_atomic(dest: Path, write) -> None:
-    """`write(tmp_path)`, then renamed onto `dest`: never a half-written input."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def fetch_articles(source: str, dest: Path, n: int, seed: int = 42) -> str:
+def fetch_articles(source: str, tmp: Path, n: int, seed: int = 42) -> str:
     import polars as pl
 
     table = pl.concat([pl.read_parquet(f, columns=["id", "article", "highlights"])
                        for f in _files(source, ARTICLES_FILES)])
     sample = table.sample(n=min(n, table.height), seed=seed, shuffle=True)
-    _write_atomic(dest, lambda tmp: sample.write_ndjson(tmp))
+    sample.write_ndjson(tmp)
     return f"{sample.height} of {table.height:,} test articles (seed {seed})"
 
 
-def fetch_jailbreaks(source: str, dest: Path) -> str:
+def fetch_jailbreaks(source: str, tmp: Path) -> str:
     import polars as pl
 
     for f in _files(source, JAILBREAK_FILES):
         head = pl.read_csv(f, n_rows=1, infer_schema=False)
         if JAILBREAK_COLUMNS <= set(head.columns):
-            _write_atomic(dest, lambda tmp, f=f: shutil.copyfile(f, tmp))
+            shutil.copyfile(f, tmp)
             return f"{f.name} ({pl.read_csv(f, infer_schema=False).height} prompts)"
     raise ValueError(f"{source}: no CSV with the columns {sorted(JAILBREAK_COLUMNS)}")
 
 
-def fetch_dataset(source: str, folder: Path) -> str:
-    from synth_ray.data.dolly import LOCAL_SUFFIXES
+def fetch_dataset(source: str, revision: str | None, tmp: Path) -> str:
+    """A hub dataset's data files (data/dolly.py's own download, at the config's revision),
+    or a local copy's."""
+    from synth_ray.data.dolly import LOCAL_SUFFIXES, _hub_files
 
-    files = _files(source, *(f"**/*{s}" for s in LOCAL_SUFFIXES))
+    files = (_files(source, *(f"**/*{s}" for s in LOCAL_SUFFIXES)) if Path(source).is_dir()
+             else _hub_files(source, revision))
+    tmp.mkdir()
     for f in files:
-        _write_atomic(folder / f.name, lambda tmp, f=f: shutil.copyfile(f, tmp))
-    return f"{len(files)} file(s); run with dataset.path={folder}"
-
-
-def _hub_id(path: str) -> bool:
-    from synth_ray.core.readiness import local_path
-    from synth_ray.data.dolly import LOCAL_SUFFIXES
-    from synth_ray.models import is_scheme_id
-
-    return not (local_path(path) or is_scheme_id(path) or path.endswith(LOCAL_SUFFIXES))
+        shutil.copyfile(f, tmp / f.name)
+    return f"{len(files)} file(s); run with dataset.path={{path}}"
 
 
 def _dest(configured: str, default: Path) -> Path | None:
@@ -122,49 +104,74 @@ def _dest(configured: str, default: Path) -> Path | None:
     from synth_ray.core.storage import is_uri
     from synth_ray.models import is_scheme_id
 
-    if is_uri(configured):
-        return None
-    return default if is_scheme_id(configured) else Path(configured).expanduser()
+    if is_scheme_id(configured):
+        return default
+    return None if is_uri(configured) else Path(configured).expanduser()
+
+
+def _pending(dest: Path) -> Path:
+    """The name an input is written under until it has been read back: beside its place,
+    with its suffix (the loaders read by suffix)."""
+    return dest.with_name(f".{dest.stem}.fetching{dest.suffix}")
 
 
 def fetch_inputs(cfg: ExperimentConfig, to: Path, sources: dict[str, str],
                  articles: int = 100) -> list[Fetched]:
-    """Fetch what is public; returns what was written and what was not, with why."""
-    from synth_ray.core.readiness import input_problems
+    """Fetch what is public; returns what was written and what was not, with why. Every
+    file is written under a pending name, read back through the loader its stage uses,
+    and only then renamed into place: a fetch that does not load replaces nothing."""
+    from synth_ray.core.readiness import input_problems, is_hub_id
 
-    j, out = cfg.judge, []
-    jobs = [("articles", "judge.articles", j.articles, to / "cnn_dailymail_test_sample.jsonl",
-             lambda d: fetch_articles(sources.get("articles", ARTICLES_REPO), d, articles)),
-            ("jailbreaks", "judge.jailbreak_templates", j.jailbreak_templates,
-             to / "jailbreak_prompts.csv",
-             lambda d: fetch_jailbreaks(sources.get("jailbreaks", JAILBREAK_REPO), d))]
-    for name, key, configured, default, run in jobs:
-        dest = _dest(configured, default)
-        if dest is None:
-            out.append(Fetched(name, key, None, f"{configured} is a bucket URI: fetch to a "
-                               "folder (--to) and upload it there"))
-            continue
-        out.append(Fetched(name, key, dest, run(dest)))
-    if _hub_id(cfg.dataset.path):
-        folder = to / cfg.dataset.path.replace("/", "--")
-        out.append(Fetched("dataset", "dataset.path", folder,
-                           fetch_dataset(sources.get("dataset", cfg.dataset.path), folder)))
-    out.append(Fetched("refusalbench", "judge.safety_prompts", None,
-                       f"{NOT_PUBLIC} {j.safety_prompts}"))
-    # read back as the stages read them, with the config pointing at what was written
-    written = {f.key: str(f.path) for f in out if f.path is not None}
-    judge = cfg.judge.model_copy(update={k.split(".", 1)[1]: v for k, v in written.items()
-                                         if k.startswith("judge.")})
-    dataset = cfg.dataset.model_copy(update={"path": written.get("dataset.path",
-                                                                  cfg.dataset.path)})
-    check = cfg.model_copy(update={"judge": judge, "dataset": dataset})
-    for p in input_problems(check):
-        hit = next((f for f in out if f.key == p.key and f.path is not None), None)
-        if hit is not None:
-            if hit.path.is_file():
-                hit.path.unlink()
-            raise ValueError(f"{p.key}: what was fetched does not load, removed: {p}")
+    j = cfg.judge
+    # (key, where it goes, how): an input file goes where the config names it (bundled:
+    # under `to`); a hub dataset into a folder under `to`, for dataset.path
+    jobs = [("judge.articles", _dest(j.articles, to / "cnn_dailymail_test_sample.jsonl"),
+             lambda t: fetch_articles(sources.get("articles", ARTICLES_REPO), t, articles)),
+            ("judge.jailbreak_templates",
+             _dest(j.jailbreak_templates, to / "jailbreak_prompts.csv"),
+             lambda t: fetch_jailbreaks(sources.get("jailbreaks", JAILBREAK_REPO), t))]
+    if is_hub_id(cfg.dataset.path):
+        jobs.append(("dataset.path", to / cfg.dataset.path.replace("/", "--"),
+                     lambda t: fetch_dataset(sources.get("dataset", cfg.dataset.path),
+                                             cfg.dataset.revision, t)))
+    out, pending = [], {}
+    try:
+        for key, dest, run in jobs:
+            if dest is None:
+                out.append(Fetched(key, None, "the config names a bucket URI: fetch to a "
+                                   "folder (--to, and the key set to a path there), then "
+                                   "upload it"))
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            pending[key] = (_pending(dest), dest)
+            _remove(pending[key][0])  # a fetch killed before
+            out.append(Fetched(key, dest, run(pending[key][0]).replace("{path}", str(dest))))
+        # read back as the stages read them, the config pointing at the pending files
+        at = {k: str(tmp) for k, (tmp, _) in pending.items()}
+        judge = cfg.judge.model_copy(update={k.split(".", 1)[1]: v for k, v in at.items()
+                                             if k.startswith("judge.")})
+        dataset = cfg.dataset.model_copy(update={"path": at.get("dataset.path",
+                                                                 cfg.dataset.path)})
+        check = cfg.model_copy(update={"judge": judge, "dataset": dataset})
+        bad = [p for p in input_problems(check) if p.key in pending]
+        if bad:
+            raise ValueError("what was fetched does not load, nothing replaced: "
+                             + "; ".join(str(p) for p in bad))
+        for tmp, dest in pending.values():
+            _remove(dest)
+            os.replace(tmp, dest)
+    finally:
+        for tmp, _ in pending.values():
+            _remove(tmp)
+    out.append(Fetched("judge.safety_prompts", None, f"{NOT_PUBLIC} {j.safety_prompts}"))
     return out
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def command(
@@ -180,7 +187,10 @@ def command(
     load. RefusalBench is not public: named, not fetched."""
     import sys
 
+    from polars.exceptions import PolarsError
+
     from synth_ray.core.config import load_config
+    from synth_ray.preflight import EXIT_CONFIG
 
     try:
         cfg = load_config(config, overrides or [])
@@ -190,6 +200,6 @@ def command(
         pairs = dict(s.split("=", 1) for s in source)
         for f in fetch_inputs(cfg, to, pairs, articles):
             print(f"{f.key}: {f.path or 'not fetched'}: {f.note}")
-    except (ConfigError, OSError, ValueError, RuntimeError) as e:
+    except (ConfigError, OSError, ValueError, RuntimeError, PolarsError) as e:
         sys.stderr.write(f"error: {e}\n")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_CONFIG) from None

@@ -24,13 +24,12 @@ from synth_ray.engines.processors import (
     EngineSpec,
     _finish,
     _py,
-    chat_prompt,
     decode_rows,
-    engine_tokenizer,
     label_processor,
     scoring_processor,
 )
 from synth_ray.engines.store import GEN_SCHEMA, GenerationStore
+from synth_ray.engines.tokenizers import chat_prompt, engine_tokenizer
 from synth_ray.models import resolve_model
 
 log = logging.getLogger("synth_ray")

@@ -26,7 +26,6 @@ from synth_ray.core.config import (
     SourceSection,
 )
 from synth_ray.engines.store import classify
-from synth_ray.engines.tokenizers import chat_prompt, engine_tokenizer  # noqa: F401 - re-exported
 from synth_ray.models import resolve_model
 
 # The light map stages around an engine (pre/postprocess: dict shuffling) ask for no CPU.

@@ -38,13 +38,9 @@ from synth_ray.design import (
 from synth_ray.engines.adapters import adapters_of, lora_engine
 from synth_ray.engines.answering import EngineWindow, answer_many, chat_prompts, label_rows
 from synth_ray.engines.http import api_key, http_processor
-from synth_ray.engines.processors import (
-    EngineSpec,
-    engine_record,
-    engine_tokenizer,
-    vllm_processor,
-)
+from synth_ray.engines.processors import EngineSpec, engine_record, vllm_processor
 from synth_ray.engines.store import REQUEST_SCHEMA, GenerationStore, request_row
+from synth_ray.engines.tokenizers import engine_tokenizer
 from synth_ray.metrics.judging import (
     agreement,
     answer_regex,

@@ -27,7 +27,8 @@ from synth_ray.design import HUMAN as HUMAN_DATA
 from synth_ray.design import TEST_PATH, VANILLA, adapter_grid, responses_path, score_dir
 from synth_ray.engines.adapters import adapters_of, lora_engine
 from synth_ray.engines.answering import EngineWindow, score_rows
-from synth_ray.engines.processors import engine_record, engine_tokenizer
+from synth_ray.engines.processors import engine_record
+from synth_ray.engines.tokenizers import engine_tokenizer
 from synth_ray.metrics.perplexity import token_spans
 from synth_ray.metrics.stats import compare_family, compare_groups, summarize
 from synth_ray.models import resolve_model

@@ -73,7 +73,9 @@ def engine_requests(cfg, specs: list[EngineSpec]) -> list[tuple]:
 
             def make(opts=opts):
                 return Engine.options(**opts).remote()
-        out.append(("engine", spec.name, make, built.concurrency))
+        shape = (spec.model, spec.tensor_parallel_size, spec.pipeline_parallel_size,
+                 built.accelerator_type, built.concurrency)
+        out.append(("engine", spec.name, make, built.concurrency, shape))
     return out
 
 
@@ -86,7 +88,7 @@ def train_requests(cfg) -> list[tuple]:
             return placement_group([sc._resources_per_worker_not_none] * sc.num_workers,
                                    strategy=sc.placement_strategy)
 
-        out.append(("training", t.name, make, 1))
+        out.append(("training", t.name, make, 1, None))
     return out
 
 
@@ -115,12 +117,19 @@ def placed(handles: list) -> tuple[list[dict], str, list[list[str]]]:
 def main(address: str, configs: str, out_path: str) -> None:
     ray.init(address=address, log_to_driver=False)
     out = {"nodes_at_start": nodes(), "placed": []}
+    seen = set()
     for path in configs.split(","):
         cfg = load_config(path)
         for stage, requests in stage_requests(cfg):
-            for kind, who, make, replicas in requests:
-                handles = [make() for _ in range(replicas)]  # every replica at once
+            for kind, who, make, replicas, shape in requests:
+                # the same engine in both configs (their sources, their judge) lands alike:
+                # each once; trainings always
+                if shape is not None and shape in seen:
+                    continue
+                seen.add(shape)
+                handles = []
                 try:
+                    handles += [make() for _ in range(replicas)]  # every replica at once
                     bundles, strategy, where = placed(handles)
                     up = nodes()
                 finally:

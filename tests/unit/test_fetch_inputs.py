@@ -67,11 +67,13 @@ def test_fetched_inputs_make_the_paper_config_ready(hub, tmp_path) -> None:
     assert set(fetched["id"]) <= set(test["id"]) and fetched.columns == ["id", "article",
                                                                          "highlights"]
     # the same seed, the same sample
-    again = fetch_inputs(cfg, tmp_path / "again", sources, articles=100)
-    assert again and pl.read_ndjson(at["judge.articles"]).equals(fetched)
+    again = {f.key: f for f in fetch_inputs(cfg, tmp_path / "again", sources, articles=100)}
+    assert again["judge.articles"].path == at["judge.articles"]
+    assert pl.read_ndjson(at["judge.articles"]).equals(fetched)
     assert at["judge.jailbreak_templates"].read_bytes() == next(
         hub["jailbreaks"].glob("*.csv")).read_bytes()  # as published
     dolly = got["dataset.path"].path
+    assert dolly == data / "databricks--databricks-dolly-15k"  # under --to, never the cwd
     assert (dolly / "databricks-dolly-15k.jsonl").exists()
     assert not list(data.rglob("*.tmp"))
     # with RefusalBench (from its authors) beside them, the paper config is ready
@@ -82,26 +84,39 @@ def test_fetched_inputs_make_the_paper_config_ready(hub, tmp_path) -> None:
 
 
 def test_the_command_exits_2_naming_a_source_in_the_wrong_layout(hub, tmp_path) -> None:
-    bad = tmp_path / "not-jailbreaks"
-    bad.mkdir()
-    (bad / "prompts.csv").write_text("title,text\na,b\n")
-    dest = tmp_path / "data" / "jb.csv"
+    """A source in another layout: exit 2 naming it, and the inputs fetched before are
+    left as they were (nothing half-written, nothing replaced)."""
+    data = tmp_path / "data"
+    places = [f"judge.jailbreak_templates={data / 'jb.csv'}",
+              f"judge.articles={data / 'a.jsonl'}"]
     runner = CliRunner()
-    out = runner.invoke(app, ["fetch-inputs", str(PAPER), f"judge.jailbreak_templates={dest}",
-                              f"judge.articles={tmp_path / 'data' / 'a.jsonl'}",
-                              "--source", f"articles={hub['articles']}",
-                              "--source", f"jailbreaks={bad}",
-                              "--source", f"dataset={hub['dataset']}"])
-    assert out.exit_code == 2, out.output
-    assert "no CSV with the columns ['Name', 'Prompt', 'Votes']" in out.output
-    assert not dest.exists() and not list(dest.parent.glob("*.tmp"))
-    out = runner.invoke(app, ["fetch-inputs", str(PAPER), "--source", "refusalbench=/x"])
-    assert out.exit_code == 2 and "give NAME=FOLDER" in out.output
-    ok = runner.invoke(app, ["fetch-inputs", str(PAPER), f"judge.jailbreak_templates={dest}",
-                             f"judge.articles={tmp_path / 'data' / 'a.jsonl'}",
-                             "--to", str(tmp_path / "data"), "--articles", "10",
-                             *[x for k in ("articles", "jailbreaks", "dataset")
-                               for x in ("--source", f"{k}={hub[k]}")]])
+
+    def fetch(*sources: str, articles: str = "10"):
+        return runner.invoke(app, ["fetch-inputs", str(PAPER), *places, "--to", str(data),
+                                   "--articles", articles,
+                                   *[x for src in sources for x in ("--source", src)]])
+
+    good = [f"{k}={hub[k]}" for k in ("articles", "jailbreaks", "dataset")]
+    ok = fetch(*good)
     assert ok.exit_code == 0, ok.output
     assert "judge.safety_prompts: not fetched: RefusalBench's JSON is not public" in ok.output
-    assert pl.read_ndjson(tmp_path / "data" / "a.jsonl").height == 10
+    assert pl.read_ndjson(data / "a.jsonl").height == 10
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+
+    no_columns = tmp_path / "not-jailbreaks"
+    no_columns.mkdir()
+    (no_columns / "prompts.csv").write_text("title,text\na,b\n")
+    out = fetch(good[0], f"jailbreaks={no_columns}", good[2], articles="20")
+    assert out.exit_code == 2, out.output
+    assert "no CSV with the columns ['Name', 'Prompt', 'Votes']" in out.output
+    # articles without their highlights: the loader refuses them, so nothing is replaced
+    bad = tmp_path / "bad-cnn" / "3.0.0"
+    bad.mkdir(parents=True)
+    pl.DataFrame({"id": ["1"], "article": ["a b c"], "highlights": [None]},
+                 schema={"id": pl.Utf8, "article": pl.Utf8, "highlights": pl.Utf8}
+                 ).write_parquet(bad / "test-00000-of-00001.parquet")
+    out = fetch(f"articles={bad.parent}", good[1], good[2], articles="20")
+    assert out.exit_code == 2 and "judge.articles" in out.output, out.output
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+    out = runner.invoke(app, ["fetch-inputs", str(PAPER), "--source", "refusalbench=/x"])
+    assert out.exit_code == 2 and "give NAME=FOLDER" in out.output

@@ -75,7 +75,7 @@ def test_stalled_stream_fails_with_a_clear_message() -> None:
 
 
 def _tiny_tokenizer():
-    from synth_ray.engines.processors import engine_tokenizer
+    from synth_ray.engines.tokenizers import engine_tokenizer
     from synth_ray.models import resolve_model
 
     model = resolve_model("tiny://small-a")

@@ -78,15 +78,20 @@ def test_the_scaling_config_ray_train_gets_asks_for_the_type_on_every_worker() -
 
 def test_an_engine_group_that_fits_one_node_never_straddles_two() -> None:
     assert engine_bundles(2, 2, True, 8)["strategy"] == "STRICT_PACK"  # 4 GPUs, pp 2
-    assert engine_bundles(4, 4, True, 8)["strategy"] == "PACK"  # 16 GPUs: two nodes
+    assert engine_bundles(4, 4, True, 8)["strategy"] == "PACK"  # 16 GPUs, pp 4: two nodes
+    assert engine_bundles(16, 1, True, 8)["strategy"] == "STRICT_PACK"  # TP never straddles
     assert engine_bundles(8, 1, True, 8)["strategy"] == "STRICT_PACK"
     cfg = paper("paper-8b.yaml")
     assert engine_placement(cfg.resources, 1, 1, "L40S", True)["accelerator_type"] == "L40S"
     assert engine_placement(cfg.resources, 1, 1, None, True)["accelerator_type"] == "H100"
     assert engine_placement(cfg.resources, 1, 1, "L40S", False) == {
         "bundles": [{"CPU": 1}], "strategy": "PACK", "accelerator_type": None}
-    # an L40S node holds one GPU: a tensor-parallel 2 group on L40S cannot be STRICT
-    assert engine_placement(cfg.resources, 2, 1, "L40S", True)["strategy"] == "PACK"
+    # tensor parallel stays on one node even where it cannot fit one (an L40S node has one
+    # GPU): the plan refuses it, naming the key, instead of straddling two nodes
+    assert engine_placement(cfg.resources, 2, 1, "L40S", True)["strategy"] == "STRICT_PACK"
+    wide = paper("paper-8b.yaml", "sources.0.tensor_parallel_size=2")
+    assert "generate: sources.0 needs 2 GPU(s) on one node; the largest node has 1" in \
+        make_plan(wide)["problems"]
 
 
 def test_an_unknown_gpu_type_is_refused_naming_its_key() -> None:
@@ -116,7 +121,9 @@ def test_plan_sizes_each_request_by_its_type_and_prices_it() -> None:
     l40s_hours = sum(e["gpu_hours"] for e in generate["engines"]
                      if e["accelerator_type"] == "L40S")
     assert l40s_hours > 0
-    assert plan["gpu_usd"] - cheap_l40s["gpu_usd"] == pytest.approx(l40s_hours * 2.24, abs=0.05)
+    price = DEFAULT_GPU_TYPES["L40S"].usd_per_gpu_hour
+    assert plan["gpu_usd"] - cheap_l40s["gpu_usd"] == pytest.approx(l40s_hours * price,
+                                                                    abs=0.05)
     free = make_plan(paper("paper-8b.yaml", "resources.gpu_types.H100.usd_per_gpu_hour=null"))
     assert free["unpriced_gpu_hours"] == pytest.approx(plan["gpu_hours"] - l40s_hours, abs=0.1)
 
@@ -158,6 +165,20 @@ def test_a_fixed_cluster_counts_only_the_nodes_of_the_type_a_request_names() -> 
                              node_types=["H100", "L40S", "L40S", "L40S", "L40S"]) == []
     # eight L40S GPUs but no H100: the training, asking for H100, can never start there
     assert resource_problems(fixed, ["train"], [1] * 8, node_types=["L40S"] * 8) == [
-        "train: targets.0.num_workers needs 8 GPU(s) of type H100; the cluster has 0"]
+        "train: targets.0.num_workers needs 8 GPU(s) of type H100 "
+        "(resources.accelerator_type); the cluster has 0"]
     # types unknown (a cluster that reports none): GPUs counted as before
     assert resource_problems(fixed, ["train"], [1] * 8) == []
+
+
+def test_a_gpu_type_or_price_changes_no_stage_input() -> None:
+    """Where work runs is not what it computes: moving a run to other GPUs (or repricing
+    them) leaves every stage's input hash alone, so no finished stage is redone."""
+    a = paper("paper-8b.yaml")
+    b = paper("paper-8b.yaml", "sources.0.accelerator_type=H100",
+              "targets.0.accelerator_type=L40S", "judge.accelerator_type=L40S",
+              "resources.gpu_types.H100.usd_per_gpu_hour=1.5")
+    assert a.sources[0].hashed() == b.sources[0].hashed()
+    assert a.targets[0].hashed() == b.targets[0].hashed()
+    assert a.judge.hashed() == b.judge.hashed() and a.resources.hashed() == b.resources.hashed()
+    assert a.sources[0] != b.sources[0]  # the configs do differ

@@ -1,7 +1,8 @@
 """Several sources start at once (generation.parallel_sources) and each loads its engine's
 tokenizer in its own thread, in a driver that has not imported transformers yet. A bare
 `from transformers import AutoTokenizer` in four threads at once fails there ("cannot
-import name 'AutoTokenizer'", seen in a demo run); `engines.engine_tokenizer` must not."""
+import name 'AutoTokenizer'", seen in a demo run); `engines.tokenizers.engine_tokenizer`
+must not."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 
 SCRIPT = """
 import json, threading
-from synth_ray.engines.processors import engine_tokenizer
+from synth_ray.engines.tokenizers import engine_tokenizer
 from synth_ray.models import resolve_model
 model = resolve_model("tiny://small-a")
 errors, toks = [], []
