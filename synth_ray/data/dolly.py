@@ -162,7 +162,7 @@ def check_records(
     )
 
 
-def _hub_files(repo_id: str, revision: str | None) -> list[Path]:
+def hub_files(repo_id: str, revision: str | None) -> list[Path]:
     """Download a dataset repo's data files from the Hugging Face Hub (needs network)."""
     from huggingface_hub import snapshot_download
 
@@ -199,7 +199,7 @@ def resolve_dataset(path: str, revision: str | None = None) -> list[Path]:
         return [local]
     if path.endswith(LOCAL_SUFFIXES) or path.startswith((".", "/", "~")):
         raise FileNotFoundError(f"dataset file {path!r} does not exist")
-    return _hub_files(path, revision)
+    return hub_files(path, revision)
 
 
 def load_dataset(

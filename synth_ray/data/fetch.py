@@ -88,14 +88,14 @@ def fetch_jailbreaks(source: str, tmp: Path) -> str:
 def fetch_dataset(source: str, revision: str | None, tmp: Path) -> str:
     """A hub dataset's data files (data/dolly.py's own download, at the config's revision),
     or a local copy's."""
-    from synth_ray.data.dolly import LOCAL_SUFFIXES, _hub_files
+    from synth_ray.data.dolly import LOCAL_SUFFIXES, hub_files
 
     files = (_files(source, *(f"**/*{s}" for s in LOCAL_SUFFIXES)) if Path(source).is_dir()
-             else _hub_files(source, revision))
+             else hub_files(source, revision))
     tmp.mkdir()
     for f in files:
         shutil.copyfile(f, tmp / f.name)
-    return f"{len(files)} file(s); run with dataset.path={{path}}"
+    return f"{len(files)} file(s)"
 
 
 def _dest(configured: str, default: Path) -> Path | None:
@@ -145,7 +145,10 @@ def fetch_inputs(cfg: ExperimentConfig, to: Path, sources: dict[str, str],
             dest.parent.mkdir(parents=True, exist_ok=True)
             pending[key] = (_pending(dest), dest)
             _remove(pending[key][0])  # a fetch killed before
-            out.append(Fetched(key, dest, run(pending[key][0]).replace("{path}", str(dest))))
+            note = run(pending[key][0])
+            if key == "dataset.path":  # the stage reads the Hub unless the config says so
+                note += f"; run with dataset.path={dest}"
+            out.append(Fetched(key, dest, note))
         # read back as the stages read them, the config pointing at the pending files
         at = {k: str(tmp) for k, (tmp, _) in pending.items()}
         judge = cfg.judge.model_copy(update={k.split(".", 1)[1]: v for k, v in at.items()
