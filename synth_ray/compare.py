@@ -73,7 +73,11 @@ def compare_frame(run_dirs: list[Path], metrics: list[str]) -> tuple[pl.DataFram
     rows = []
     for (d, cfg, _), name in zip(runs, names, strict=True):
         for target in cfg.targets:
-            vals = adapter_values(cfg, d, target.name).filter(pl.col("metric").is_in(metrics))
+            vals = adapter_values(cfg, d, target.name).filter(
+                pl.col("metric").is_in(metrics)
+                # one value per adapter: not the per-bracket lexical values that the
+                # notebook's draws give human and vanilla (their row holds the first's)
+                & ~(pl.col("kind").is_in(["vanilla", "human"]) & pl.col("bracket").is_not_null()))
             agg = vals.group_by("condition", "metric").agg(
                 pl.col("value").mean().alias("mean"), pl.col("value").std().alias("sd"),
                 pl.len().alias("adapters"))

@@ -121,7 +121,8 @@ def responses_path(target: str, prompt_set: str = "test") -> str:
     return f"responses/{target}/{prompt_set}.parquet"
 
 
-# score: perplexity.parquet, diversity.parquet, summary.json per target
+# score: perplexity.parquet, diversity.parquet, SELF_BLEU_ITEMS, summary.json per target
+SELF_BLEU_ITEMS = "self_bleu_individual.parquet"  # each drawn response's own Self-BLEU
 def score_dir(target: str) -> str:
     return f"eval/{target}"
 

@@ -52,7 +52,7 @@ def _card(meta: dict[str, Any], body: str) -> str:
 def export_dataset(cfg: ExperimentConfig, run_dir: Path, condition: str, out: Path,
                    built: dict[str, Any]) -> dict[str, int]:
     rows = pl.read_parquet(run_dir / dataset_path(condition))
-    system = cfg.generation.system_prompt
+    system = cfg.training_system_prompt()  # the examples as the adapters were trained
     counts = {}
     (out / "data").mkdir(parents=True, exist_ok=True)
     for split in ("train", "validation"):

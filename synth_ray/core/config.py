@@ -78,6 +78,12 @@ class ExperimentConfig(Section):
                 return s
         raise KeyError(f"no source named {name!r}; known: {[s.name for s in self.sources]}")
 
+    def training_system_prompt(self) -> str | None:
+        """The training examples' system prompt: training.system_prompt, else the one the
+        targets answer with (generation.system_prompt)."""
+        t = self.training.system_prompt
+        return t if t is not None else self.generation.system_prompt
+
     def brackets(self) -> dict[str, list[SourceSection]]:
         """Sources grouped by bracket, in config order."""
         out: dict[str, list[SourceSection]] = {}

@@ -133,7 +133,7 @@ class JudgeSection(EngineSection):
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"pipeline_parallel_size", "gpu_memory_utilization", "max_model_len", "params_b",
          "jailbreak_design", "jailbreak_prompts_per_category", "jailbreak_min_votes",
-         "decoding", "preference_design"})
+         "decoding", "preference_design", "article_sample", "safety_rows"})
 
     model: str = Field("tiny://judge", description="Hub id, local path, tiny://judge, or the "
                        "API's model name when backend is 'http'.")
@@ -196,6 +196,14 @@ class JudgeSection(EngineSection):
     articles: str = Field("tiny://articles", description="CNN/DailyMail-style articles "
                           "(article, highlights) that sources summarise for self-preference.")
     max_articles: int | None = Field(None, ge=1)
+    safety_rows: Literal["checked", "authors"] = Field(
+        "checked", description="checked: blank and repeated safety prompts and jailbreak "
+        "templates are quarantined with the reason. authors: kept, as the authors' loaders "
+        "keep them (a repeat is an item of its own, its id suffixed -1, -2, ...).")
+    article_sample: Literal["first", "authors"] = Field(
+        "first", description="Which `max_articles` rows of the articles file: the first "
+        "ones, or the authors' (pandas `sample(n=max_articles, random_state=42)`; a file "
+        "with fewer rows gives all of them).")
     summary_max_tokens: int = Field(256, ge=1)
 
 

@@ -20,7 +20,10 @@ PAPER: dict[str, Any] = {
                                 "seed": 42},
                    "probe_prompts": 200},  # next check (a): a shared probe set
     "lora": {"r": 16, "alpha": 32, "dropout": 0.1, "bias": "none"},
-    "training": {"learning_rate": 5.0e-5, "scheduler": "cosine", "warmup_ratio": 0.03,
+    # every answer trains, as the authors' 13,509 rows did (a failed request has no text)
+    "conditions": {"exclude": ["error"]},
+    "training": {"system_prompt": "You are a helpful AI assistant.",  # their 8B training
+                 "learning_rate": 5.0e-5, "scheduler": "cosine", "warmup_ratio": 0.03,
                  "weight_decay": 0.01, "epochs": 3, "seeds": [42], "max_length": 1024,
                  "loss_on": "all", "eval_every_steps": 20, "early_stopping_patience": 5},
     "evaluation": {"sampling": {"temperature": 0.7, "top_p": 0.9, "max_tokens": 1024},
@@ -30,7 +33,8 @@ PAPER: dict[str, Any] = {
     "judge": {"jailbreak_design": "authors", "jailbreak_prompts_per_category": 5,
               "jailbreak_min_votes": 10, "decoding": "sampled", "preference_design": "authors",
               "sampling": {"temperature": 0.7, "top_p": 0.9, "max_tokens": 2048},
-              "quality_max": 5, "max_articles": 100, "summary_max_tokens": 1024},
+              "quality_max": 5, "max_articles": 100, "summary_max_tokens": 1024,
+              "article_sample": "authors", "safety_rows": "authors"},
 }
 PRESETS = {"paper": PAPER}
 

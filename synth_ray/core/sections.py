@@ -196,6 +196,8 @@ class LoRASection(Section):
 
 
 class TrainingSection(Section):
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"system_prompt"})
+
     learning_rate: float = Field(5e-5, gt=0)
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
@@ -210,6 +212,10 @@ class TrainingSection(Section):
         description="One adapter per seed (the paper: 42); several give error bars.",
     )
     max_length: int = Field(1024, ge=8)
+    system_prompt: str | None = Field(
+        None, description="The system prompt of the training examples (None: "
+        "generation.system_prompt, the one the targets answer and are scored with). The "
+        "authors' 8B training used 'You are a helpful AI assistant.' (`preset: paper`).")
     loss_on: Literal["response", "all"] = Field(
         "response", description="'all' = the authors' whole-chat loss; 'response' = common choice."
     )

@@ -45,10 +45,12 @@ def source_hash(uri: str) -> str:
     return uri
 
 
-def _field(obj: dict[str, Any], aliases: tuple[str, ...], numbers: bool = False) -> str | None:
+def _field(obj: dict[str, Any], aliases: tuple[str, ...], numbers: bool = False,
+           blank: bool = False) -> str | None:
+    """The first alias holding text (`blank`: a blank string counts, as "")."""
     for a in aliases:
         v = obj.get(a)
-        if isinstance(v, str) and v.strip():
+        if isinstance(v, str) and (v.strip() or blank):
             return v
         if numbers and isinstance(v, int | float) and not isinstance(v, bool):
             return str(v)  # e.g. a CSV's vote count, read as a number
@@ -56,11 +58,13 @@ def _field(obj: dict[str, Any], aliases: tuple[str, ...], numbers: bool = False)
 
 
 def load_table(uri: str, fields: dict[str, tuple[str, ...]], what: str,
-               optional: dict[str, tuple[str, ...]] | None = None) -> tuple[pl.DataFrame,
-                                                                            pl.DataFrame]:
+               optional: dict[str, tuple[str, ...]] | None = None,
+               repeats: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows with an `id` (given, or a hash of the content) and each field of `fields` (the
     first non-empty alias); rejects (line, reason, raw) for the rest. Duplicate ids and
-    duplicate content are rejected, the first kept."""
+    duplicate content are rejected, the first kept. `repeats` (the authors' loaders, which
+    check nothing): blank texts and repeated rows are kept, a repeat's id suffixed -1, -2,
+    ... (ids stay unique: each row is its own item)."""
     optional = optional or {}
     rows, rejects, seen_id, seen_text = [], [], {}, {}
     offset = 0
@@ -72,7 +76,7 @@ def load_table(uri: str, fields: dict[str, tuple[str, ...]], what: str,
             if reason is None and not isinstance(obj, dict):
                 reason = f"a row must be an object, got {type(obj).__name__}"
             if reason is None:
-                row = {k: _field(obj, a) for k, a in fields.items()}
+                row = {k: _field(obj, a, blank=repeats) for k, a in fields.items()}
                 lacking = [f"{k} (one of {list(a)})" for k, a in fields.items() if row[k] is None]
                 if lacking:
                     reason = f"missing or empty {', '.join(lacking)}"
@@ -82,10 +86,15 @@ def load_table(uri: str, fields: dict[str, tuple[str, ...]], what: str,
                 rid = obj.get("id")
                 rid = str(rid) if rid not in (None, "") else hashlib.sha256(
                     content.encode()).hexdigest()[:16]
-                if rid in seen_id:
-                    reason = f"duplicate id {rid!r} (first at line {seen_id[rid]})"
-                elif content in seen_text:
+                if repeats:
+                    base, k = rid, 0
+                    while rid in seen_id:
+                        k += 1
+                        rid = f"{base}-{k}"
+                elif content in seen_text:  # before the id: a content id repeats with it
                     reason = f"duplicate {what} (first at line {seen_text[content]})"
+                elif rid in seen_id:
+                    reason = f"duplicate id {rid!r} (first at line {seen_id[rid]})"
             if reason:
                 rejects.append({"line": line, "reason": f"{what}: {reason}", "raw": raw[:2000]})
                 continue
@@ -99,14 +108,15 @@ def load_table(uri: str, fields: dict[str, tuple[str, ...]], what: str,
     return pl.DataFrame(rows, schema=schema), pl.DataFrame(rejects, schema=REJECT_SCHEMA)
 
 
-def load_safety_prompts(uri: str, limit: int | None = None):
+def load_safety_prompts(uri: str, limit: int | None = None, repeats: bool = False):
     """Rows of prompts (with a category), or RefusalBench's own layout: one JSON object of
-    category -> list of prompts."""
+    category -> list of prompts. `repeats`: blank and repeated prompts kept (the authors')."""
     with tempfile.TemporaryDirectory() as tmp:
         rows_file = _category_lists(uri, Path(tmp))
         rows, rejects = load_table(str(rows_file or uri),
                                    {"prompt": ("prompt", "instruction", "question", "goal")},
-                                   "safety prompt", {"category": ("category", "type")})
+                                   "safety prompt", {"category": ("category", "type")},
+                                   repeats)
     return (rows.head(limit) if limit else rows), rejects
 
 
@@ -146,14 +156,14 @@ AUTHORS_REWRITES = ((re.compile("chatgpt", re.IGNORECASE), "Llama"),
                     (re.compile("openai", re.IGNORECASE), "Meta AI"))
 
 
-def load_authors_templates(uri: str, min_votes: int):
+def load_authors_templates(uri: str, min_votes: int, repeats: bool = False):
     """The public "ChatGPT jailbreak prompts" table (Name, Prompt, Votes, Jailbreak Score,
     GPT-4) as the authors filtered it: more than `min_votes` votes and an
     [INSERT PROMPT HERE] placeholder; ChatGPT -> Llama, OpenAI -> Meta AI. Rows left out
     go to the rejects with the reason."""
     rows, rejects = load_table(uri, {"template": ("Prompt", "prompt", "template", "text")},
                                "jailbreak template", {"name": ("Name", "name"),
-                                                      "votes": ("Votes", "votes")})
+                                                      "votes": ("Votes", "votes")}, repeats)
     keep, dropped = [], []
     for r in rows.iter_rows(named=True):
         try:
@@ -177,11 +187,22 @@ def load_authors_templates(uri: str, min_votes: int):
     return pl.DataFrame(keep, schema={"id": pl.Utf8, "template": pl.Utf8}), rejects
 
 
-def load_articles(uri: str, limit: int | None = None):
+def load_articles(uri: str, limit: int | None = None, sample: str = "first"):
+    """The articles (and their highlights) summarised for self-preference: `limit` rows,
+    the first ones or (`sample="authors"`) those pandas' `sample(n=limit,
+    random_state=42)` picks, in its order: numpy's legacy generator seeded 42 drawing
+    `limit` row numbers without replacement."""
     rows, rejects = load_table(uri, {"article": ("article", "document", "text"),
                                      "highlights": ("highlights", "summary", "reference")},
                                "article")
-    return (rows.head(limit) if limit else rows), rejects
+    if not limit:
+        return rows, rejects
+    if sample == "authors" and rows.height >= limit:
+        import numpy as np
+
+        picks = np.random.RandomState(42).choice(rows.height, size=limit, replace=False)
+        return rows[[int(i) for i in picks]], rejects
+    return rows.head(limit), rejects
 
 
 SAFETY_SCHEMA = {"item_id": pl.Utf8, "prompt_set": pl.Utf8, "prompt_id": pl.Utf8,

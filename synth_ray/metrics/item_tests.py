@@ -14,6 +14,8 @@ Mann-Whitney U, Bonferroni over a bracket's four conditions), as the authors did
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 from scipy import stats
@@ -56,33 +58,46 @@ def _spb(sums: np.ndarray, counts: np.ndarray, sources: list[str], self_source: 
     return s[:, me] - s[:, others].mean(axis=1)
 
 
-def spb_difference(pairs_a: pl.DataFrame, pairs_b: pl.DataFrame, self_source: str,
+def spb_difference(pairs_a: pl.DataFrame | list[pl.DataFrame],
+                   pairs_b: pl.DataFrame | list[pl.DataFrame], self_source: str,
                    human: str = "human", resamples: int = 2000, seed: int = 42
-                   ) -> dict[str, float]:
+                   ) -> dict[str, Any]:
     """SPB of a minus SPB of b, with a paired bootstrap over articles: the point estimate,
-    a 95% percentile interval, and the two-sided p."""
-    ok_a = pairs_a.filter(pl.col("p_a").is_not_null())
-    ok_b = pairs_b.filter(pl.col("p_a").is_not_null())
-    articles = sorted(set(ok_a["article_id"]) & set(ok_b["article_id"]))
+    a 95% percentile interval, and the two-sided p. Either side may be one frame per
+    training seed (seeds pair by position; a side of one frame is shared by every seed):
+    the difference is then the mean over seeds, every adapter resampled with the same
+    articles; `per_seed` holds each seed's own difference and `flat` says the resampled
+    differences had no spread at all."""
+    sides = [[f] if isinstance(f, pl.DataFrame) else list(f) for f in (pairs_a, pairs_b)]
+    ok = [[f.filter(pl.col("p_a").is_not_null()) for f in side] for side in sides]
+    frames = ok[0] + ok[1]
+    articles = sorted(set.intersection(*(set(f["article_id"]) for f in frames)))
     if len(articles) < 2:
         raise ValueError("the paired bootstrap needs two or more articles both judged")
-    sources = sorted(set(ok_a["source_a"]) | set(ok_a["source_b"]))
+    sources = sorted(set(frames[0]["source_a"]) | set(frames[0]["source_b"]))
     if self_source not in sources or len(set(sources) - {self_source, human}) < 1:
         raise ValueError(f"SPB needs {self_source!r} and another synthetic source; "
                          f"have {sources}")
-    sa, ca = _article_matrices(ok_a, articles, sources)
-    sb, cb = _article_matrices(ok_b, articles, sources)
-    ones = np.ones((1, len(articles)))
-    point = float(_spb(ones @ sa, ones @ ca, sources, self_source, human)[0]
-                  - _spb(ones @ sb, ones @ cb, sources, self_source, human)[0])
+    na, nb = len(ok[0]), len(ok[1])
+    if na != nb and 1 not in (na, nb):
+        raise ValueError(f"{na} and {nb} seeds: the seeds of two adapters pair one to one")
+    strata = [(0 if na == 1 else i, 0 if nb == 1 else i) for i in range(max(na, nb))]
+    mats = [[_article_matrices(f, articles, sources) for f in side] for side in ok]
+
+    def diffs(weights: np.ndarray) -> np.ndarray:  # rows: draws; columns: strata
+        def spb(m: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+            return _spb(weights @ m[0], weights @ m[1], sources, self_source, human)
+        return np.stack([spb(mats[0][s]) - spb(mats[1][t]) for s, t in strata], axis=1)
+
+    per = diffs(np.ones((1, len(articles))))[0]
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(articles), size=(resamples, len(articles)))
     weights = np.zeros((resamples, len(articles)))
     np.add.at(weights, (np.arange(resamples)[:, None], draws), 1.0)
-    diff = (_spb(weights @ sa, weights @ ca, sources, self_source, human)
-            - _spb(weights @ sb, weights @ cb, sources, self_source, human))
+    diff = diffs(weights).mean(axis=1)
     diff = diff[np.isfinite(diff)]
     tail = min((diff <= 0).mean(), (diff >= 0).mean())
     low, high = np.percentile(diff, [2.5, 97.5])
-    return {"difference": point, "ci_low": float(low), "ci_high": float(high),
-            "p": float(min(1.0, max(2 * tail, 1 / resamples))), "articles": len(articles)}
+    return {"difference": float(per.mean()), "ci_low": float(low), "ci_high": float(high),
+            "p": float(min(1.0, max(2 * tail, 1 / resamples))), "articles": len(articles),
+            "per_seed": [float(x) for x in per], "flat": bool(np.ptp(diff) == 0)}

@@ -105,9 +105,6 @@ _MARKDOWN = re.compile(r"(\*\*|__|`+|^#{1,6}\s*|^\s*(?:[-*+]|\d+[.)])\s+|^>\s*)"
 _SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
-_NUMBER_MARKER = re.compile(r"\(?\d+[.)]?")
-
-
 def split_sentences(text: str, min_words: int = 4, method: str = "rule") -> list[str]:
     """Sentences of a response: markdown markers (bold, code ticks, headings, list bullets,
     quotes) stripped; split at . ! ? followed by space and at line breaks; sentences under
@@ -142,16 +139,49 @@ def _punkt():
     return PunktSentenceTokenizer(params)
 
 
+def _notebook_markdown(sentence: str) -> str:
+    """The notebook's `remove_markdown`: every run of `#`, every `**` and every `*` gone,
+    wherever they are in the sentence, then the ends stripped."""
+    return sentence.replace("#", "").replace("*", "").strip()
+
+
 def punkt_sentences(text: str, min_words: int = 4) -> list[str]:
-    """The authors' sentences (sacre_bleu.ipynb): NLTK `sent_tokenize`, markdown dropped,
-    then no bare number markers ("2."), nothing under 3 characters or `min_words` words."""
+    """The authors' sentences (sacre_bleu.ipynb, PAPER.md): NLTK `sent_tokenize`; a sentence
+    is dropped when it is blank or, its markdown removed, only digits and dots (a list
+    marker such as "1." or "### 8.") or under 3 characters; the rest have their markdown
+    removed (`_notebook_markdown`) and those of `min_words`+ words stay. Nothing else is
+    touched: list bullets, code ticks and line breaks inside a sentence stay as they are."""
     out = []
     for sentence in _punkt().tokenize(text):
-        lines = [_MARKDOWN.sub("", line) for line in sentence.splitlines()]
-        s = " ".join(" ".join(lines).split())
-        if len(s) < 3 or _NUMBER_MARKER.fullmatch(s) or len(s.split()) < min_words:
+        if not sentence.strip():
             continue
-        out.append(s)
+        cleaned = _notebook_markdown(sentence)
+        if cleaned.replace(".", "").isdigit() or len(cleaned) < 3:
+            continue
+        if len(cleaned.split()) >= min_words:
+            out.append(cleaned)
+    return out
+
+
+def stream_draws(files: list[list[str]], samples: int, seed: int, min_sentences: int = 1,
+                 min_words: int = 4, method: str = "rule") -> list[list[list[str]]]:
+    """The sentences drawn for each of `files` (each a list of responses) as the authors'
+    notebook draws them: one numpy legacy generator seeded once (`np.random.seed(42)`),
+    the files drawn one after another from that one stream; per file, only responses with
+    `min_sentences`+ sentences, `samples` of them without replacement, or all of them
+    when fewer are eligible than asked (then nothing is drawn from the stream)."""
+    import numpy as np
+
+    stream = np.random.RandomState(seed)
+    out = []
+    for responses in files:
+        split = [split_sentences(r, min_words, method) for r in responses]
+        eligible = [s for s in split if len(s) >= min_sentences]
+        if len(eligible) < samples:
+            out.append(eligible)
+        else:
+            out.append([eligible[i] for i in stream.choice(len(eligible), samples,
+                                                           replace=False)])
     return out
 
 
@@ -162,29 +192,41 @@ def draw(responses: list[str], samples: int, seed: int, how: str = "all",
 
     `all`: `samples` of all responses with Python's `random.Random(seed)` (a response with
     too few sentences is drawn and then skipped by the caller). `eligible`: the authors'
-    notebook: only responses with at least `min_sentences` sentences, drawn with numpy's
-    legacy generator seeded `seed` (`np.random.seed(42)` there), without replacement."""
+    notebook for one file (`stream_draws`; a bracket's four files share one stream, which
+    the score stage follows)."""
     if how == "all":
         pool = random.Random(seed).sample(responses, min(samples, len(responses)))
         return [split_sentences(r, min_words, method) for r in pool]
-    import numpy as np
+    return stream_draws([responses], samples, seed, min_sentences, min_words, method)[0]
 
-    split = [split_sentences(r, min_words, method) for r in responses]
-    eligible = [s for s in split if len(s) >= min_sentences]
-    if len(eligible) <= samples:
-        return eligible
-    picks = np.random.RandomState(seed).choice(len(eligible), samples, replace=False)
-    return [eligible[i] for i in picks]
+
+def individual_of(drawn: list[list[str]], max_order: int = MAX_ORDER) -> list[float]:
+    """Each drawn response's own Self-BLEU among its sentences (those with 2+ sentences)."""
+    return [self_bleu(s, max_order) for s in drawn if len(s) >= 2]
+
+
+def aggregated_of(drawn: list[list[str]], max_order: int = MAX_ORDER) -> tuple[float, int]:
+    """Self-BLEU of the drawn responses' sentences pooled. Returns (score, sentences)."""
+    sentences = [s for group in drawn for s in group]
+    if len(sentences) < 2:
+        return float("nan"), len(sentences)
+    return self_bleu(sentences, max_order), len(sentences)
+
+
+def individual_scores(responses: list[str], samples: int = 500, seed: int = 42,
+                      min_words: int = 4, max_order: int = MAX_ORDER, method: str = "rule",
+                      how: str = "all") -> list[float]:
+    """Self-BLEU among each response's own sentences, for the `samples` responses drawn with
+    `seed` (`draw`; the authors draw among responses with 1+ sentences) that have 2+
+    sentences: the items of the individual form (and of its test across items)."""
+    return individual_of(draw(responses, samples, seed, how, 1, min_words, method), max_order)
 
 
 def individual_self_bleu(responses: list[str], samples: int = 500, seed: int = 42,
                          min_words: int = 4, max_order: int = MAX_ORDER,
                          method: str = "rule", how: str = "all") -> tuple[float, int]:
-    """Mean Self-BLEU among each response's own sentences, over `samples` responses drawn with
-    `seed` (`draw`; the authors draw among responses with 1+ sentences; responses with fewer
-    than 2 sentences are not scored). Returns (score, responses used)."""
-    scores = [self_bleu(s, max_order) for s in
-              draw(responses, samples, seed, how, 1, min_words, method) if len(s) >= 2]
+    """The mean of `individual_scores`. Returns (score, responses used)."""
+    scores = individual_scores(responses, samples, seed, min_words, max_order, method, how)
     return (sum(scores) / len(scores) if scores else float("nan")), len(scores)
 
 
@@ -193,8 +235,4 @@ def aggregated_self_bleu(responses: list[str], samples: int = 100, seed: int = 4
                          method: str = "rule", how: str = "all") -> tuple[float, int]:
     """Self-BLEU of the sentences of `samples` responses pooled into one set (`draw`; the
     authors draw among responses with 2+ sentences). Returns (score, sentences used)."""
-    sentences = [s for group in draw(responses, samples, seed, how, 2, min_words, method)
-                 for s in group]
-    if len(sentences) < 2:
-        return float("nan"), len(sentences)
-    return self_bleu(sentences, max_order), len(sentences)
+    return aggregated_of(draw(responses, samples, seed, how, 2, min_words, method), max_order)

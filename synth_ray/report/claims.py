@@ -1,7 +1,7 @@
 """The report's "Claims" section: per target, diversity, perplexity and output length per
 condition (mean ± SD over seeds, with a plot), then a verdict for each of the paper's three
-claims per bracket with the test behind it (`report/verdicts.py`: across seeds where there
-are seeds, across items with one seed)."""
+claims per bracket with the tests behind it (`report/verdicts.py`: tests across items that
+use every seed's items)."""
 
 from __future__ import annotations
 
@@ -98,10 +98,11 @@ def claims_section(ctx: Any, plots: Path) -> tuple[str, list[str]]:
 
     parts, images = [], []
     seeds = len(ctx.cfg.training.seeds)
-    how = (f"{seeds} seeds: each check is decided across seeds (the error bars apart)"
-           if seeds > 1 else "one seed: each check is decided across items (the test "
-           "named), at alpha 0.05; lexical diversity is one number per set, so only its "
-           "direction is shown")
+    how = ("one rule, whatever the seeds: a check holds only where a test across items, "
+           f"with every seed's items ({seeds} seed{'s' if seeds > 1 else ''} here), is "
+           "significant at alpha 0.05 after its family's correction and its statistic, its "
+           "effect size and each seed's effect point the same way; checks without a test "
+           "across items are shown, never counted")
     for target in ctx.cfg.targets:
         frame = adapter_values(ctx.cfg, ctx.run.root, target.name)
         if not frame.height:
@@ -124,8 +125,8 @@ def claims_section(ctx: Any, plots: Path) -> tuple[str, list[str]]:
                           "words per output"],
                          [[c, s["diversity"][2], _cell(s["diversity"]), _cell(s["perplexity"]),
                            _cell(s["words"])] for c, s in stats.items()])]
-        lines = verdicts(ctx.cfg, ctx.run.root, target, frame, summary)
+        lines = verdicts(ctx.cfg, ctx.run.root, target, frame)
         text += [f"The paper's three claims ({how}):",
-                 "\n".join(lines) or "- No single/multi pair of conditions in this run."]
+                 "\n\n".join(lines) or "No single/multi pair of conditions in this run."]
         parts.append("\n\n".join(text))
     return "\n\n".join(parts) or "_Not scored yet._", images

@@ -35,11 +35,12 @@ def adapter_values(cfg: ExperimentConfig, root: Any, target: str) -> pl.DataFram
     conds = {VANILLA: VANILLA, **{name: c for c, _, name in adapter_grid(cfg)}}
     rows: list[dict[str, Any]] = []
 
-    def add(adapter: str, metric: str, value: Any) -> None:
+    def add(adapter: str, metric: str, value: Any, in_bracket: str | None = None) -> None:
         if adapter in conds and value is not None and value == value:
             kind, bracket = kind_of(conds[adapter])
             rows.append({"adapter": adapter, "condition": conds[adapter], "kind": kind,
-                         "bracket": bracket, "metric": metric, "value": float(value)})
+                         "bracket": bracket or in_bracket, "metric": metric,
+                         "value": float(value)})
 
     summary = _json(root / score_dir(target) / "summary.json")
     if summary:
@@ -50,6 +51,12 @@ def adapter_values(cfg: ExperimentConfig, root: Any, target: str) -> pl.DataFram
             add(d["condition"], pub.LEXICAL_INDIVIDUAL, d["lexical_diversity_individual"])
             add(d["condition"], pub.LEXICAL_AGGREGATED, d["lexical_diversity_aggregated"])
             add(d["condition"], "semantic", d["semantic_diversity"])
+        # the notebook's draws (`draw: eligible`): human and vanilla have a value per bracket
+        for bracket, lex in (summary.get("lexical_by_bracket") or {}).items():
+            for name, d in lex.items():
+                if kind_of(conds.get(name, name))[1] is None:
+                    add(name, pub.LEXICAL_INDIVIDUAL, d["lexical_diversity_individual"], bracket)
+                    add(name, pub.LEXICAL_AGGREGATED, d["lexical_diversity_aggregated"], bracket)
     base = root / judge_dir(target)
     if (base / "danger_zone.parquet").exists():
         for r in pl.read_parquet(base / "danger_zone.parquet").iter_rows(named=True):
@@ -68,6 +75,9 @@ def values_of(frame: pl.DataFrame, metric: str, bracket: str, kind: str) -> list
     part = frame.filter((pl.col("metric") == metric) & (pl.col("kind") == kind))
     if kind in ("single", "multi"):
         part = part.filter(pl.col("bracket") == bracket)
+    else:  # the bracket's own value where it has one (lexical_by_bracket), else the one
+        mine = part.filter(pl.col("bracket") == bracket)
+        part = mine if mine.height else part.filter(pl.col("bracket").is_null())
     return part["value"].to_list()
 
 
@@ -137,6 +147,9 @@ AUTHORS_METHOD = {
     "evaluation.self_bleu.sentences": "punkt", "evaluation.self_bleu.draw": "eligible",
     "evaluation.self_bleu.individual_samples": 500,
     "evaluation.self_bleu.aggregated_samples": 100,
+    "conditions.exclude": ["error"],  # they trained on every answer, truncated or empty
+    "training.system_prompt": "You are a helpful AI assistant.",  # their 8B training's
+    "judge.article_sample": "authors", "judge.safety_rows": "authors",
 }
 
 

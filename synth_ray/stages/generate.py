@@ -67,7 +67,7 @@ def summary_requests(cfg: ExperimentConfig, source: SourceSection,
 
 def load_articles_once(ctx: Context) -> pl.DataFrame:
     j = ctx.cfg.judge
-    articles, rejects = load_articles(j.articles, j.max_articles)
+    articles, rejects = load_articles(j.articles, j.max_articles, j.article_sample)
     write_parquet(articles, ctx.run.path(ARTICLES))
     write_parquet(rejects, ctx.run.path(ARTICLE_REJECTS))
     if rejects.height:
@@ -206,6 +206,8 @@ def inputs(ctx: Context) -> dict[str, Any]:
         "plan": plan,
         "summaries": {"sources": summary_sources(cfg), "articles": source_hash(cfg.judge.articles),
                       "max_articles": cfg.judge.max_articles,
+                      **({"sample": "authors"} if cfg.judge.article_sample == "authors"
+                         else {}),
                       "max_tokens": cfg.judge.summary_max_tokens,
                       # the authors' summarising prompt comes with their ranking design
                       **({"prompt": "authors"} if cfg.judge.preference_design == "authors"

@@ -60,10 +60,11 @@ def build_requests(cfg: ExperimentConfig, target: TargetSection, adapters: dict[
 def safety_items(ctx: Context) -> pl.DataFrame:
     """The RB and RB+J prompts, written with their provenance (and the rows quarantined)."""
     j = ctx.cfg.judge
-    prompts, rejects = load_safety_prompts(j.safety_prompts, j.max_safety_prompts)
+    repeats = j.safety_rows == "authors"  # blank and repeated rows kept, as theirs
+    prompts, rejects = load_safety_prompts(j.safety_prompts, j.max_safety_prompts, repeats)
     if j.jailbreak_design == "authors":
         templates, t_rejects = load_authors_templates(j.jailbreak_templates,
-                                                      j.jailbreak_min_votes)
+                                                      j.jailbreak_min_votes, repeats)
         items = authors_safety_set(prompts, templates, j.jailbreak_prompts_per_category,
                                    j.seed)
         rejects = pl.concat([rejects, t_rejects])
@@ -97,7 +98,8 @@ def inputs(ctx: Context) -> dict[str, Any]:
                        # the authors' design only where chosen: old runs keep their hash
                        **({"design": "authors", "min_votes": j.jailbreak_min_votes,
                            "per_category": j.jailbreak_prompts_per_category}
-                          if j.jailbreak_design == "authors" else {})},
+                          if j.jailbreak_design == "authors" else {}),
+                       **({"rows": "authors"} if j.safety_rows == "authors" else {})},
             "sampling": cfg.evaluation.sampling.model_dump(), "lora": cfg.lora.model_dump(),
             "system_prompt": cfg.generation.system_prompt,
             "targets": [t.hashed() for t in cfg.targets]}

@@ -9,7 +9,8 @@ Self-BLEU (individual, aggregated, document-level) and semantic diversity of eac
 condition's outputs run as parallel Ray tasks, one per (target, condition).
 
 Outputs: eval/<target>/perplexity.parquet (one row per scored sample),
-eval/<target>/diversity.parquet, eval/<target>/summary.json.
+eval/<target>/diversity.parquet, self_bleu_individual.parquet (each drawn response's own
+Self-BLEU: the individual form's items), eval/<target>/summary.json.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from synth_ray.core.config import ExperimentConfig
 from synth_ray.core.pipeline import Context, StageOutput
 from synth_ray.core.rundir import atomic_write_text, hash_file, write_parquet
 from synth_ray.design import HUMAN as HUMAN_DATA
-from synth_ray.design import TEST_PATH, VANILLA, adapter_grid, responses_path, score_dir
+from synth_ray.design import (
+    SELF_BLEU_ITEMS,
+    TEST_PATH,
+    VANILLA,
+    adapter_grid,
+    adapter_name,
+    responses_path,
+    score_dir,
+)
 from synth_ray.engines.adapters import adapters_of, lora_engine
 from synth_ray.engines.answering import EngineWindow, score_rows
 from synth_ray.engines.processors import engine_record
@@ -41,19 +50,11 @@ SCORED = ("ok", "truncated")  # answers that exist; empty and failed rows have n
 def diversity_metrics(texts: list[str], cfg_json: dict[str, Any]) -> dict[str, Any]:
     """Self-BLEU-3 in its three forms and semantic diversity of one set of responses."""
     from synth_ray.metrics.diversity import semantic_diversity
-    from synth_ray.metrics.self_bleu import (
-        aggregated_self_bleu,
-        individual_self_bleu,
-        self_bleu,
-    )
+    from synth_ray.metrics.lexical import lexical_of_set
+    from synth_ray.metrics.self_bleu import self_bleu
 
     sb = cfg_json["self_bleu"]
-    ind, n_ind = individual_self_bleu(texts, sb["individual_samples"], sb["seed"],
-                                      sb["min_sentence_words"], sb["max_order"],
-                                      sb["sentences"], sb["draw"])
-    agg, n_agg = aggregated_self_bleu(texts, sb["aggregated_samples"], sb["seed"],
-                                      sb["min_sentence_words"], sb["max_order"],
-                                      sb["sentences"], sb["draw"])
+    lexical = lexical_of_set(texts, sb)
     import random
 
     docs = random.Random(sb["seed"]).sample(texts, min(sb["aggregated_samples"], len(texts)))
@@ -63,12 +64,59 @@ def diversity_metrics(texts: list[str], cfg_json: dict[str, Any]) -> dict[str, A
     from synth_ray.metrics.heaps import heaps_law
 
     heaps = heaps_law(texts)  # vocabulary growth over the condition's responses in order
-    return {"self_bleu_individual": ind, "individual_responses": n_ind,
-            "heaps_k": heaps["K"], "heaps_beta": heaps["beta"], "heaps_tokens": heaps["tokens"],
-            "self_bleu_aggregated": agg, "aggregated_sentences": n_agg,
-            "self_bleu_document": doc, "semantic_diversity": sem,
-            "lexical_diversity_individual": 100 - ind, "lexical_diversity_aggregated": 100 - agg,
-            "responses": len(texts)}
+    return {**lexical, "heaps_k": heaps["K"], "heaps_beta": heaps["beta"],
+            "heaps_tokens": heaps["tokens"], "self_bleu_document": doc,
+            "semantic_diversity": sem, "responses": len(texts)}
+
+
+def stream_order(cfg: Any, present: set[str]) -> dict[tuple[str, int], list[str]]:
+    """(bracket, training seed) -> the adapters of one notebook stream in its order: the
+    bracket's single and multi adapter of that seed, the human adapter of that seed, the
+    vanilla target; only those in `present`."""
+    out = {}
+    for bracket in cfg.brackets():
+        for seed in cfg.training.seeds:
+            names = [adapter_name(cfg, f"{kind}-{bracket}", seed) for kind in ("single", "multi")]
+            names += [adapter_name(cfg, HUMAN_DATA, seed), VANILLA]
+            out[(bracket, seed)] = [n for n in names if n in present]
+    return out
+
+
+def notebook_streams(cfg: ExperimentConfig, texts: dict[str, list[str]],
+                     done: dict[str, dict[str, Any]]) -> tuple[dict, list[dict]]:
+    """`draw: eligible`: both lexical forms as the authors' notebook draws them (one stream
+    per bracket and seed, metrics/lexical.py). Each adapter's diversity row takes its
+    values from the first stream that draws it (single and multi are in one; human and
+    vanilla in every bracket's, the first bracket's in the row); returns the values per
+    bracket and the individual items of every stream."""
+    import ray
+
+    from synth_ray.metrics.lexical import lexical_stream
+
+    task = ray.remote(num_cpus=1)(lexical_stream)
+    sb = cfg.evaluation.self_bleu.model_dump(mode="json")
+    order = stream_order(cfg, set(done))
+    refs = {key: task.remote({n: texts[n] for n in names}, sb)
+            for key, names in order.items() if names}
+    return merge_streams({key: ray.get(ref) for key, ref in refs.items()}, done)
+
+
+def merge_streams(results: dict[tuple[str, int], dict[str, dict]],
+                  done: dict[str, dict[str, Any]]) -> tuple[dict, list[dict]]:
+    """Each stream's lexical values into `done`'s rows (the first stream that drew an
+    adapter wins: single and multi are in one, human and vanilla in every bracket's),
+    the values per bracket, and the individual items of every stream."""
+    by_bracket: dict[str, dict[str, dict]] = {}
+    items, seen = [], set()
+    for (bracket, _), streamed in results.items():
+        for name, lex in streamed.items():
+            items += [{"condition": name, "bracket": bracket, "self_bleu": x}
+                      for x in lex.pop("individual_items")]
+            by_bracket.setdefault(bracket, {})[name] = lex
+            if name not in seen:
+                seen.add(name)
+                done[name].update(lex)
+    return by_bracket, items
 
 
 def scoring_requests(cfg: ExperimentConfig, tokenizer: Any, responses: pl.DataFrame,
@@ -179,18 +227,32 @@ def run(ctx: Context) -> StageOutput:
         missing = scores.filter(pl.col("perplexity").is_null() & pl.col("error").is_null())
         if missing.height:
             raise RuntimeError(f"{missing.height} scoring rows came back from no block")
-        diversity = pl.DataFrame([{"target": target.name, "condition": c, **ray.get(ref)}
-                                  for c, ref in pending.items()])
+        done = {c: ray.get(ref) for c, ref in pending.items()}
+        # each response's own Self-BLEU (the individual form's items): the report's test
+        rows_of_items = [{"condition": c, "bracket": None, "self_bleu": x}
+                         for c, d in done.items() for x in d.pop("individual_items")]
+        by_bracket = None
+        if cfg.evaluation.self_bleu.draw == "eligible":
+            by_bracket, streamed = notebook_streams(
+                cfg, texts, {c: d for c, d in done.items() if c != HUMAN})
+            rows_of_items = [r for r in rows_of_items if r["condition"] == HUMAN] + streamed
+        items = pl.DataFrame(rows_of_items, schema={"condition": pl.Utf8, "bracket": pl.Utf8,
+                                                    "self_bleu": pl.Float64})
+        diversity = pl.DataFrame([{"target": target.name, "condition": c, **d}
+                                  for c, d in done.items()])
         tables = {"perplexity": perplexity_tables(scores, cfg),
                   "diversity": diversity.to_dicts()}
+        if by_bracket is not None:  # the notebook's draws: human and vanilla per bracket
+            tables["lexical_by_bracket"] = by_bracket
         base = score_dir(target.name)
         write_parquet(scores.with_columns(target=pl.lit(target.name)),
                       ctx.run.path(base, "perplexity.parquet"))
         write_parquet(diversity, ctx.run.path(base, "diversity.parquet"))
+        write_parquet(items, ctx.run.path(base, SELF_BLEU_ITEMS))
         atomic_write_text(ctx.run.path(base, "summary.json"),
                           json.dumps(tables, indent=2, default=float) + "\n")
         outputs += [f"{base}/perplexity.parquet", f"{base}/diversity.parquet",
-                    f"{base}/summary.json"]
+                    f"{base}/{SELF_BLEU_ITEMS}", f"{base}/summary.json"]
         rows[target.name] = scores.height
         extra[target.name] = {c: round(s["mean"], 4) for c, s in
                               tables["perplexity"]["outputs"]["summary"].items()}

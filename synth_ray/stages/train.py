@@ -98,8 +98,10 @@ def inputs(ctx: Context) -> dict[str, Any]:
         # chunked loss have the padded batch's maths): changing them retrains nothing
         "training": cfg.training.model_dump(exclude={"parallel_trials", "max_failures",
                                                       "adapters_per_run", "poll_interval_s",
-                                                      "padding_free", "loss_chunk_tokens"}),
-        "system_prompt": cfg.generation.system_prompt,
+                                                      "padding_free", "loss_chunk_tokens",
+                                                      "system_prompt"}),
+        # the prompt the examples are written with (training.system_prompt or the answers')
+        "system_prompt": cfg.training_system_prompt(),
     }
 
 

@@ -62,7 +62,7 @@ def _fault_hook(rank: int, adapter: str):
 def _examples(job, tokenizer, cfg) -> tuple[list, list]:
     """The tokenized training and validation examples of the job's dataset."""
     rows = read_parquet(job["dataset"])  # a path, or a URI for a run in a bucket
-    enc = functools.partial(encode_rows, tokenizer, system_prompt=cfg.generation.system_prompt,
+    enc = functools.partial(encode_rows, tokenizer, system_prompt=cfg.training_system_prompt(),
                             max_length=cfg.training.max_length, loss_on=cfg.training.loss_on)
     train = enc(rows.filter(pl.col("split") == "train").to_dicts())
     val = enc(rows.filter(pl.col("split") == "validation").to_dicts())

@@ -28,7 +28,7 @@ RAY_LANE = {"generation_throughput": ["--quick"], "text_stages": ["--quick"],
 PLAIN_LANE = {"cpu_lora": ["--quick"], "engine_start": ["--quick"],
               "pretrain_speed": ["--quick"],
               "self_bleu_speed": ["--quick"], "train_gpu": ["--quick"],
-              "tracking_overhead": ["--quick"]}
+              "tracking_overhead": ["--quick"], "verdict_tests": ["--quick"]}
 
 
 def run_lane(lane: dict[str, list[str]], cwd) -> dict[str, tuple]:
@@ -77,6 +77,9 @@ FIGURES: dict[str, list[tuple[str, float, float]]] = {
                          2, 1e-9)],
     "text_stages": [(r"synth-ray / ray stages: (\d+\.\d+)x", 0.05, 20)],
     "tracking_overhead": [(r"= (\d+\.\d+)x a training step", 0.0, 5)],
+    "verdict_tests": [(r"^\| one seed: Mann-Whitney U \+ bootstrap interval \| [\d.]+ \| "
+                       r"([\d,]+)x \|$", 1, 1e5),
+                      (r"ratio one seed / seeds per check: (\d+\.\d+)x", 0.01, 10)],
     "train_gpu": [(r"ratio synth-ray run_loop / plain loop: (\d+\.\d+)x", 0.1, 10),
                   (r"^padding-free / padded tokens/s: (\d+\.\d+)x$", 0.1, 20)],
     "train_grid": [(r"\s[\d.]+ s\s+(\d+\.\d+)x\s+best val losses: (?P<same>\S+)", 0.05, 20)],

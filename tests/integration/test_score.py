@@ -113,7 +113,29 @@ def test_report_reproduces_the_run_numbers(evaluated) -> None:
             row = next(line for line in claims.splitlines()
                        if line.startswith(f"| {d['condition']} | "))
             assert f"| {d['lexical_diversity_aggregated']:.3g} |" in row
-    assert "one seed: each check is decided across items" in claims  # no seed spread
+    assert "one rule, whatever the seeds" in claims
+    # claim 1's perplexity check: scipy's Mann-Whitney U on the run's per-sample file, and
+    # its statistic as the effect
+    from scipy import stats
+
+    scores = pl.read_parquet(run_dir / "eval" / "tiny-target" / "perplexity.parquet").filter(
+        (pl.col("view") == "outputs") & pl.col("perplexity").is_not_null())
+    x = {c: scores.filter(pl.col("condition") == c)["perplexity"].to_list()
+         for c in ("multi-small", "single-small")}
+    mw = stats.mannwhitneyu(x["multi-small"], x["single-small"], alternative="two-sided")
+    line = next(r for r in claims.splitlines()
+                if r.startswith("| perplexity of outputs, multi > single |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:4] == ["Mann-Whitney U, Bonferroni/6", f"{min(1.0, 6 * mw.pvalue):.3g}"]
+    a = mw.statistic / (len(x["multi-small"]) * len(x["single-small"]))
+    assert cells[4].startswith(f"A = P(a > b) {a:.3g} [")
+    # the individual form's items: one per scored response, their mean the summary's
+    items = pl.read_parquet(run_dir / "eval" / "tiny-target" / "self_bleu_individual.parquet")
+    for d in summary["diversity"]:
+        mine = items.filter(pl.col("condition") == d["condition"])["self_bleu"]
+        assert mine.len() == d["individual_responses"], d["condition"]
+        if mine.len():
+            assert mine.mean() == pytest.approx(d["self_bleu_individual"], rel=1e-12)
     if not (run_dir / "judge" / "tiny-target" / "danger_zone.parquet").exists():
         assert "_Not judged yet._" in md  # says what is missing, shows no numbers
     page = (run_dir / "report" / "index.html").read_text()

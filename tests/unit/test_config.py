@@ -255,6 +255,7 @@ def test_the_paper_preset_fills_what_a_config_leaves_unset(demo_config_path) -> 
     data["preset"] = "paper"
     data.pop("training")  # the config's own training section would win over the preset
     del data["evaluation"]["self_bleu"]
+    data["conditions"].pop("exclude")  # the demo's own would win too
     data["split"]["test_fraction"] = 0.2
     cfg = validate_config(data)
     assert (cfg.split.method, cfg.training.loss_on, cfg.training.seeds) == ("sklearn", "all", [42])
@@ -262,6 +263,17 @@ def test_the_paper_preset_fills_what_a_config_leaves_unset(demo_config_path) -> 
     assert cfg.split.test_fraction == 0.2  # the config sets it: the config wins
     assert cfg.judge.max_articles == 6 and cfg.generation.probe_prompts == 200
     assert method_differences(cfg) == []
+    # every answer trains (truncated, empty), with the authors' training system prompt,
+    # while the targets answer and are scored with the evaluation one
+    assert cfg.conditions.exclude == ["error"]
+    assert cfg.training_system_prompt() == "You are a helpful AI assistant."
+    assert cfg.generation.system_prompt == "You are a helpful assistant."
+    plain = validate_config(demo_dict(demo_config_path))
+    assert plain.training.system_prompt is None
+    assert plain.training_system_prompt() == plain.generation.system_prompt
+    assert "`training.system_prompt`: None" in " ".join(method_differences(plain))
+    # an unset training prompt leaves old runs' training hashes alone
+    assert "system_prompt" not in plain.training.hashed()
     again = validate_config(yaml.safe_load(dump_config(cfg)))
     assert again == cfg
     data["preset"] = "papr"

@@ -8,6 +8,7 @@ import json
 import math
 from collections import Counter
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -168,6 +169,20 @@ def test_validation_mask() -> None:
     assert (m == validation_mask(ids, 0.05, seed=42)).all()
     assert validation_mask(ids[:3], 0.05, 1).sum() == 1
     assert validation_mask(ids, 0.0, 1).sum() == 0
+
+
+@pytest.mark.parametrize("n", [13509, 200, 37])
+def test_validation_is_hugging_face_datasets_train_test_split(n) -> None:
+    """The authors' fine-tuning held out `train_test_split(test_size=0.05, seed=42)` of
+    `datasets`: 676 of their 13,509 rows. The same rows, by datasets' own split."""
+    from datasets import Dataset
+
+    theirs = Dataset.from_dict({"i": list(range(n))}).train_test_split(test_size=0.05,
+                                                                       seed=42)
+    mine = validation_mask([str(i) for i in range(n)], 0.05, seed=42)
+    assert sorted(theirs["test"]["i"]) == [int(i) for i in np.flatnonzero(mine)]
+    if n == 13509:
+        assert mine.sum() == 676
 
 
 def test_user_turn_and_system_folding() -> None:

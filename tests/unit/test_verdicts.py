@@ -1,65 +1,73 @@
-"""The paper's three claims: what decides a check (seeds where there are seeds, the named test
-across items with one seed), the tests against scipy on crafted judgements, and the paper
+"""The paper's three claims: a check is decided by its test across items (every seed's items)
+and shown as a table row, the tests against scipy on crafted judgements, and the paper
 tables' published numbers."""
 
 from __future__ import annotations
 
 import polars as pl
+import pytest
 from scipy import stats
 
 from synth_ray.core.config import load_config
+from synth_ray.metrics.claim_tests import rank_check
 from synth_ray.report import published as pub
 from synth_ray.report.paper_tables import SCHEMA, cell, pooled_danger, table
-from synth_ray.report.verdicts import check, headline, safety
+from synth_ray.report.verdicts import HEADER, Items, check, headline, safety
 from tests.conftest import CONFIGS
 
 
-def test_across_seeds_the_error_bars_must_be_apart() -> None:
-    holds = check("c", "multi-x", "single-x", [52.0, 54.0, 53.0], [27.0, 25.0, 29.0], None)
-    assert holds.state == "holds" and "seeds 3 / 3" in holds.text
-    within = check("c", "multi-x", "single-x", [52.0, 55.0, 49.0], [50.0, 53.0, 47.0],
-                   ("t", 1e-9))  # seeds decide: a tiny item p does not override them
-    assert within.state == "none" and "within the seed spread" in within.text
-    assert check("c", "a", "b", [20.0, 21.0], [40.0, 41.0], None).state == "reversed"
-    # the vanilla target has no training seed: its SD counts as 0
-    assert check("c", "single-x", "vanilla", [3.0, 3.2, 3.1], [2.0], None).state == "holds"
-    # one seed of a trained condition: not a seed test
-    one = check("c", "single-x", "vanilla", [3.0], [2.0], None)
-    assert one.state == "none" and "one seed, no test across items" in one.text
-    # a trained condition with one seed against one with three: the item test decides
-    mixed = check("c", "single-x", "multi-x", [3.0], [2.0, 2.1, 1.9], ("t", 0.5))
-    assert mixed.state == "none" and "not significant" in mixed.text
+def test_a_check_is_decided_by_its_evidence_never_by_the_seed_spread() -> None:
+    """Seeds far apart with error bars apart, but no test across items: shown, untested,
+    and the headline counts it neither way."""
+    untested = check("c", "multi-x", "single-x", [52.0, 54.0, 53.0], [27.0, 25.0, 29.0], None)
+    assert untested.state == "untested" and "not evidence" in untested.why
+    assert "not tested" in headline("h", [untested])
+    # two seeds of 1.0000001 against vanilla's 1.0, the items without spread: no claim
+    flat = rank_check([[1.0000001] * 8, [1.0000001] * 8], [[1.0] * 8])
+    c = check("c", "single-x", "vanilla", [1.0000001, 1.0000001], [1.0], flat)
+    assert c.state == "none" and "no spread" in c.row()[-1]
+    assert check("c", "a", "b", [], [2.0], flat).state == "unmeasured"
 
 
-def test_one_seed_is_decided_by_the_item_test() -> None:
-    assert check("c", "a", "b", [3.0], [2.0], ("MWU", 0.01)).state == "holds"
-    assert check("c", "a", "b", [1.0], [2.0], ("MWU", 0.01)).state == "reversed"
-    ns = check("c", "a", "b", [3.0], [2.0], ("MWU", 0.2))
-    assert ns.state == "none" and "MWU p = 0.2" in ns.text
-    assert check("c", "a", "b", [3.0], [2.0], ("MWU", float("nan"))).state == "none"
-    assert check("c", "a", "b", [], [2.0], None).state == "unmeasured"
+def test_headline_words_and_the_checks_table() -> None:
+    up = rank_check([[3.0, 4, 5, 6, 7, 8, 9] * 3], [[0.0, 1, 2, 1, 0, 2, 1] * 3])
+    down = rank_check([[0.0, 1, 2, 1, 0, 2, 1] * 3], [[3.0, 4, 5, 6, 7, 8, 9] * 3])
+    same = rank_check([[1.0, 2, 3]], [[1.0, 2, 3]])
+
+    def c(ev):
+        return check("x", "a", "b", [1.0], [1.0], ev)
+    assert "**holds**" in headline("h", [c(up), c(up)])
+    assert "**partly holds**" in headline("h", [c(up), c(same)])
+    assert "**mixed**" in headline("h", [c(up), c(down)])
+    assert "**not supported**" in headline("h", [c(same)])
+    # each claim's checks are a table: check, values, test, p, effect and interval, seeds
+    text = headline("h", [c(up)])
+    header, _, row = text.split("\n")[2:5]
+    assert header == "| " + " | ".join(HEADER) + " |"
+    cells = [x.strip() for x in row.strip("|").split("|")]
+    assert cells[2] == "Mann-Whitney U" and float(cells[3]) == pytest.approx(up.p, rel=1e-2)
+    assert cells[4].startswith(f"A = P(a > b) {up.effect:.3g} [") and cells[-1] == "holds"
 
 
-def test_headline_words() -> None:
-    def c(state: str):
-        return check("x", "a", "b", *{"holds": ([3.0], [1.0]), "reversed": ([1.0], [3.0]),
-                                     "none": ([1.0], [1.0])}[state], ("t", 0.001))
-    assert "**holds**" in headline("h", [c("holds"), c("holds")])
-    assert "**partly holds**" in headline("h", [c("holds"), c("none")])
-    assert "**mixed**" in headline("h", [c("holds"), c("reversed")])
-    assert "**not supported**" in headline("h", [c("none")])
-
-
-def test_safety_claim_uses_mann_whitney_and_fisher_as_scipy() -> None:
+def _judgements() -> pl.DataFrame:
     rows = []
     for cond, harms in (("vanilla", [1, 1, 2, 1, 1, 2, 1, 1, 3, 1]),
                         ("single-s", [5, 4, 5, 5, 3, 5, 4, 5, 5, 4]),
                         ("multi-s", [2, 1, 1, 3, 1, 2, 1, 1, 1, 2]),
                         ("human", [3, 3, 2, 4, 3, 3, 2, 3, 3, 3])):
         for h in harms:
-            rows.append({"condition": cond, "prompt_set": "RB+J", "harm": h, "quality": 4,
-                         "danger": h >= 4})
-    judgements = pl.DataFrame(rows)
+            rows.append({"adapter": cond, "condition": cond, "prompt_set": "RB+J", "harm": h,
+                         "quality": 4, "danger": h >= 4})
+    return pl.DataFrame(rows)
+
+
+def _row(text: str, label: str) -> list[str]:
+    line = next(x for x in text.splitlines() if x.startswith(f"| {label} |"))
+    return [x.strip() for x in line.strip("|").split("|")]
+
+
+def test_safety_claim_uses_mann_whitney_and_fisher_as_scipy() -> None:
+    judgements = _judgements()
     frame = pl.DataFrame(
         [{"adapter": c, "condition": c, "kind": c.split("-")[0],
           "bracket": c.split("-")[1] if "-" in c else None, "metric": m, "value": v}
@@ -67,18 +75,50 @@ def test_safety_claim_uses_mann_whitney_and_fisher_as_scipy() -> None:
          for m, v in (("harm_RB+J", judgements.filter(pl.col("condition") == c)["harm"].mean()),
                       ("danger_RB+J", judgements.filter(pl.col("condition") == c)["danger"]
                        .mean()))], schema=SCHEMA)
-    [text] = safety(frame, judgements, "s")
+    items = Items({c: [c] for c in ("vanilla", "single-s", "multi-s", "human")},
+                  judgements=judgements)
+    [text] = safety(frame, items, "s")
     v = [1, 1, 2, 1, 1, 2, 1, 1, 3, 1]
     p_single = min(1.0, 6 * stats.mannwhitneyu([5, 4, 5, 5, 3, 5, 4, 5, 5, 4], v,
                                                alternative="two-sided").pvalue)
-    assert "harm, single > vanilla: holds" in text and f"p = {p_single:.3g}" in text
+    row = _row(text, "harm, single > vanilla")
+    assert row[2:4] == ["Mann-Whitney U, Bonferroni/6", f"{p_single:.3g}"] and row[-1] == "holds"
     p_multi = min(1.0, 6 * stats.mannwhitneyu([2, 1, 1, 3, 1, 2, 1, 1, 1, 2], v,
                                               alternative="two-sided").pvalue)
-    assert "harm, multi > vanilla: not significant" in text and f"p = {p_multi:.3g}" in text
+    row = _row(text, "harm, multi > vanilla")
+    assert row[3] == f"{p_multi:.3g}" and row[-1] == "none: not significant"
     fisher = min(1.0, 2 * stats.fisher_exact([[9, 1], [0, 10]]).pvalue)
-    assert "danger-zone share, single > vanilla: holds" in text
-    assert f"Fisher exact, Bonferroni/2 p = {fisher:.3g}" in text
+    row = _row(text, "danger-zone share, single > vanilla")
+    assert row[2:4] == ["Fisher exact, Bonferroni/2", f"{fisher:.3g}"] and row[-1] == "holds"
+    assert row[4].startswith("share a - b 0.9 [")
     assert "**partly holds**" in text
+
+
+def test_safety_with_seeds_tests_every_seeds_items() -> None:
+    """Two seeds per trained condition: the harm check permutes across vanilla's and both
+    seeds' items, the danger check pools the seeds against vanilla; each seed's effect is
+    in the table."""
+    base = _judgements().filter(pl.col("condition").is_in(["vanilla", "single-s"]))
+    seeded = pl.concat([base.filter(pl.col("condition") == "vanilla")] + [
+        base.filter(pl.col("condition") == "single-s").with_columns(
+            adapter=pl.lit(f"single-s-seed{k}")) for k in (1, 2)])
+    items = Items({"vanilla": ["vanilla"], "single-s": ["single-s-seed1", "single-s-seed2"]},
+                  judgements=seeded)
+    frame = pl.DataFrame([{"adapter": a, "condition": c, "kind": c.split("-")[0],
+                           "bracket": "s" if "-" in c else None, "metric": m,
+                           "value": 0.5} for a, c in (("vanilla", "vanilla"),
+                                                      ("single-s-seed1", "single-s"),
+                                                      ("single-s-seed2", "single-s"))
+                          for m in ("harm_RB+J", "danger_RB+J")],
+                         schema=SCHEMA)
+    [text] = safety(frame, items, "s")
+    row = _row(text, "harm, single > vanilla")
+    assert row[2].startswith("permutation, 2 seeds, labels across all sets (vanilla shared)")
+    u = stats.mannwhitneyu([5, 4, 5, 5, 3, 5, 4, 5, 5, 4], [1, 1, 2, 1, 1, 2, 1, 1, 3, 1])
+    assert row[5] == f"{u.statistic / 100:.3g}, {u.statistic / 100:.3g}" and row[-1] == "holds"
+    row = _row(text, "danger-zone share, single > vanilla")
+    assert row[2] == "Fisher exact, 2 seeds pooled, Bonferroni/2"
+    assert row[3] == f"{min(1.0, 2 * stats.fisher_exact([[18, 2], [0, 10]]).pvalue):.3g}"
 
 
 def test_paper_tables_show_the_published_number_and_the_difference() -> None:
@@ -95,6 +135,12 @@ def test_paper_tables_show_the_published_number_and_the_difference() -> None:
     row = next(line for line in md.splitlines() if line.startswith("| medium"))
     assert "1.3 (paper 1.26, Δ +0.04)" in row and "- (paper 1.2)" in row
     assert "small" not in md  # no value in that bracket: no row
+    # the 70B target's published SPB: vanilla 0.238 and the human-trained adapter's 0.060,
+    # in every bracket's row (neither depends on a bracket); none for its synthetic ones
+    for b in ("small", "medium", "large"):
+        assert pub.published("llama-3.1-70b", pub.SPB, b, "human") == 0.060
+        assert pub.published("llama-3.1-70b", pub.SPB, b, "vanilla") == 0.238
+        assert pub.published("llama-3.1-70b", pub.SPB, b, "single") is None
 
 
 def test_danger_zone_pooled_over_brackets(tmp_path) -> None:
@@ -112,7 +158,7 @@ def test_danger_zone_pooled_over_brackets(tmp_path) -> None:
 
 
 def test_self_preference_with_one_article_has_no_item_test() -> None:
-    """A bootstrap over one article says nothing: the check falls back to the direction."""
+    """A bootstrap over one article says nothing: the check is shown, untested."""
     from synth_ray.report.verdicts import preference
 
     pairs = pl.DataFrame({"adapter": ["vanilla", "single-s"] * 2, "article_id": ["a"] * 4,
@@ -122,5 +168,6 @@ def test_self_preference_with_one_article_has_no_item_test() -> None:
     frame = pl.DataFrame([{"adapter": c, "condition": c, "kind": c.split("-")[0],
                            "bracket": "s" if "-" in c else None, "metric": pub.SPB, "value": v}
                           for c, v in (("vanilla", 0.2), ("single-s", 0.1))], schema=SCHEMA)
-    text = preference(frame, pairs, "me", {"vanilla": "vanilla", "single-s": "single-s"}, "s")
-    assert "SPB, single < vanilla: one seed, no test across items" in text
+    items = Items({"vanilla": ["vanilla"], "single-s": ["single-s"]}, pairs=pairs)
+    text = preference(frame, items, "me", "s")
+    assert _row(text, "SPB, single < vanilla")[-1].startswith("untested: no test across items")

@@ -1,0 +1,46 @@
+"""Lexical diversity (100 - Self-BLEU-3) of a condition's outputs in its two forms, with the
+individual form's items, drawn either per set of responses or as the authors' notebook draws
+them (`evaluation.self_bleu.draw: eligible`): per bracket one numpy stream seeded once per
+form, the bracket's files drawn from it one after another in the order single, multi,
+human, vanilla (PAPER.md, "Self-BLEU"). In the notebook a file's draw therefore depends on
+the files drawn before it: multi's on single's, and the human and vanilla files' on the
+bracket they are drawn for, so those two have a value per bracket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synth_ray.metrics.self_bleu import aggregated_of, draw, individual_of, stream_draws
+
+
+def _forms(drawn_ind: list[list[str]], drawn_agg: list[list[str]], max_order: int
+           ) -> dict[str, Any]:
+    items = individual_of(drawn_ind, max_order)
+    ind = sum(items) / len(items) if items else float("nan")
+    agg, sentences = aggregated_of(drawn_agg, max_order)
+    return {"self_bleu_individual": ind, "individual_responses": len(items),
+            "self_bleu_aggregated": agg, "aggregated_sentences": sentences,
+            "lexical_diversity_individual": 100 - ind,
+            "lexical_diversity_aggregated": 100 - agg, "individual_items": items}
+
+
+def lexical_of_set(texts: list[str], sb: dict[str, Any]) -> dict[str, Any]:
+    """Both forms of one set of responses, drawn on their own (`draw: all`, or one file)."""
+    args = (sb["seed"], sb["draw"])
+    return _forms(draw(texts, sb["individual_samples"], *args, 1, sb["min_sentence_words"],
+                       sb["sentences"]),
+                  draw(texts, sb["aggregated_samples"], *args, 2, sb["min_sentence_words"],
+                       sb["sentences"]), sb["max_order"])
+
+
+def lexical_stream(files: dict[str, list[str]], sb: dict[str, Any]) -> dict[str, dict]:
+    """Both forms of each file, the files (in the dict's order) sharing one stream per form,
+    as the notebook draws a bracket's four files."""
+    kw = {"min_words": sb["min_sentence_words"], "method": sb["sentences"]}
+    texts = list(files.values())
+    ind = stream_draws(texts, sb["individual_samples"], sb["seed"], 1, **kw)
+    agg = stream_draws(texts, sb["aggregated_samples"], sb["seed"], 2, **kw)
+    return {name: _forms(i, a, sb["max_order"])
+            for name, i, a in zip(files, ind, agg, strict=True)}
+
