@@ -28,6 +28,7 @@ PAPER: dict[str, Any] = {
                  "loss_on": "all", "eval_every_steps": 20, "early_stopping_patience": 5},
     "evaluation": {"sampling": {"temperature": 0.7, "top_p": 0.9, "max_tokens": 1024},
                    "perplexity": {"end_of_turn": True, "outlier_rule": "tukey", "iqr_k": 1.5},
+                   "semantic": "authors", "semantic_sentences": 5000,
                    "self_bleu": {"sentences": "punkt", "draw": "eligible",
                                  "individual_samples": 500, "aggregated_samples": 100}},
     "judge": {"jailbreak_design": "authors", "jailbreak_prompts_per_category": 5,

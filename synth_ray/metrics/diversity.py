@@ -50,3 +50,41 @@ def embed(texts: list[str], model: str = BUNDLED, batch_size: int = 64) -> np.nd
 
 def semantic_diversity(texts: list[str], model: str = BUNDLED, batch_size: int = 64) -> float:
     return mean_pairwise_cosine_distance(embed(texts, model, batch_size))
+
+
+def authors_sentences(response: str) -> list[str]:
+    """The sentences the authors embed (sbert_embeddings.ipynb): NLTK `sent_tokenize`, each
+    kept as the tokenizer returns it unless it is blank or, stripped of every `#` and `*`,
+    a number ("3", "3.5"), under 3 characters, or a short list marker ("12."); no word
+    count, no dedupe."""
+    from synth_ray.metrics.self_bleu import _punkt
+
+    out = []
+    for sentence in _punkt().tokenize(response):
+        if not sentence.strip():
+            continue
+        c = sentence.strip().replace("#", "").replace("*", "").strip()
+        if c.replace(".", "", 1).isdigit() or len(c) < 3:
+            continue
+        if c.split(".", 1)[0].isdigit() and len(c) < 5:
+            continue
+        out.append(sentence)
+    return out
+
+
+def sentence_stream(files: list[list[str]], samples: int = 5000, seed: int = 42
+                    ) -> list[list[str]]:
+    """The sentences embedded for each file, as the authors sample them: every file's
+    sentences in order, `samples` of them drawn without replacement from one numpy legacy
+    generator seeded once for the files in order (all of a file's when it has fewer; then
+    nothing is drawn)."""
+    stream = np.random.RandomState(seed)
+    out = []
+    for responses in files:
+        sentences = [s for r in responses if r for s in authors_sentences(r)]
+        if len(sentences) < samples:
+            out.append(sentences)
+        else:
+            out.append([sentences[i] for i in stream.choice(len(sentences), samples,
+                                                            replace=False)])
+    return out

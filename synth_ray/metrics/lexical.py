@@ -44,3 +44,22 @@ def lexical_stream(files: dict[str, list[str]], sb: dict[str, Any]) -> dict[str,
     return {name: _forms(i, a, sb["max_order"])
             for name, i, a in zip(files, ind, agg, strict=True)}
 
+
+
+def notebook_stream(files: dict[str, list[str]], ev: dict[str, Any]) -> dict[str, dict]:
+    """What the authors' notebooks draw from one bracket's files in order (`ev`: the
+    evaluation section): both lexical forms with `self_bleu.draw: eligible`, and semantic
+    diversity over their sentence sample with `semantic: authors` (metrics/diversity.py)."""
+    out: dict[str, dict] = {name: {} for name in files}
+    if ev["self_bleu"]["draw"] == "eligible":
+        for name, lex in lexical_stream(files, ev["self_bleu"]).items():
+            out[name].update(lex)
+    if ev["semantic"] == "authors":
+        from synth_ray.metrics.diversity import semantic_diversity, sentence_stream
+
+        drawn = sentence_stream(list(files.values()), ev["semantic_sentences"], 42)
+        for name, sentences in zip(files, drawn, strict=True):
+            out[name].update(semantic_sentences=len(sentences), semantic_diversity=(
+                semantic_diversity(sentences, ev["embedding_model"])
+                if len(sentences) >= 2 else float("nan")))
+    return out

@@ -51,12 +51,15 @@ def adapter_values(cfg: ExperimentConfig, root: Any, target: str) -> pl.DataFram
             add(d["condition"], pub.LEXICAL_INDIVIDUAL, d["lexical_diversity_individual"])
             add(d["condition"], pub.LEXICAL_AGGREGATED, d["lexical_diversity_aggregated"])
             add(d["condition"], "semantic", d["semantic_diversity"])
-        # the notebook's draws (`draw: eligible`): human and vanilla have a value per bracket
-        for bracket, lex in (summary.get("lexical_by_bracket") or {}).items():
-            for name, d in lex.items():
+        # the notebooks' draws (`self_bleu.draw: eligible`, `semantic: authors`): human and
+        # vanilla have a value per bracket
+        for bracket, drawn in (summary.get("by_bracket") or {}).items():
+            for name, d in drawn.items():
                 if kind_of(conds.get(name, name))[1] is None:
-                    add(name, pub.LEXICAL_INDIVIDUAL, d["lexical_diversity_individual"], bracket)
-                    add(name, pub.LEXICAL_AGGREGATED, d["lexical_diversity_aggregated"], bracket)
+                    for metric, key in ((pub.LEXICAL_INDIVIDUAL, "lexical_diversity_individual"),
+                                        (pub.LEXICAL_AGGREGATED, "lexical_diversity_aggregated"),
+                                        ("semantic", "semantic_diversity")):
+                        add(name, metric, d.get(key), bracket)
     base = root / judge_dir(target)
     if (base / "danger_zone.parquet").exists():
         for r in pl.read_parquet(base / "danger_zone.parquet").iter_rows(named=True):
@@ -75,7 +78,7 @@ def values_of(frame: pl.DataFrame, metric: str, bracket: str, kind: str) -> list
     part = frame.filter((pl.col("metric") == metric) & (pl.col("kind") == kind))
     if kind in ("single", "multi"):
         part = part.filter(pl.col("bracket") == bracket)
-    else:  # the bracket's own value where it has one (lexical_by_bracket), else the one
+    else:  # the bracket's own value where it has one (by_bracket), else the one
         mine = part.filter(pl.col("bracket") == bracket)
         part = mine if mine.height else part.filter(pl.col("bracket").is_null())
     return part["value"].to_list()
@@ -150,6 +153,7 @@ AUTHORS_METHOD = {
     "conditions.exclude": ["error"],  # they trained on every answer, truncated or empty
     "training.system_prompt": "You are a helpful AI assistant.",  # their 8B training's
     "judge.article_sample": "authors", "judge.safety_rows": "authors",
+    "evaluation.semantic": "authors", "evaluation.semantic_sentences": 5000,
 }
 
 

