@@ -63,8 +63,10 @@ class Check:
 
 
 def check(label: str, a: str, b: str, a_vals: list[float], b_vals: list[float],
-          evidence: Evidence | None) -> Check:
-    """Does `a` exceed `b`? Decided by the evidence alone; the per-adapter values are shown."""
+          evidence: Evidence | None, untested: str = "no test across items for this measure"
+          ) -> Check:
+    """Does `a` exceed `b`? Decided by the evidence alone; the per-adapter values are shown.
+    `untested`: why there is no evidence, where there is none."""
     if not a_vals or not b_vals:
         return Check(label, "unmeasured", "-", None, "not measured")
     (ma, _), (mb, _) = mean_sd(a_vals), mean_sd(b_vals)
@@ -72,7 +74,7 @@ def check(label: str, a: str, b: str, a_vals: list[float], b_vals: list[float],
     if evidence is None:
         way = "higher" if ma > mb else "lower" if ma < mb else "equal"
         return Check(label, "untested", shown, None,
-                     f"no test across items for this measure ({a} is {way}); not evidence")
+                     f"{untested} ({a} is {way}); not evidence")
     state, why = evidence.state()
     return Check(label, state, shown, evidence, why)
 
@@ -156,10 +158,14 @@ def collapse(frame: pl.DataFrame, items: Items, bracket: str) -> str:
     checks.append(check("lexical diversity (individual), multi > single", multi, single,
                         values_of(frame, pub.LEXICAL_INDIVIDUAL, bracket, "multi"),
                         values_of(frame, pub.LEXICAL_INDIVIDUAL, bracket, "single"),
-                        _ranks(*ind, family=1)))
+                        _ranks(*ind, family=1),
+                        "no per-response Self-BLEU in this run (scored by an older "
+                        "synth-ray: run `score` again)" if sb is None else
+                        "an adapter without scored responses"))
     checks.append(check("lexical diversity (aggregated), multi > single", multi, single,
                         values_of(frame, pub.LEXICAL_AGGREGATED, bracket, "multi"),
-                        values_of(frame, pub.LEXICAL_AGGREGATED, bracket, "single"), None))
+                        values_of(frame, pub.LEXICAL_AGGREGATED, bracket, "single"), None,
+                        "one number per set of responses: no test across items"))
     return headline(f"[{bracket}] 1. multi-source data keeps the outputs broader than "
                     "single-source", checks)
 
@@ -221,7 +227,9 @@ def preference(frame: pl.DataFrame, items: Items, self_source: str | None,
              ("multi", f"multi-{bracket}"), ("human", HUMAN)]
     checks = [check(f"SPB, {kb} < {ka}", ca, cb, values_of(frame, pub.SPB, bracket, ka),
                     values_of(frame, pub.SPB, bracket, kb),
-                    _spb_evidence(items, ca, cb, self_source))
+                    _spb_evidence(items, ca, cb, self_source),
+                    "no paired bootstrap: fewer than 2 articles judged by every adapter, or "
+                    "no other synthetic source")
               for (ka, ca), (kb, cb) in zip(order, order[1:], strict=False)]
     return headline(f"[{bracket}] 3. fine-tuning lowers self-preference: human < multi < "
                     "single < vanilla", checks)

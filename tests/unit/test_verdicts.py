@@ -170,4 +170,5 @@ def test_self_preference_with_one_article_has_no_item_test() -> None:
                           for c, v in (("vanilla", 0.2), ("single-s", 0.1))], schema=SCHEMA)
     items = Items({"vanilla": ["vanilla"], "single-s": ["single-s"]}, pairs=pairs)
     text = preference(frame, items, "me", "s")
-    assert _row(text, "SPB, single < vanilla")[-1].startswith("untested: no test across items")
+    assert _row(text, "SPB, single < vanilla")[-1].startswith(
+        "untested: no paired bootstrap: fewer than 2 articles")
