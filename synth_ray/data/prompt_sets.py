@@ -47,13 +47,15 @@ def source_hash(uri: str) -> str:
 
 def _field(obj: dict[str, Any], aliases: tuple[str, ...], numbers: bool = False,
            blank: bool = False) -> str | None:
-    """The first alias holding text (`blank`: a blank string counts, as "")."""
+    """The first alias holding text (`blank`: else a blank string, as it is)."""
     for a in aliases:
         v = obj.get(a)
-        if isinstance(v, str) and (v.strip() or blank):
+        if isinstance(v, str) and v.strip():
             return v
         if numbers and isinstance(v, int | float) and not isinstance(v, bool):
             return str(v)  # e.g. a CSV's vote count, read as a number
+    if blank:
+        return next((obj[a] for a in aliases if isinstance(obj.get(a), str)), None)
     return None
 
 

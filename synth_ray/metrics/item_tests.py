@@ -42,7 +42,7 @@ def _article_matrices(pairs: pl.DataFrame, articles: list[str], sources: list[st
     ai = {a: i for i, a in enumerate(articles)}
     si = {s: j for j, s in enumerate(sources)}
     for art, src, s, n in per.iter_rows():
-        if src in si:
+        if src in si and art in ai:  # an article another adapter lacks is left out
             sums[ai[art], si[src]] = s
             counts[ai[art], si[src]] = n
     return sums, counts
@@ -96,6 +96,8 @@ def spb_difference(pairs_a: pl.DataFrame | list[pl.DataFrame],
     np.add.at(weights, (np.arange(resamples)[:, None], draws), 1.0)
     diff = diffs(weights).mean(axis=1)
     diff = diff[np.isfinite(diff)]
+    if not len(diff):
+        raise ValueError("no resample of the articles gave an SPB for every adapter")
     tail = min((diff <= 0).mean(), (diff >= 0).mean())
     low, high = np.percentile(diff, [2.5, 97.5])
     return {"difference": float(per.mean()), "ci_low": float(low), "ci_high": float(high),

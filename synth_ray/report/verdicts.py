@@ -160,7 +160,7 @@ def collapse(frame: pl.DataFrame, items: Items, bracket: str) -> str:
                         values_of(frame, pub.LEXICAL_INDIVIDUAL, bracket, "single"),
                         _ranks(*ind, family=1),
                         "no per-response Self-BLEU in this run (scored by an older "
-                        "synth-ray: run `score` again)" if sb is None else
+                        "synth-ray: `synth-ray score CONFIG --force`)" if sb is None else
                         "an adapter without scored responses"))
     checks.append(check("lexical diversity (aggregated), multi > single", multi, single,
                         values_of(frame, pub.LEXICAL_AGGREGATED, bracket, "multi"),

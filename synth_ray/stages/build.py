@@ -167,6 +167,8 @@ def inputs(ctx: Context) -> dict[str, Any]:
         "generations": {s: hash_file(ctx.run.path(generation_path(s))) for s in gens},
         "conditions": ctx.cfg.conditions.model_dump(),
         "validation_fraction": ctx.cfg.split.validation_fraction,
+        # ceil(n x fraction) rows as `datasets` holds out (was: rounded): the rows change
+        "validation_rows": "ceil",
         "seed": ctx.cfg.split.seed,
         # the training sets' Self-BLEU in datasets_summary.json: a changed setting redoes
         # the summary (seconds); the datasets come out byte-identical, so nothing retrains

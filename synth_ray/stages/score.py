@@ -111,14 +111,18 @@ def merge_streams(results: dict[tuple[str, int], dict[str, dict]],
                   done: dict[str, dict[str, Any]]) -> tuple[dict, list[dict]]:
     """Each stream's lexical values into `done`'s rows (the first stream that drew an
     adapter wins: single and multi are in one, human and vanilla in every bracket's),
-    the values per bracket, and the individual items of every stream."""
+    the values per bracket (vanilla, in every seed's stream of a bracket: the first
+    seed's), and the individual items, once per adapter and bracket."""
     by_bracket: dict[str, dict[str, dict]] = {}
     items, seen = [], set()
     for (bracket, _), streamed in results.items():
         for name, lex in streamed.items():
+            mine = by_bracket.setdefault(bracket, {})
+            if name in mine:  # vanilla, in every seed's stream: the first seed's draw
+                continue
             items += [{"condition": name, "bracket": bracket, "self_bleu": x}
                       for x in lex.pop("individual_items", [])]
-            by_bracket.setdefault(bracket, {})[name] = lex
+            mine[name] = lex
             if name not in seen:
                 seen.add(name)
                 done[name].update(lex)

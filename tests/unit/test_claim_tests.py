@@ -9,6 +9,7 @@ import itertools
 import math
 
 import numpy as np
+import polars as pl
 import pytest
 from scipy import stats
 
@@ -184,3 +185,16 @@ def test_spb_over_seeds_is_the_mean_of_each_seeds_paired_difference() -> None:
     assert got["per_seed"] == pytest.approx(alone, rel=1e-12)
     assert got["difference"] == pytest.approx(np.mean(alone), rel=1e-12)
     assert got["ci_low"] < got["difference"] < got["ci_high"] and not got["flat"]
+
+
+def test_spb_over_adapters_that_judged_other_articles() -> None:
+    """An adapter whose pairs on some articles all failed (no p_a) judged fewer articles:
+    the bootstrap runs over the articles every adapter judged, no error."""
+    van = judged("vanilla", 12, 0.1, seed=1)
+    single = judged("single-s", 12, 0.0, seed=2).filter(
+        ~pl.col("article_id").is_in(["art-10", "art-11"]))
+    got = spb_difference(van, single, "self", resamples=300)
+    assert got["articles"] == 10
+    same = spb_difference(van.filter(pl.col("article_id").is_in(single["article_id"])),
+                          single, "self", resamples=300)
+    assert got["difference"] == pytest.approx(same["difference"], rel=1e-12)

@@ -338,3 +338,31 @@ def test_paper_config_streams_give_human_and_vanilla_a_value_per_bracket(tmp_pat
         assert values_of(frame, pub.LEXICAL_INDIVIDUAL, b, "vanilla") == [pytest.approx(ind[b])]
         assert values_of(frame, pub.LEXICAL_AGGREGATED, b, "human") == [pytest.approx(
             by_bracket[b]["human"]["lexical_diversity_aggregated"])]
+
+
+def test_with_seeds_vanilla_keeps_the_first_seeds_draw_per_bracket() -> None:
+    """demo.yaml's 3 seeds: vanilla is drawn in every seed's stream of a bracket; its value
+    for the bracket (and its items, once) is the first seed's, as its diversity row."""
+    from synth_ray.core.config import load_config
+    from synth_ray.design import adapter_grid
+    from synth_ray.metrics.lexical import lexical_stream
+    from synth_ray.stages.score import merge_streams, stream_order
+    from tests.conftest import CONFIGS
+
+    cfg = load_config(CONFIGS / "demo.yaml")
+    names = ["vanilla", *[n for _, _, n in adapter_grid(cfg)]]
+    texts = {n: markdown_file(30 + i, 30 + 5 * i) for i, n in enumerate(names)}
+    sb = {**cfg.evaluation.self_bleu.model_dump(mode="json"), "draw": "eligible",
+          "sentences": "punkt", "individual_samples": 10, "aggregated_samples": 8}
+    order = stream_order(cfg, set(names))
+    results = {key: lexical_stream({n: texts[n] for n in ns}, sb) for key, ns in order.items()}
+    first = {b: results[(b, cfg.training.seeds[0])]["vanilla"]["lexical_diversity_individual"]
+             for b in cfg.brackets()}
+    later = results[(next(iter(cfg.brackets())), cfg.training.seeds[-1])]["vanilla"]
+    assert later["lexical_diversity_individual"] != next(iter(first.values()))
+    done = {n: {} for n in names}
+    by_bracket, items = merge_streams(results, done)
+    for b in cfg.brackets():
+        assert by_bracket[b]["vanilla"]["lexical_diversity_individual"] == first[b]
+        n = by_bracket[b]["vanilla"]["individual_responses"]
+        assert sum(r["condition"] == "vanilla" and r["bracket"] == b for r in items) == n
