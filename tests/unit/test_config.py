@@ -272,8 +272,11 @@ def test_the_paper_preset_fills_what_a_config_leaves_unset(demo_config_path) -> 
     assert plain.training.system_prompt is None
     assert plain.training_system_prompt() == plain.generation.system_prompt
     assert "`training.system_prompt`: None" in " ".join(method_differences(plain))
-    # an unset training prompt leaves old runs' training hashes alone
+    # the new keys at their defaults leave old runs' hashes alone
     assert "system_prompt" not in plain.training.hashed()
+    assert not {"semantic", "semantic_sentences"} & set(plain.evaluation.hashed())
+    assert not {"article_sample", "safety_rows"} & set(plain.judge.hashed())
+    assert "semantic" in cfg.evaluation.hashed()  # set by the preset: it is hashed
     again = validate_config(yaml.safe_load(dump_config(cfg)))
     assert again == cfg
     data["preset"] = "papr"
