@@ -78,13 +78,7 @@ def sentence_stream(files: list[list[str]], samples: int = 5000, seed: int = 42
     sentences in order, `samples` of them drawn without replacement from one numpy legacy
     generator seeded once for the files in order (all of a file's when it has fewer; then
     nothing is drawn)."""
-    stream = np.random.RandomState(seed)
-    out = []
-    for responses in files:
-        sentences = [s for r in responses if r for s in authors_sentences(r)]
-        if len(sentences) < samples:
-            out.append(sentences)
-        else:
-            out.append([sentences[i] for i in stream.choice(len(sentences), samples,
-                                                            replace=False)])
-    return out
+    from synth_ray.metrics.self_bleu import notebook_choice
+
+    return notebook_choice([[s for r in responses if r for s in authors_sentences(r)]
+                            for responses in files], samples, seed)

@@ -170,19 +170,24 @@ def stream_draws(files: list[list[str]], samples: int, seed: int, min_sentences:
     the files drawn one after another from that one stream; per file, only responses with
     `min_sentences`+ sentences, `samples` of them without replacement, or all of them
     when fewer are eligible than asked (then nothing is drawn from the stream)."""
+    pools = []
+    for responses in files:
+        split = [split_sentences(r, min_words, method) for r in responses]
+        pools.append([s for s in split if len(s) >= min_sentences])
+    return notebook_choice(pools, samples, seed)
+
+
+def notebook_choice(pools: list[list], samples: int, seed: int) -> list[list]:
+    """`samples` items of each pool, as the authors' notebooks draw them: numpy's legacy
+    generator seeded once (`np.random.seed(seed)`), `choice(n, samples, replace=False)` for
+    each pool in order from that one stream, in the drawn order; a pool smaller than
+    `samples` whole, drawing nothing from the stream."""
     import numpy as np
 
     stream = np.random.RandomState(seed)
-    out = []
-    for responses in files:
-        split = [split_sentences(r, min_words, method) for r in responses]
-        eligible = [s for s in split if len(s) >= min_sentences]
-        if len(eligible) < samples:
-            out.append(eligible)
-        else:
-            out.append([eligible[i] for i in stream.choice(len(eligible), samples,
-                                                           replace=False)])
-    return out
+    return [pool if len(pool) < samples else
+            [pool[i] for i in stream.choice(len(pool), samples, replace=False)]
+            for pool in pools]
 
 
 def draw(responses: list[str], samples: int, seed: int, how: str = "all",

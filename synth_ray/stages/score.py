@@ -69,7 +69,8 @@ def diversity_metrics(texts: list[str], cfg_json: dict[str, Any]) -> dict[str, A
             "semantic_diversity": sem, "responses": len(texts)}
 
 
-def stream_order(cfg: Any, present: set[str]) -> dict[tuple[str, int], list[str]]:
+def stream_order(cfg: ExperimentConfig, present: set[str]
+                 ) -> dict[tuple[str, int], list[str]]:
     """(bracket, training seed) -> the adapters of one notebook stream in its order: the
     bracket's single and multi adapter of that seed, the human adapter of that seed, the
     vanilla target; only those in `present`."""
@@ -82,29 +83,24 @@ def stream_order(cfg: Any, present: set[str]) -> dict[tuple[str, int], list[str]
     return out
 
 
-def NOTEBOOK_DRAWS(cfg: ExperimentConfig) -> bool:  # noqa: N802 - reads as a setting
+def notebook_draws(cfg: ExperimentConfig) -> bool:
     """Whether any diversity measure is drawn as the authors' notebooks draw it."""
     ev = cfg.evaluation
     return ev.self_bleu.draw == "eligible" or ev.semantic == "authors"
 
 
-def notebook_streams(cfg: ExperimentConfig, texts: dict[str, list[str]],
-                     done: dict[str, dict[str, Any]]) -> tuple[dict, list[dict]]:
+def submit_streams(cfg: ExperimentConfig, texts: dict[str, list[str]]) -> dict[tuple, Any]:
     """`self_bleu.draw: eligible` and `semantic: authors`: the measures as the authors'
-    notebooks draw them (one stream per bracket and seed, metrics/lexical.py). Each
-    adapter's diversity row takes its values from the first stream that draws it (single
-    and multi are in one; human and vanilla in every bracket's, the first bracket's in the
-    row); returns the values per bracket and the individual items of every stream."""
+    notebooks draw them, one Ray task per bracket and seed (metrics/lexical.py), started
+    beside the per-condition tasks while the engine scores; `merge_streams` reads them."""
     import ray
 
     from synth_ray.metrics.lexical import notebook_stream
 
     task = ray.remote(num_cpus=1)(notebook_stream)
-    sb = cfg.evaluation.model_dump(mode="json")
-    order = stream_order(cfg, set(done))
-    refs = {key: task.remote({n: texts[n] for n in names}, sb)
-            for key, names in order.items() if names}
-    return merge_streams({key: ray.get(ref) for key, ref in refs.items()}, done)
+    ev = cfg.evaluation.model_dump(mode="json")
+    return {key: task.remote({n: texts[n] for n in names}, ev)
+            for key, names in stream_order(cfg, set(texts)).items() if names}
 
 
 def merge_streams(results: dict[tuple[str, int], dict[str, dict]],
@@ -215,6 +211,9 @@ def run(ctx: Context) -> StageOutput:
         texts[HUMAN] = test["response"].to_list()
         # diversity tasks run on the cluster while the engine scores perplexity
         pending = {c: task.remote(t, eval_json) for c, t in texts.items() if len(t) >= 2}
+        streams = (submit_streams(cfg, {c: t for c, t in texts.items()
+                                        if c in pending and c != HUMAN})
+                   if notebook_draws(cfg) else None)
         tok = engine_tokenizer(resolve_model(target.model), target.trust_remote_code)
         requests = scoring_requests(cfg, tok, responses, test, adapters)
         log.info("[score] %s: %d perplexity requests, %d diversity tasks", target.name,
@@ -242,9 +241,10 @@ def run(ctx: Context) -> StageOutput:
         rows_of_items = [{"condition": c, "bracket": None, "self_bleu": x}
                          for c, d in done.items() for x in d.pop("individual_items")]
         by_bracket = None
-        if NOTEBOOK_DRAWS(cfg):
-            by_bracket, streamed = notebook_streams(
-                cfg, texts, {c: d for c, d in done.items() if c != HUMAN})
+        if streams is not None:  # each adapter's row: the first stream that drew it
+            by_bracket, streamed = merge_streams(
+                {key: ray.get(ref) for key, ref in streams.items()},
+                {c: d for c, d in done.items() if c != HUMAN})
             if cfg.evaluation.self_bleu.draw == "eligible":  # the streams' lexical items
                 rows_of_items = [r for r in rows_of_items if r["condition"] == HUMAN] + streamed
         items = pl.DataFrame(rows_of_items, schema={"condition": pl.Utf8, "bracket": pl.Utf8,
