@@ -107,10 +107,9 @@ def _pair_us(values: np.ndarray, labels: np.ndarray, pairs: list[tuple[int, int]
 
 
 def _permutation_p(sets: list[np.ndarray], strata: list[tuple[int, int]], n_a: int,
-                   observed: float, rng: np.random.Generator) -> float:
+                   observed: float, shared: bool, rng: np.random.Generator) -> float:
     """Two-sided p of the mean A over strata: labels permuted within independent strata, or
-    across every set where one is shared."""
-    shared = len({s for s, _ in strata}) < len(strata) or len({t for _, t in strata}) < len(strata)
+    across every set where one side is `shared` by every stratum."""
     b_ids = [n_a + t for _, t in strata]
     pairs = [(s, t) for (s, _), t in zip(strata, b_ids, strict=True)]
     blocks = [list(range(len(sets)))] if shared else [[s, t] for s, t in pairs]
@@ -176,7 +175,7 @@ def rank_check(a: list[list[float]], b: list[list[float]], family: int = 1,
         test = (f"permutation, {len(strata)} seeds, "
                 + ("labels across all sets (vanilla shared)" if shared
                    else "labels within seeds"))
-        p_raw = _permutation_p(sa + sb, strata, len(sa), effect, rng)
+        p_raw = _permutation_p(sa + sb, strata, len(sa), effect, shared, rng)
     low, high = _bootstrap_interval(sa, sb, strata, rng)
     if family > 1:
         test += f", Bonferroni/{family}"
