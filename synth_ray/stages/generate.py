@@ -73,6 +73,11 @@ def load_articles_once(ctx: Context) -> pl.DataFrame:
     if rejects.height:
         log.warning("[generate] %d article row(s) quarantined in %s", rejects.height,
                     ARTICLE_REJECTS)
+    if j.max_articles and articles.height < j.max_articles:  # no sample drawn: all of them
+        log.warning("[generate] %s holds %d usable article(s), fewer than judge.max_articles "
+                    "= %d: all of them are summarised%s", j.articles, articles.height,
+                    j.max_articles, " (no authors' sample drawn)"
+                    if j.article_sample == "authors" else "")
     return articles
 
 
