@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -146,7 +146,11 @@ class GenerationSection(Section):
     system_prompt: str = PAPER_SYSTEM_PROMPT
     sampling: SamplingSection = SamplingSection()
     batch_size: int = Field(64, ge=1)
-    max_model_len: int = Field(4096, ge=16)
+    # "model": each engine's model's own window (engines/tokenizers.model_window), so no
+    # prompt that the model can take is refused for context: the paper configs, where
+    # Dolly's long-context rows with a 1,024-token answer budget would not fit 4,096
+    max_model_len: Annotated[int, Field(ge=16)] | Literal["model"] = Field(
+        4096, description='Engines\' context in tokens, or "model": each model\'s own window.')
     stall_timeout_s: float = Field(
         1800.0, gt=0, description="Fail a stage that makes no progress for this long."
     )

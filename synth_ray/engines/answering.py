@@ -29,7 +29,7 @@ from synth_ray.engines.processors import (
     scoring_processor,
 )
 from synth_ray.engines.store import GEN_SCHEMA, GenerationStore
-from synth_ray.engines.tokenizers import chat_prompt, engine_tokenizer
+from synth_ray.engines.tokenizers import chat_prompt, engine_context, engine_tokenizer
 from synth_ray.models import resolve_model
 
 log = logging.getLogger("synth_ray")
@@ -113,8 +113,9 @@ class EngineWindow:
 
     @classmethod
     def of(cls, cfg: ExperimentConfig, spec: EngineSpec) -> EngineWindow:
-        return cls(resolve_model(spec.model),
-                   spec.engine_kwargs.get("max_model_len", cfg.generation.max_model_len),
+        model = resolve_model(spec.model)
+        return cls(model, engine_context(cfg.generation.max_model_len, spec.engine_kwargs,
+                                         model, spec.trust_remote_code),
                    spec.trust_remote_code)
 
 

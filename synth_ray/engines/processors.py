@@ -26,6 +26,7 @@ from synth_ray.core.config import (
     SourceSection,
 )
 from synth_ray.engines.store import classify
+from synth_ray.engines.tokenizers import engine_context
 from synth_ray.models import resolve_model
 
 # The light map stages around an engine (pre/postprocess: dict shuffling) ask for no CPU.
@@ -230,7 +231,10 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
 def _engine_kwargs(cfg: ExperimentConfig, spec: EngineSpec, gpu: bool) -> dict[str, Any]:
     """`spec` as `laid_out` returns it (on CPU: no tensor or pipeline parallel)."""
     kwargs = {
-        "max_model_len": cfg.generation.max_model_len,
+        # a number here, never "model": what the driver checked prompts against
+        # (answering.EngineWindow) is what the engine is given
+        "max_model_len": engine_context(cfg.generation.max_model_len, spec.engine_kwargs,
+                                        resolve_model(spec.model), spec.trust_remote_code),
         "tensor_parallel_size": spec.tensor_parallel_size,
         "pipeline_parallel_size": spec.pipeline_parallel_size,
         "trust_remote_code": spec.trust_remote_code,
