@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from synth_ray.core.config import ExperimentConfig, HttpSection, SamplingSection
-from synth_ray.engines.processors import LIGHT, _finish, _row_sampling
+from synth_ray.engines.processors import LIGHT, _finish, _row_sampling, light_map
 
 
 def _http_pre(row: dict[str, Any], sampling: dict[str, Any], model: str) -> dict[str, Any]:
@@ -85,6 +85,7 @@ def http_processor(cfg: ExperimentConfig, http: HttpSection | None, model: str,
         config,
         preprocess=functools.partial(_http_pre, sampling=sampling.model_dump(), model=model),
         postprocess=_http_post,
-        preprocess_map_kwargs=LIGHT,
-        postprocess_map_kwargs=LIGHT,
+        # one task at a time each side of the HTTP stage's own pool (light_map)
+        preprocess_map_kwargs=light_map(1),
+        postprocess_map_kwargs=light_map(1),
     )

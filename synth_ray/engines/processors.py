@@ -35,6 +35,18 @@ from synth_ray.models import resolve_model
 # cluster: with two sources on 2 CPUs each gets 1, which its engine fills, so any CPU
 # asked for by those stages (0.1 each) waits forever and the pipeline hangs (seen).
 LIGHT = {"num_cpus": 0}
+
+
+def light_map(replicas: int) -> dict[str, Any]:
+    """The map kwargs of the pre/postprocess stages around `replicas` engines: no CPU (see
+    LIGHT), and at most one task at a time per engine. Unbounded, a 0-CPU stage has Ray
+    start a worker process per block in flight, each importing Ray Data for a few ms of
+    dict shuffling: a 40-row generate on 2 cores started 14 workers and spent 58 s of CPU,
+    against 7 and 45 s so (docs/benchmarks.md, "Light stages"). A task handles a batch in
+    milliseconds, far faster than an engine answers it."""
+    from ray.data import TaskPoolStrategy
+
+    return {**LIGHT, "compute": TaskPoolStrategy(size=max(1, replicas))}
 # ray.data.llm's own chat template and detokenize stages (actor pools of their own). Off:
 # the driver applies the chat template (it loads the tokenizer anyway, to check each
 # prompt against the context) and decodes the generated tokens with the same call as Ray's
@@ -286,8 +298,8 @@ def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
                                      messages=RAY_TEXT_STAGES),
         postprocess=functools.partial(_vllm_post, max_tokens=sampling.max_tokens,
                                       tokens=not RAY_TEXT_STAGES),
-        preprocess_map_kwargs=LIGHT,
-        postprocess_map_kwargs=LIGHT,
+        preprocess_map_kwargs=light_map(spec.replicas),
+        postprocess_map_kwargs=light_map(spec.replicas),
     )
 
 
@@ -326,7 +338,8 @@ def scoring_processor(cfg: ExperimentConfig, spec: EngineSpec):
     return build_processor(_reading_engine(cfg, spec),
                            preprocess=functools.partial(_score_pre, lora_local=spec.lora_local),
                            postprocess=_score_post,
-                           preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)
+                           preprocess_map_kwargs=light_map(spec.replicas),
+                           postprocess_map_kwargs=light_map(spec.replicas))
 
 
 
@@ -381,4 +394,5 @@ def label_processor(cfg: ExperimentConfig, spec: EngineSpec, label_ids: list[int
         preprocess=functools.partial(_label_pre, label_ids=label_ids, lora_local=spec.lora_local,
                                      messages=RAY_TEXT_STAGES, sampling=sampling),
         postprocess=functools.partial(_label_post, label_ids=label_ids),
-        preprocess_map_kwargs=LIGHT, postprocess_map_kwargs=LIGHT)
+        preprocess_map_kwargs=light_map(spec.replicas),
+        postprocess_map_kwargs=light_map(spec.replicas))
