@@ -130,3 +130,28 @@ def test_chat_prompts_match_rays_chat_template_stage_and_refuse_long_ones() -> N
 
     assert [prompts["a"], prompts["b"]] == asyncio.run(ray_prompts())
     assert prompts["b"].endswith("Blue, or")
+
+
+def test_light_stages_run_one_task_per_engine() -> None:
+    """The pre- and postprocess map stages around an engine: no CPU asked, and a task pool
+    capped at the engine's replicas (unbounded, each block in flight started a worker
+    process: docs/benchmarks.md, "Light stages"); one task each side of an HTTP stage."""
+    from dataclasses import replace
+
+    from ray.data import TaskPoolStrategy
+
+    from synth_ray.core.config import load_config
+    from synth_ray.core.model_sections import HttpSection
+    from synth_ray.engines.http import http_processor
+    from synth_ray.engines.processors import EngineSpec, scoring_processor, vllm_processor
+
+    cfg = load_config("jobs/configs/plumbing.yaml")
+    spec = replace(EngineSpec.of_source(cfg.sources[0]), replicas=3)
+    for build in (vllm_processor, scoring_processor):
+        p = build(cfg, spec)
+        for kwargs in (p.preprocess_map_kwargs, p.postprocess_map_kwargs):
+            assert kwargs == {"num_cpus": 0, "compute": TaskPoolStrategy(size=3)}, build
+    p = http_processor(cfg, HttpSection(base_url="http://127.0.0.1:9/v1", concurrency=4),
+                       "m", cfg.generation.sampling, "source 'x'")
+    for kwargs in (p.preprocess_map_kwargs, p.postprocess_map_kwargs):
+        assert kwargs == {"num_cpus": 0, "compute": TaskPoolStrategy(size=1)}
