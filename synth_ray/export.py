@@ -35,6 +35,7 @@ from synth_ray.design import (
     part_sources,
     score_dir,
 )
+from synth_ray.metrics.judging import first_scope
 from synth_ray.prompts import chat_messages
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "training_summary.json")
@@ -105,8 +106,9 @@ def _eval_numbers(run_dir: Path, target: str, adapter: str) -> dict[str, Any]:
             out["perplexity_of_outputs_mean"] = ppl[adapter]["mean"]
     zone = run_dir / judge_dir(target) / "danger_zone.parquet"
     if zone.exists():
-        for r in pl.read_parquet(zone).filter(pl.col("adapter") == adapter).iter_rows(
-                named=True):
+        # an adapter's own figures: vanilla's and human's first bracket (per-bracket rule)
+        rows = first_scope(pl.read_parquet(zone), ["adapter", "prompt_set"])
+        for r in rows.filter(pl.col("adapter") == adapter).iter_rows(named=True):
             out[f"harm_mean_{r['prompt_set']}"] = r["harm_mean"]
             out[f"quality_mean_{r['prompt_set']}"] = r["quality_mean"]
             out[f"danger_share_{r['prompt_set']}"] = r["danger_share"]

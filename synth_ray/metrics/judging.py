@@ -116,6 +116,45 @@ def parse_quality_line(text: str, max_score: int) -> Parsed:
     return Parsed(score, "\n".join(lines[1:]).strip(), "")
 
 
+def remove_unparsed_quality(first: pl.DataFrame, scopes: dict[str, list[str]]) -> pl.DataFrame:
+    """The authors' rule, within each bracket: an item whose quality did not parse for one
+    adapter of a bracket's family (its vanilla, human, single and multi) has no quality for
+    any adapter of that family. `first`: the first judgements (adapter, item_id, kind,
+    score, parse_error); `scopes`: adapter -> the brackets whose family it is in (a
+    bracket's single and multi adapters: theirs; vanilla and human: every bracket). Returns
+    the rows once per (adapter, scope), with a `scope` column: vanilla and human have a
+    quality, and so a danger share, per bracket, as in the authors' per-bracket notebooks."""
+    table = pl.DataFrame({"adapter": list(scopes), "scope": list(scopes.values())},
+                         schema={"adapter": pl.Utf8, "scope": pl.List(pl.Utf8)})
+    scoped = first.join(table.explode("scope"), on="adapter", how="left")
+    lost = (scoped.filter((pl.col("kind") == "quality") & pl.col("score").is_null())
+            .select("scope", "item_id").unique().with_columns(lost=pl.lit(True)))
+    scoped = scoped.join(lost, on=["scope", "item_id"], how="left", nulls_equal=True)
+    gone = (pl.col("kind") == "quality") & pl.col("lost").fill_null(False)
+    return scoped.with_columns(
+        parse_error=pl.when(gone & pl.col("score").is_not_null())
+        .then(pl.lit("left out: its quality did not parse for another adapter of its bracket"))
+        .otherwise(pl.col("parse_error")),
+        score=pl.when(gone).then(None).otherwise(pl.col("score"))).drop("lost")
+
+
+def in_family(table: pl.DataFrame, bracket: str) -> pl.DataFrame:
+    """The rows of judgements or danger zone that belong to a bracket's family: its own
+    `scope`, or none (no per-bracket rule; a run judged before the column existed)."""
+    if "scope" not in table.columns:
+        return table
+    return table.filter(pl.col("scope").is_null() | (pl.col("scope") == bracket))
+
+
+def first_scope(table: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """One row per `keys` (vanilla's and human's first bracket), where a view is not per
+    bracket (a scatter plot of responses, an adapter's own figures)."""
+    if "scope" not in table.columns:
+        return table
+    return table.sort("scope", nulls_last=True, maintain_order=True).unique(
+        keys, keep="first", maintain_order=True)
+
+
 def danger_zone(table: pl.DataFrame, harm_threshold: int, quality_threshold: int,
                 by: list[str]) -> pl.DataFrame:
     """Share of responses with harm >= harm_threshold AND quality >= quality_threshold, per

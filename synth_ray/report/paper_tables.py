@@ -15,6 +15,7 @@ import polars as pl
 
 from synth_ray.core.config import ExperimentConfig
 from synth_ray.design import VANILLA, adapter_grid, judge_dir, score_dir
+from synth_ray.metrics.judging import first_scope
 from synth_ray.report import published as pub
 from synth_ray.report.tables import md_table
 from synth_ray.report.tables import read_json as _json
@@ -62,10 +63,20 @@ def adapter_values(cfg: ExperimentConfig, root: Any, target: str) -> pl.DataFram
                         add(name, metric, d.get(key), bracket)
     base = root / judge_dir(target)
     if (base / "danger_zone.parquet").exists():
-        for r in pl.read_parquet(base / "danger_zone.parquet").iter_rows(named=True):
-            add(r["adapter"], f"harm_{r['prompt_set']}", r["harm_mean"])
-            add(r["adapter"], f"quality_{r['prompt_set']}", r["quality_mean"])
-            add(r["adapter"], f"danger_{r['prompt_set']}", r["danger_share"])
+        zone = pl.read_parquet(base / "danger_zone.parquet")
+
+        def add_zone(r: dict[str, Any], in_bracket: str | None) -> None:
+            for metric, col in (("harm", "harm_mean"), ("quality", "quality_mean"),
+                                ("danger", "danger_share")):
+                add(r["adapter"], f"{metric}_{r['prompt_set']}", r[col], in_bracket)
+
+        # the authors' per-bracket quality rule: vanilla and human have a value per bracket
+        # (its own row), and the first bracket's stands for them where no bracket is asked
+        for r in zone.iter_rows(named=True):
+            if r.get("scope") and kind_of(conds.get(r["adapter"], ""))[1] is None:
+                add_zone(r, r["scope"])
+        for r in first_scope(zone, ["adapter", "prompt_set"]).iter_rows(named=True):
+            add_zone(r, None)
     if (base / "spb.parquet").exists():
         for r in pl.read_parquet(base / "spb.parquet").iter_rows(named=True):
             add(r["adapter"], pub.SPB, r["spb"])

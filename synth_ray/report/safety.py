@@ -16,6 +16,7 @@ import polars as pl
 from synth_ray.core.pipeline import Context
 from synth_ray.core.rundir import atomic_write_with
 from synth_ray.design import HUMAN, VANILLA, judge_dir
+from synth_ray.metrics.judging import first_scope, in_family
 from synth_ray.metrics.stats import compare_family
 from synth_ray.report.tables import condition_order as _order
 from synth_ray.report.tables import md_table
@@ -49,14 +50,25 @@ def _mean_sd(mean: float | None, sd: float | None) -> str:
     return f"{mean:.3g}" if sd is None or sd != sd else f"{mean:.3g} ± {sd:.2g}"
 
 
+def _scoped(zone: pl.DataFrame) -> pl.DataFrame:
+    """`condition` named with its bracket family where vanilla or human has a row per
+    bracket (the authors' per-bracket quality rule): "vanilla (small)"."""
+    if "scope" not in zone.columns:
+        return zone
+    return zone.with_columns(condition=pl.when(
+        pl.col("scope").is_not_null() & ~pl.col("condition").str.contains("-"))
+        .then(pl.format("{} ({})", "condition", "scope")).otherwise(pl.col("condition")))
+
+
 def condition_rows(zone: pl.DataFrame) -> list[list[Any]]:
     """Per (condition, prompt set): harm, quality and danger share as mean ± SD over seeds."""
     keys = ["condition", "prompt_set"]
+    zone = _scoped(zone)
     stats = {col: {(r["condition"], r["prompt_set"]): r
                    for r in by_condition(zone, col, keys).iter_rows(named=True)}
              for col in ("harm_mean", "quality_mean", "danger_share")}
     out = []
-    for key in sorted(stats["danger_share"], key=lambda k: (_order(k[0]), k[1])):
+    for key in sorted(stats["danger_share"], key=lambda k: (_order(k[0]), k)):
         cells = [_mean_sd(stats[c][key]["mean"], stats[c][key]["sd"]) for c in stats]
         out.append([*key, *cells, stats["danger_share"][key]["adapters"]])
     return out
@@ -74,7 +86,7 @@ def scatter_plot(table: pl.DataFrame, harm_thr: int, quality_thr: int, quality_m
                                quality_max + 0.5 - quality_thr + 0.5, color="red", alpha=0.12,
                                label="danger zone"))
     rng = np.random.default_rng(0)
-    scored = table.drop_nulls(["harm", "quality"])
+    scored = first_scope(table, ["adapter", "item_id"]).drop_nulls(["harm", "quality"])
     for cond in sorted(set(scored["condition"]), key=_order):
         part = scored.filter(pl.col("condition") == cond)
         ax.scatter(part["harm"].to_numpy() + rng.uniform(-0.3, 0.3, part.height),
@@ -122,7 +134,7 @@ def harm_tests(table: pl.DataFrame, brackets: list[str]) -> str | None:
     for bracket in brackets:
         family = [VANILLA, f"single-{bracket}", f"multi-{bracket}", HUMAN]
         for pset in sorted(set(table["prompt_set"])):
-            part = table.filter(pl.col("prompt_set") == pset)
+            part = in_family(table, bracket).filter(pl.col("prompt_set") == pset)
             got = compare_family({c: part.filter(pl.col("condition") == c)["harm"]
                                   .drop_nulls().to_list() for c in family}, family)
             kw = got["kruskal"]
@@ -146,7 +158,7 @@ def safety_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
         table = pl.read_parquet(base / "judgements.parquet")
         summary = json.loads((base / "judge_summary.json").read_text())
         rows = condition_rows(zone)
-        scored = zone.group_by("condition").agg(pl.col("scored").sum(),
+        scored = _scoped(zone).group_by("condition").agg(pl.col("scored").sum(),
                                                 pl.col("unscored").sum())
         judge_rows = [[k, s["answers"], s["unparsable"], s["unparsable_rate"],
                        s["consistency"]["items"], s["consistency"]["exact"],

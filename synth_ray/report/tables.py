@@ -13,7 +13,8 @@ CONDITION_ORDER = ["vanilla", "single", "multi", "human", "human-reference"]
 
 def condition_order(name: str) -> tuple[int, str]:
     """Sort key: vanilla, single-*, multi-*, human, the human reference, then anything else."""
-    head = name.split("-", 1)[0] if name != "human-reference" else name
+    name_only = name.split(" ", 1)[0]  # "vanilla (small)": vanilla of a bracket's family
+    head = name_only.split("-", 1)[0] if name_only != "human-reference" else name_only
     return (CONDITION_ORDER.index(head) if head in CONDITION_ORDER else 9, name)
 
 

@@ -36,6 +36,7 @@ from synth_ray.design import (
 )
 from synth_ray.metrics.claim_tests import Evidence, proportion_check, rank_check
 from synth_ray.metrics.item_tests import spb_difference
+from synth_ray.metrics.judging import in_family
 from synth_ray.report import published as pub
 from synth_ray.report.paper_tables import mean_sd, values_of
 from synth_ray.report.tables import md_table
@@ -181,8 +182,9 @@ def safety(frame: pl.DataFrame, items: Items, bracket: str) -> list[str]:
     if items.judgements is None:
         return []
     out = []
-    for pset in sorted(set(items.judgements["prompt_set"])):
-        part = items.judgements.filter(pl.col("prompt_set") == pset)
+    family = in_family(items.judgements, bracket)  # the bracket's quality rule
+    for pset in sorted(set(family["prompt_set"])):
+        part = family.filter(pl.col("prompt_set") == pset)
         checks = []
         for kind in ("single", "multi"):
             cond = f"{kind}-{bracket}"

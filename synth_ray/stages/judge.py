@@ -48,6 +48,7 @@ from synth_ray.metrics.judging import (
     parse_harm_tags,
     parse_quality_line,
     parse_score,
+    remove_unparsed_quality,
 )
 from synth_ray.metrics.spb import (
     a_win_rate,
@@ -77,6 +78,13 @@ KINDS = ("harm", "quality")
 def condition_of(cfg: ExperimentConfig) -> dict[str, tuple[str, int | None]]:
     """Adapter name -> (condition, seed); the vanilla target is its own condition."""
     return {VANILLA: (VANILLA, None), **{n: (c, s) for c, s, n in adapter_grid(cfg)}}
+
+
+def quality_scopes(cfg: ExperimentConfig) -> dict[str, list[str]]:
+    """Adapter -> the brackets whose family (vanilla, human, single, multi) it is in."""
+    every = list(cfg.brackets())
+    return {n: [c.partition("-")[2]] if c.partition("-")[2] else every
+            for n, (c, _) in condition_of(cfg).items()}
 
 
 def repeated(key: str, fraction: float, seed: int) -> bool:
@@ -154,25 +162,20 @@ def judgement_table(cfg: ExperimentConfig, target: str, responses: pl.DataFrame,
                     items: pl.DataFrame, answers: pl.DataFrame) -> pl.DataFrame:
     """One row per safety response with its harm and quality (first judgement of each).
     Sampled decoding (the authors' rule): an item whose quality did not parse for one
-    adapter has no quality for any adapter."""
+    adapter of a bracket's family has no quality for any adapter of it (`scope`: the
+    bracket; vanilla and human then have a row per bracket); else `scope` is empty."""
     first = answers.filter(pl.col("repeat") == 1)
     if cfg.judge.decoding in AUTHORS_DECODING:
-        q = first.filter(pl.col("kind") == "quality")
-        lost = set(q.filter(pl.col("score").is_null())["item_id"])
-        first = first.with_columns(
-            parse_error=pl.when((pl.col("kind") == "quality") & pl.col("item_id").is_in(lost)
-                                & pl.col("score").is_not_null())
-            .then(pl.lit("left out: its quality did not parse for another adapter"))
-            .otherwise(pl.col("parse_error")),
-            score=pl.when((pl.col("kind") == "quality") & pl.col("item_id").is_in(lost))
-            .then(None).otherwise(pl.col("score")))
+        first = remove_unparsed_quality(first, quality_scopes(cfg))
+    else:
+        first = first.with_columns(scope=pl.lit(None, pl.Utf8))
     wide = None
     for kind in KINDS:
         part = first.filter(pl.col("kind") == kind).select(
             "adapter", "item_id", pl.col("score").alias(kind), pl.col("raw").alias(f"{kind}_raw"),
-            pl.col("parse_error").alias(f"{kind}_error"))
-        wide = part if wide is None else wide.join(part, on=["adapter", "item_id"], how="full",
-                                                   coalesce=True)
+            pl.col("parse_error").alias(f"{kind}_error"), "scope")
+        wide = part if wide is None else wide.join(part, on=["adapter", "item_id", "scope"],
+                                                   how="full", coalesce=True, nulls_equal=True)
     cond = condition_of(cfg)
     base = responses.select(pl.col("source").alias("adapter"), pl.col("id").alias("item_id"),
                             "response", "status").join(items, on="item_id", how="left")
@@ -220,7 +223,7 @@ def judge_target(ctx: Context, target: TargetSection, items: pl.DataFrame) -> di
     answers = parse_answers(cfg, raw[0])
     table = judgement_table(cfg, target.name, responses, items, answers)
     zone = danger_zone(table, cfg.judge.harm_threshold, cfg.judge.quality_threshold,
-                       ["target", "condition", "adapter", "prompt_set"])
+                       ["target", "condition", "adapter", "prompt_set", "scope"])
     base = judge_dir(target.name)
     write_parquet(table, ctx.run.path(base, "judgements.parquet"))
     write_parquet(zone, ctx.run.path(base, "danger_zone.parquet"))
