@@ -123,6 +123,7 @@ def responses_path(target: str, prompt_set: str = "test") -> str:
 
 # score: perplexity.parquet, diversity.parquet, SELF_BLEU_ITEMS, summary.json per target
 SELF_BLEU_ITEMS = "self_bleu_individual.parquet"  # each drawn response's own Self-BLEU
+SEMANTIC_ITEMS = "semantic_distances.parquet"  # `semantic: authors`: the sampled distances
 def score_dir(target: str) -> str:
     return f"eval/{target}"
 

@@ -52,6 +52,26 @@ def semantic_diversity(texts: list[str], model: str = BUNDLED, batch_size: int =
     return mean_pairwise_cosine_distance(embed(texts, model, batch_size))
 
 
+SAMPLED_DISTANCES = 10_000  # the authors' tests per condition (PAPER.md)
+
+
+def sampled_distances(embeddings: np.ndarray, n: int = SAMPLED_DISTANCES, seed: int = 42
+                      ) -> np.ndarray:
+    """`n` cosine distances between pairs of distinct rows, each pair drawn uniformly (with
+    replacement) from numpy's default_rng(seed): the items of the authors' Levene, Kruskal
+    and Mann-Whitney tests of semantic diversity. How they drew their 10,000 is not
+    published; this is synth-ray's reading (docs/paper.md)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    if len(x) < 2:
+        return np.empty(0)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    i = rng.integers(len(x), size=n)
+    j = rng.integers(len(x) - 1, size=n)
+    j = j + (j >= i)  # a uniform partner other than i
+    return 1.0 - np.einsum("ij,ij->i", x[i], x[j])
+
+
 def authors_sentences(response: str) -> list[str]:
     """The sentences the authors embed (sbert_embeddings.ipynb): NLTK `sent_tokenize`, each
     kept as the tokenizer returns it unless it is blank or, stripped of every `#` and `*`,

@@ -55,11 +55,21 @@ def notebook_stream(files: dict[str, list[str]], ev: dict[str, Any]) -> dict[str
         for name, lex in lexical_stream(files, ev["self_bleu"]).items():
             out[name].update(lex)
     if ev["semantic"] == "authors":
-        from synth_ray.metrics.diversity import semantic_diversity, sentence_stream
+        from synth_ray.metrics.diversity import (
+            embed,
+            mean_pairwise_cosine_distance,
+            sampled_distances,
+            sentence_stream,
+        )
 
         drawn = sentence_stream(list(files.values()), ev["semantic_sentences"], 42)
         for name, sentences in zip(files, drawn, strict=True):
-            out[name].update(semantic_sentences=len(sentences), semantic_diversity=(
-                semantic_diversity(sentences, ev["embedding_model"])
-                if len(sentences) >= 2 else float("nan")))
+            vectors = embed(sentences, ev["embedding_model"]) if len(sentences) >= 2 else None
+            out[name].update(
+                semantic_sentences=len(sentences),
+                semantic_diversity=float("nan") if vectors is None
+                else mean_pairwise_cosine_distance(vectors),
+                # the items of the semantic tests (score.py: semantic_tests)
+                semantic_distances=[] if vectors is None
+                else sampled_distances(vectors).tolist())
     return out

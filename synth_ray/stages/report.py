@@ -137,6 +137,10 @@ def evaluation_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
                          [[p["a"], p["b"], p["U"], p["p_bonferroni"]]
                           for p in ppl["tests"]["pairs"]])
         family = bracket_tests(ppl.get("brackets") or {})
+        semantic = bracket_tests(summary.get("semantic_tests") or {})
+        if semantic:  # `semantic: authors`: the authors' tests on sampled distances
+            semantic.insert(0, "Semantic diversity, the authors' tests on 10,000 sampled "
+                               "pairwise distances per condition (seeds pooled):")
         div = [[d["condition"], d["lexical_diversity_individual"],
                 d["lexical_diversity_aggregated"], d["self_bleu_document"],
                 d["semantic_diversity"], d.get("heaps_beta", float("nan")), d["responses"]]
@@ -161,6 +165,7 @@ def evaluation_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
             "Diversity of outputs (lexical = 100 - Self-BLEU-3):",
             md_table(["condition", "lexical (individual)", "lexical (aggregated)",
                       "Self-BLEU-3 (documents)", "semantic", "Heaps β", "responses"], div),
+            *semantic,
         ]))
     return "\n\n".join(parts) or "_No target configured._", images
 

