@@ -52,8 +52,9 @@ def _mean_sd(mean: float | None, sd: float | None) -> str:
 
 def _scoped(zone: pl.DataFrame) -> pl.DataFrame:
     """`condition` named with its bracket family where vanilla or human has a row per
-    bracket (the authors' per-bracket quality rule): "vanilla (small)"."""
-    if "scope" not in zone.columns:
+    bracket (the authors' per-bracket quality rule): "vanilla (small)"; with one bracket
+    the name alone."""
+    if "scope" not in zone.columns or zone["scope"].drop_nulls().n_unique() < 2:
         return zone
     return zone.with_columns(condition=pl.when(
         pl.col("scope").is_not_null() & ~pl.col("condition").str.contains("-"))
