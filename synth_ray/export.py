@@ -96,7 +96,8 @@ Each row's `messages` is the chat the target was trained on (system, user, assis
     return counts
 
 
-def _eval_numbers(run_dir: Path, target: str, adapter: str) -> dict[str, Any]:
+def _eval_numbers(run_dir: Path, target: str, adapter: str, brackets: list[str]
+                  ) -> dict[str, Any]:
     """This adapter's perplexity of outputs and harm / quality means, where evaluated."""
     out: dict[str, Any] = {}
     summary = run_dir / score_dir(target) / "summary.json"
@@ -107,7 +108,7 @@ def _eval_numbers(run_dir: Path, target: str, adapter: str) -> dict[str, Any]:
     zone = run_dir / judge_dir(target) / "danger_zone.parquet"
     if zone.exists():
         # an adapter's own figures: vanilla's and human's first bracket (per-bracket rule)
-        rows = first_scope(pl.read_parquet(zone), ["adapter", "prompt_set"])
+        rows = first_scope(pl.read_parquet(zone), ["adapter", "prompt_set"], brackets)
         for r in rows.filter(pl.col("adapter") == adapter).iter_rows(named=True):
             out[f"harm_mean_{r['prompt_set']}"] = r["harm_mean"]
             out[f"quality_mean_{r['prompt_set']}"] = r["quality_mean"]
@@ -126,7 +127,7 @@ def export_adapter(cfg: ExperimentConfig, run_dir: Path, target, condition: str,
         if (src / f).exists():
             shutil.copy2(src / f, out / f)
     s = json.loads((src / "training_summary.json").read_text())
-    evaluation = _eval_numbers(run_dir, target.name, name)
+    evaluation = _eval_numbers(run_dir, target.name, name, list(cfg.brackets()))
     meta = {"base_model": target.model, "library_name": "peft",
             "tags": ["synth-ray", "lora", condition], "datasets": [f"{cfg.run.name}-{condition}"]}
     body = f"""

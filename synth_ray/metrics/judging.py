@@ -124,9 +124,7 @@ def remove_unparsed_quality(first: pl.DataFrame, scopes: dict[str, list[str]]) -
     bracket's single and multi adapters: theirs; vanilla and human: every bracket). Returns
     the rows once per (adapter, scope), with a `scope` column: vanilla and human have a
     quality, and so a danger share, per bracket, as in the authors' per-bracket notebooks."""
-    table = pl.DataFrame({"adapter": list(scopes), "scope": list(scopes.values())},
-                         schema={"adapter": pl.Utf8, "scope": pl.List(pl.Utf8)})
-    scoped = first.join(table.explode("scope"), on="adapter", how="left")
+    scoped = first.join(scope_rows(scopes), on="adapter", how="left")
     lost = (scoped.filter((pl.col("kind") == "quality") & pl.col("score").is_null())
             .select("scope", "item_id").unique().with_columns(lost=pl.lit(True)))
     scoped = scoped.join(lost, on=["scope", "item_id"], how="left", nulls_equal=True)
@@ -138,6 +136,13 @@ def remove_unparsed_quality(first: pl.DataFrame, scopes: dict[str, list[str]]) -
         score=pl.when(gone).then(None).otherwise(pl.col("score"))).drop("lost")
 
 
+def scope_rows(scopes: dict[str, list[str]]) -> pl.DataFrame:
+    """(adapter, scope) rows: each adapter once per bracket family it is in."""
+    return pl.DataFrame({"adapter": list(scopes), "scope": list(scopes.values())},
+                        schema={"adapter": pl.Utf8, "scope": pl.List(pl.Utf8)}
+                        ).explode("scope")
+
+
 def in_family(table: pl.DataFrame, bracket: str) -> pl.DataFrame:
     """The rows of judgements or danger zone that belong to a bracket's family: its own
     `scope`, or none (no per-bracket rule; a run judged before the column existed)."""
@@ -146,12 +151,15 @@ def in_family(table: pl.DataFrame, bracket: str) -> pl.DataFrame:
     return table.filter(pl.col("scope").is_null() | (pl.col("scope") == bracket))
 
 
-def first_scope(table: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """One row per `keys` (vanilla's and human's first bracket), where a view is not per
+def first_scope(table: pl.DataFrame, keys: list[str], brackets: list[str]) -> pl.DataFrame:
+    """One row per `keys`, vanilla's and human's of the first of `brackets` (the config's
+    order, as the diversity rows hold the first bracket's draw), where a view is not per
     bracket (a scatter plot of responses, an adapter's own figures)."""
     if "scope" not in table.columns:
         return table
-    return table.sort("scope", nulls_last=True, maintain_order=True).unique(
+    rank = pl.col("scope").replace_strict({b: i for i, b in enumerate(brackets)},
+                                          default=len(brackets), return_dtype=pl.Int64)
+    return table.sort(rank, nulls_last=True, maintain_order=True).unique(
         keys, keep="first", maintain_order=True)
 
 

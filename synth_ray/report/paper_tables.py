@@ -75,7 +75,8 @@ def adapter_values(cfg: ExperimentConfig, root: Any, target: str) -> pl.DataFram
         for r in zone.iter_rows(named=True):
             if r.get("scope") and kind_of(conds.get(r["adapter"], ""))[1] is None:
                 add_zone(r, r["scope"])
-        for r in first_scope(zone, ["adapter", "prompt_set"]).iter_rows(named=True):
+        for r in first_scope(zone, ["adapter", "prompt_set"], list(cfg.brackets())).iter_rows(
+                named=True):
             add_zone(r, None)
     if (base / "spb.parquet").exists():
         for r in pl.read_parquet(base / "spb.parquet").iter_rows(named=True):

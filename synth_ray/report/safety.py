@@ -76,9 +76,10 @@ def condition_rows(zone: pl.DataFrame) -> list[list[Any]]:
 
 
 def scatter_plot(table: pl.DataFrame, harm_thr: int, quality_thr: int, quality_max: int,
-                 path: Path, title: str) -> None:
+                 path: Path, title: str, brackets: list[str]) -> None:
     """Quality against harm per response, jittered, one colour per condition; the danger
-    zone (harm >= threshold and quality >= threshold) shaded."""
+    zone (harm >= threshold and quality >= threshold) shaded. Vanilla and human: their
+    first bracket's family (`brackets`: the config's order)."""
     import numpy as np
 
     plt = _pyplot()
@@ -87,7 +88,7 @@ def scatter_plot(table: pl.DataFrame, harm_thr: int, quality_thr: int, quality_m
                                quality_max + 0.5 - quality_thr + 0.5, color="red", alpha=0.12,
                                label="danger zone"))
     rng = np.random.default_rng(0)
-    scored = first_scope(table, ["adapter", "item_id"]).drop_nulls(["harm", "quality"])
+    scored = first_scope(table, ["adapter", "item_id"], brackets).drop_nulls(["harm", "quality"])
     for cond in sorted(set(scored["condition"]), key=_order):
         part = scored.filter(pl.col("condition") == cond)
         ax.scatter(part["harm"].to_numpy() + rng.uniform(-0.3, 0.3, part.height),
@@ -167,7 +168,7 @@ def safety_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
                       for k, s in summary["judge"].items()]
         name = f"danger_{target.name}.png"
         scatter_plot(table, j.harm_threshold, j.quality_threshold, j.quality_max, plots / name,
-                     f"{target.name}: quality vs harm ({j.model})")
+                     f"{target.name}: quality vs harm ({j.model})", list(ctx.cfg.brackets()))
         images.append(name)
         text = [
             f"### {target.name}",

@@ -49,6 +49,7 @@ from synth_ray.metrics.judging import (
     parse_quality_line,
     parse_score,
     remove_unparsed_quality,
+    scope_rows,
 )
 from synth_ray.metrics.spb import (
     a_win_rate,
@@ -165,7 +166,8 @@ def judgement_table(cfg: ExperimentConfig, target: str, responses: pl.DataFrame,
     adapter of a bracket's family has no quality for any adapter of it (`scope`: the
     bracket; vanilla and human then have a row per bracket); else `scope` is empty."""
     first = answers.filter(pl.col("repeat") == 1)
-    if cfg.judge.decoding in AUTHORS_DECODING:
+    scoped = cfg.judge.decoding in AUTHORS_DECODING
+    if scoped:
         first = remove_unparsed_quality(first, quality_scopes(cfg))
     else:
         first = first.with_columns(scope=pl.lit(None, pl.Utf8))
@@ -179,7 +181,11 @@ def judgement_table(cfg: ExperimentConfig, target: str, responses: pl.DataFrame,
     cond = condition_of(cfg)
     base = responses.select(pl.col("source").alias("adapter"), pl.col("id").alias("item_id"),
                             "response", "status").join(items, on="item_id", how="left")
-    table = base.join(wide, on=["adapter", "item_id"], how="left").with_columns(
+    # every response once per family, judged or not (an unjudged one has no scores)
+    base = (base.join(scope_rows(quality_scopes(cfg)), on="adapter", how="left") if scoped
+            else base.with_columns(scope=pl.lit(None, pl.Utf8)))
+    table = base.join(wide, on=["adapter", "item_id", "scope"], how="left",
+                      nulls_equal=True).with_columns(
         target=pl.lit(target),
         condition=pl.col("adapter").replace_strict({k: v[0] for k, v in cond.items()},
                                                    default=None),
@@ -229,7 +235,8 @@ def judge_target(ctx: Context, target: TargetSection, items: pl.DataFrame) -> di
     write_parquet(zone, ctx.run.path(base, "danger_zone.parquet"))
     quality = judge_quality(answers)
     log.info("[judge] %s: %d responses judged; unparsable harm %d, quality %d", target.name,
-             table.height, quality["harm"]["unparsable"], quality["quality"]["unparsable"])
+             table.select("adapter", "item_id").n_unique(), quality["harm"]["unparsable"],
+             quality["quality"]["unparsable"])
     return {"judge": quality, "calls": stats}
 
 

@@ -105,11 +105,12 @@ def submit_streams(cfg: ExperimentConfig, texts: dict[str, list[str]]) -> dict[t
 
 
 def merge_streams(results: dict[tuple[str, int], dict[str, dict]],
-                  done: dict[str, dict[str, Any]]) -> tuple[dict, list[dict]]:
+                  done: dict[str, dict[str, Any]]) -> tuple[dict, list[dict], list[dict]]:
     """Each stream's lexical values into `done`'s rows (the first stream that drew an
     adapter wins: single and multi are in one, human and vanilla in every bracket's),
     the values per bracket (vanilla, in every seed's stream of a bracket: the first
-    seed's), and the individual items, once per adapter and bracket."""
+    seed's), the individual items and the sampled semantic distances, once per adapter
+    and bracket."""
     by_bracket: dict[str, dict[str, dict]] = {}
     items, distances, seen = [], [], set()
     for (bracket, _), streamed in results.items():

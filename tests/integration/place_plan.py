@@ -119,7 +119,9 @@ def main(address: str, configs: str, out_path: str) -> None:
     out = {"nodes_at_start": nodes(), "placed": []}
     seen = set()
     for path in configs.split(","):
-        cfg = load_config(path)
+        # a number for the context: "model" (the paper configs') reads each hub model's own
+        # config.json, not here offline; the context does not change what Ray is asked for
+        cfg = load_config(path, ["generation.max_model_len=4096"])
         for stage, requests in stage_requests(cfg):
             for kind, who, make, replicas, shape in requests:
                 # the same engine in both configs (their sources, their judge) lands alike:

@@ -153,7 +153,10 @@ def test_engines_are_built_as_the_plan_says() -> None:
     from synth_ray.plan import make_plan
 
     # plumbing: random-weight toy models, built in seconds (demo's are pre-trained)
-    for cfg in (paper("paper-70b.yaml"), paper("plumbing.yaml")):
+    # a number for the context: "model" (the paper configs') reads each hub model's own
+    # config.json, which this offline suite does not have (tests/unit/test_engine_context.py)
+    for cfg in (paper("paper-70b.yaml", "generation.max_model_len=4096"),
+                paper("plumbing.yaml")):
         gpu = cfg.resources.accelerator == "cuda"
         rows = {e["name"]: e for s in make_plan(cfg)["stages"] for e in s["engines"]}
         specs = [EngineSpec.of_source(s) for s in cfg.sources if s.backend == "vllm"]

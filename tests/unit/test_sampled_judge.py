@@ -67,11 +67,17 @@ def _answers(adapters: list[str], items: list[str], unparsed: tuple[str, str]) -
                 "score": pl.Int64, "raw": pl.Utf8, "parse_error": pl.Utf8})
 
 
-def _judged(cfg, adapters: list[str], items: list[str], answers: pl.DataFrame) -> pl.DataFrame:
+def _judged(cfg, adapters: list[str], items: list[str], answers: pl.DataFrame,
+            unjudged: tuple[str, str] | None = None) -> pl.DataFrame:
+    """The judgement table of these answers; `unjudged`: an (adapter, item) response that
+    failed (status error), so was never judged."""
     from synth_ray.stages.judge import judgement_table
 
     responses = pl.DataFrame([{"source": a, "id": i, "response": "r", "status": "ok"}
-                              for a in adapters for i in items])
+                              for a in adapters for i in items]
+                             + ([{"source": unjudged[0], "id": unjudged[1], "response": "",
+                                  "status": "error"}] if unjudged else []))
+    items = items + ([unjudged[1]] if unjudged else [])
     safety = pl.DataFrame({"item_id": items, "prompt_set": ["RB"] * len(items)})
     return judgement_table(cfg, "t", responses, safety, answers)
 
@@ -116,7 +122,12 @@ def test_the_quality_rule_runs_within_each_brackets_four_conditions(tmp_path) ->
     answers = answers.with_columns(score=pl.when((pl.col("kind") == "harm")
                                                  & (pl.col("item_id") == "rb/1"))
                                    .then(1).otherwise(pl.col("score")))
-    table = _judged(cfg, list(names.values()), items, answers)
+    table = _judged(cfg, list(names.values()), items, answers, ("vanilla", "rb/9"))
+    # the failed response is in both of vanilla's families, unscored, never scope-less
+    assert table["scope"].null_count() == 0
+    failed = table.filter(pl.col("item_id") == "rb/9")
+    assert sorted(failed["scope"]) == ["corpora", "mixture"] and failed["harm"].null_count() == 2
+    table = table.filter(pl.col("item_id") != "rb/9")
     lost = {"vanilla", "human", "single-corpora", "multi-corpora"}
     for bracket, family in (("corpora", lost), ("mixture", {"vanilla", "human",
                                                             "single-mixture",
@@ -142,6 +153,12 @@ def test_the_quality_rule_runs_within_each_brackets_four_conditions(tmp_path) ->
     assert scored[("vanilla", "corpora")] == 1 and scored[("vanilla", "mixture")] == 2
     assert scored[("single-mixture", "mixture")] == 2 and ("single-mixture", "corpora") \
         not in scored
+    # one row per adapter where a view is not per bracket: the config's first bracket's
+    from synth_ray.metrics.judging import first_scope
+
+    three = pl.DataFrame({"adapter": ["v"] * 3, "scope": ["large", "medium", "small"],
+                          "x": [3, 2, 1]})
+    assert first_scope(three, ["adapter"], ["small", "medium", "large"])["x"].to_list() == [1]
     # the report's danger-zone table: vanilla and human once per bracket family
     from synth_ray.report.safety import condition_rows
 
