@@ -148,7 +148,7 @@ class GenerationSection(Section):
     batch_size: int = Field(64, ge=1)
     # "model": each engine's model's own window (engines/tokenizers.model_window), so no
     # prompt that the model can take is refused for context: the paper configs, where
-    # Dolly's long-context rows with a 1,024-token answer budget would not fit 4,096
+    # a long-context Dolly row with its 1,024-token answer budget may not fit 4,096
     max_model_len: Annotated[int, Field(ge=16)] | Literal["model"] = Field(
         4096, description='Engines\' context in tokens, or "model": each model\'s own window.')
     stall_timeout_s: float = Field(

@@ -1,6 +1,6 @@
 """An engine's context window (`generation.max_model_len`): a number, or "model", each
 model's own window. The paper configs use "model", so a long-context Dolly row that a
-fixed 4,096 refused reaches a model whose window holds it; the prompt check on the driver
+fixed 4,096 would refuse reaches a model whose window holds it; the prompt check on the driver
 and the number vLLM is given are one figure."""
 
 from __future__ import annotations
