@@ -138,6 +138,7 @@ def test_light_stages_run_one_task_per_engine() -> None:
     process: docs/benchmarks.md, "Light stages"); one task each side of an HTTP stage."""
     from dataclasses import replace
 
+    import ray
     from ray.data import TaskPoolStrategy
 
     from synth_ray.core.config import load_config
@@ -147,11 +148,19 @@ def test_light_stages_run_one_task_per_engine() -> None:
 
     cfg = load_config("jobs/configs/plumbing.yaml")
     spec = replace(EngineSpec.of_source(cfg.sources[0]), replicas=3)
-    for build in (vllm_processor, scoring_processor):
-        p = build(cfg, spec)
+    # building a vLLM processor starts Ray if none is up: a local instance of the test's
+    # own (never one running on this machine), shut down after, so later tests start theirs
+    ray.init(address="local", num_cpus=1, include_dashboard=False, configure_logging=False,
+             log_to_driver=False)
+    try:
+        for build in (vllm_processor, scoring_processor):
+            p = build(cfg, spec)
+            for kwargs in (p.preprocess_map_kwargs, p.postprocess_map_kwargs):
+                assert kwargs == {"num_cpus": 0, "compute": TaskPoolStrategy(size=3)}, build
+        p = http_processor(cfg, HttpSection(base_url="http://127.0.0.1:9/v1",
+                                            concurrency=4),
+                           "m", cfg.generation.sampling, "source 'x'")
         for kwargs in (p.preprocess_map_kwargs, p.postprocess_map_kwargs):
-            assert kwargs == {"num_cpus": 0, "compute": TaskPoolStrategy(size=3)}, build
-    p = http_processor(cfg, HttpSection(base_url="http://127.0.0.1:9/v1", concurrency=4),
-                       "m", cfg.generation.sampling, "source 'x'")
-    for kwargs in (p.preprocess_map_kwargs, p.postprocess_map_kwargs):
-        assert kwargs == {"num_cpus": 0, "compute": TaskPoolStrategy(size=1)}
+            assert kwargs == {"num_cpus": 0, "compute": TaskPoolStrategy(size=1)}
+    finally:
+        ray.shutdown()
