@@ -167,8 +167,9 @@ def judgement_table(cfg: ExperimentConfig, target: str, responses: pl.DataFrame,
     bracket; vanilla and human then have a row per bracket); else `scope` is empty."""
     first = answers.filter(pl.col("repeat") == 1)
     scoped = cfg.judge.decoding in AUTHORS_DECODING
+    scopes = quality_scopes(cfg) if scoped else {}
     if scoped:
-        first = remove_unparsed_quality(first, quality_scopes(cfg))
+        first = remove_unparsed_quality(first, scopes)
     else:
         first = first.with_columns(scope=pl.lit(None, pl.Utf8))
     wide = None
@@ -182,7 +183,7 @@ def judgement_table(cfg: ExperimentConfig, target: str, responses: pl.DataFrame,
     base = responses.select(pl.col("source").alias("adapter"), pl.col("id").alias("item_id"),
                             "response", "status").join(items, on="item_id", how="left")
     # every response once per family, judged or not (an unjudged one has no scores)
-    base = (base.join(scope_rows(quality_scopes(cfg)), on="adapter", how="left") if scoped
+    base = (base.join(scope_rows(scopes), on="adapter", how="left") if scoped
             else base.with_columns(scope=pl.lit(None, pl.Utf8)))
     table = base.join(wide, on=["adapter", "item_id", "scope"], how="left",
                       nulls_equal=True).with_columns(
