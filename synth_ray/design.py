@@ -44,6 +44,11 @@ def adapter_grid(cfg: ExperimentConfig) -> list[tuple[str, int, str]]:
             for c in condition_names(cfg) for s in cfg.training.seeds]
 
 
+def adapter_conditions(cfg: ExperimentConfig) -> dict[str, str]:
+    """Adapter name -> its condition, the vanilla target its own."""
+    return {VANILLA: VANILLA, **{n: c for c, _, n in adapter_grid(cfg)}}
+
+
 def summary_sources(cfg: ExperimentConfig) -> list[str]:
     """Sources that write summaries: every source of a bracket that holds some target's
     self source (PAPER.md, Evaluation 5: its own family and the other sources of its

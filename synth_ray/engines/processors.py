@@ -47,6 +47,8 @@ def light_map(replicas: int) -> dict[str, Any]:
     from ray.data import TaskPoolStrategy
 
     return {**LIGHT, "compute": TaskPoolStrategy(size=max(1, replicas))}
+
+
 # ray.data.llm's own chat template and detokenize stages (actor pools of their own). Off:
 # the driver applies the chat template (it loads the tokenizer anyway, to check each
 # prompt against the context) and decodes the generated tokens with the same call as Ray's

@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from synth_ray.core.config import ExperimentConfig
-from synth_ray.design import VANILLA, adapter_grid, judge_dir, score_dir
+from synth_ray.design import adapter_conditions, judge_dir, score_dir
 from synth_ray.metrics.judging import first_scope
 from synth_ray.report import published as pub
 from synth_ray.report.tables import md_table
@@ -33,7 +33,7 @@ def kind_of(condition: str) -> tuple[str, str | None]:
 
 def adapter_values(cfg: ExperimentConfig, root: Any, target: str) -> pl.DataFrame:
     """One row per (adapter, metric) the run has measured for the target."""
-    conds = {VANILLA: VANILLA, **{name: c for c, _, name in adapter_grid(cfg)}}
+    conds = adapter_conditions(cfg)
     rows: list[dict[str, Any]] = []
 
     def add(adapter: str, metric: str, value: Any, in_bracket: str | None = None) -> None:

@@ -30,7 +30,7 @@ from synth_ray.design import (
     SEMANTIC_ITEMS,
     TEST_PATH,
     VANILLA,
-    adapter_grid,
+    adapter_conditions,
     adapter_name,
     responses_path,
     score_dir,
@@ -132,14 +132,13 @@ def merge_streams(results: dict[tuple[str, int], dict[str, dict]],
 def semantic_tests(cfg: ExperimentConfig, distances: pl.DataFrame) -> dict[str, Any]:
     """`semantic: authors`: per bracket, its family's tests (Levene, Kruskal-Wallis, pairwise
     Mann-Whitney with Bonferroni) on each condition's sampled distances, seeds pooled."""
-    condition = {VANILLA: VANILLA, **{n: c for c, _, n in adapter_grid(cfg)}}
     out = {}
     for bracket in cfg.brackets():
-        mine = distances.filter(pl.col("bracket") == bracket).with_columns(
-            pl.col("condition").replace_strict(condition, default=None).alias("family"))
-        family = [VANILLA, f"single-{bracket}", f"multi-{bracket}", HUMAN_DATA]
-        out[bracket] = compare_family({c: mine.filter(pl.col("family") == c)["distance"]
-                                       .to_list() for c in family}, family)
+        mine = distances.filter(pl.col("bracket") == bracket)
+        groups = {n: mine.filter(pl.col("condition") == n)["distance"].to_list()
+                  for n in set(mine["condition"])}
+        out[bracket] = compare_family(pooled_by_condition(cfg, groups), [
+            VANILLA, f"single-{bracket}", f"multi-{bracket}", HUMAN_DATA])
     return out
 
 
@@ -175,7 +174,7 @@ def scoring_requests(cfg: ExperimentConfig, tokenizer: Any, responses: pl.DataFr
 def pooled_by_condition(cfg: ExperimentConfig,
                         groups: dict[str, list[float]]) -> dict[str, list[float]]:
     """Adapter groups (`human-seed1`, ...) pooled into their conditions (`human`)."""
-    of = {name: condition for condition, _, name in adapter_grid(cfg)}
+    of = adapter_conditions(cfg)
     out: dict[str, list[float]] = {}
     for name, values in groups.items():
         out.setdefault(of.get(name, name), []).extend(values)
