@@ -31,6 +31,7 @@ from synth_ray.preflight import (
     cluster_checks,
     refuse,
 )
+from synth_ray.rehearse import command as rehearse_command
 
 app = typer.Typer(
     add_completion=False,
@@ -55,10 +56,14 @@ def _load(config: Path, overrides: list[str] | None) -> ExperimentConfig:
         raise typer.Exit(EXIT_CONFIG) from None
 
 
-
 def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
                 force: list[str], verbose: bool = False) -> None:
-    cfg = _load(config, overrides)
+    run_config(_load(config, overrides), names, force, verbose)
+
+
+def run_config(cfg: ExperimentConfig, names: list[str], force: list[str],
+               verbose: bool = False, before=None) -> None:
+    """The stages `names` of a loaded config; `before()` runs once the run's log is open."""
     setup_logging(verbose_=verbose or None)
     # before the run dir is touched: a local run.dir on a cluster, a missing input
     from synth_ray.core.readiness import problems
@@ -72,6 +77,8 @@ def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
     # the log file once the run is open: a run in a bucket has just pulled its log (this
     # machine appends to it), and a file replaced under an open handler would lose lines
     setup_logging(ctx.run.root)
+    if before is not None:
+        before()
     status = "FAILED"
     try:
         ctx.tracker = _tracker(ctx)
@@ -194,6 +201,8 @@ def validate(config: Path = typer.Argument(...), overrides: list[str] = Override
 
 # the paper's public inputs, fetched into the files a config names (synth_ray/data/fetch.py)
 app.command("fetch-inputs")(fetch_command)
+# the config end to end on stand-ins before paying for it (synth_ray/rehearse.py)
+app.command("rehearse")(rehearse_command)
 
 
 @app.command("plan")

@@ -34,6 +34,7 @@ from synth_ray.core.sections import (  # noqa: F401 - re-exported: the config's 
     GenerationSection,
     LoRASection,
     PerplexitySection,
+    RehearsalSection,
     RunSection,
     SamplingSection,
     Section,
@@ -67,6 +68,8 @@ class ExperimentConfig(Section):
     judge: JudgeSection = JudgeSection()
     resources: ResourcesSection = ResourcesSection()
     tracking: TrackingSection = TrackingSection()
+    rehearsal: RehearsalSection | None = Field(
+        None, description="Set by `synth-ray rehearse` only: the swaps of a rehearsal.")
     # last, so a run's config.yaml opens with its run section as before
     preset: Literal["paper"] | None = Field(
         None, description="Fill every key of a named preset the config does not set itself "

@@ -347,3 +347,18 @@ class TrackingSection(Section):
                              "set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or "
                              "MLFLOW_TRACKING_TOKEN in the environment instead")
         return v
+
+
+class SwapSection(Section):
+    key: str
+    real: Any = None
+    stand_in: Any = None
+    why: str = ""
+
+
+class RehearsalSection(Section):
+    """Written by `synth-ray rehearse` (synth_ray/rehearse.py), never by hand: the config
+    rehearsed and every value swapped for a stand-in; the report lists them."""
+
+    config: str
+    swaps: list[SwapSection] = Field(default_factory=list)

@@ -241,6 +241,19 @@ def api_spend(ctx: Context, recorded: dict) -> list[tuple[str, int, int, float |
     return out
 
 
+def rehearsal_section(cfg) -> list[str]:
+    """A rehearsal's report opens with what was swapped: its numbers are the stand-ins'."""
+    r = cfg.rehearsal
+    if r is None:
+        return []
+    return ["## Rehearsal", f"A rehearsal of `{r.config}` (`synth-ray rehearse`): every stage "
+            "ran with the config's own settings except these swaps; the numbers below are "
+            "the stand-ins', not the study's.",
+            md_table(["key", "config", "rehearsal", "why"],
+                     [[f"`{w.key}`", f"`{w.real}`", f"`{w.stand_in}`", w.why]
+                      for w in r.swaps])]
+
+
 def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     manifest = ctx.run.manifest()
     versions = next((s.get("versions") for s in manifest["stages"].values()
@@ -257,6 +270,7 @@ def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:
     cost, cost_imgs = cost_section(ctx, plots)
     md = "\n\n".join([
         f"# synth-ray report: {ctx.cfg.run.name}",
+        *rehearsal_section(ctx.cfg),
         f"Run directory `{ctx.run.uri() or ctx.run.root}`; config `config.yaml` (hash "
         f"{hash_file(ctx.run.path('config.yaml'))}); versions: "
         + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),

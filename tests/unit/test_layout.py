@@ -5,8 +5,9 @@ every import, including those inside functions and under TYPE_CHECKING, is an ar
 - core/ imports nothing from stages/, engines/, train/, metrics/, report/ or toy/;
 - a stage imports no other stage (stages share names through design.py, data through files);
 - metrics/ imports no Ray, no vLLM and nothing else of synth_ray (pure maths);
-- only toy/, models.py's registry and cli.py know the toy package, and no other module
-  branches on a `tiny://` id (config defaults may name the embedded data, nothing more);
+- only toy/, models.py's registry, cli.py and rehearse.py (whose stand-ins are the embedded
+  models and samples) know the toy package, and no other module branches on a `tiny://`
+  id (config defaults may name the embedded data, nothing more);
 - the stage table, the stage modules, the CLI's verbs and design.py's run-dir folders agree.
 """
 
@@ -18,11 +19,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "synth_ray"
-ALLOWED_TOY_NAMERS = {"synth_ray.cli", "synth_ray.models"}
+# `synth-ray rehearse` swaps a config's models and absent inputs for the embedded ones
+ALLOWED_TOY_NAMERS = {"synth_ray.cli", "synth_ray.models", "synth_ray.rehearse"}
 # the config's defaults name the embedded data as plain strings (judge.safety_prompts, ...)
 # the config sections name the embedded models and data as defaults (the demo runs on them)
 ALLOWED_TINY_STRINGS = {"synth_ray.cli", "synth_ray.models", "synth_ray.core.sections",
-                        "synth_ray.core.model_sections"}
+                        "synth_ray.core.model_sections", "synth_ray.rehearse"}
 
 
 def module_name(path: Path, root: Path) -> str:
