@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up .venv first.
-.PHONY: setup demo smol test lint bench clean-demo
+.PHONY: setup demo smol test lint bench gpu-check clean-demo
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,11 @@ bench: setup
 	@for b in generation_throughput train_throughput self_bleu_speed perplexity_speed; do \
 	  echo "== $$b"; .venv/bin/python benchmarks/$$b.py || exit 1; done
 	@.venv/bin/synth-ray plan jobs/configs/paper-8b.yaml  # expected GPU-hours, on paper
+
+# Every GPU check in one command (scripts/gpu_check.py): one JSON of figures under $(OUT) or
+# runs/gpu-check; on a machine without CUDA it says what it skipped and why.
+gpu-check: setup
+	@.venv/bin/python scripts/gpu_check.py $(ARGS)
 
 clean-demo:
 	rm -rf runs/demo

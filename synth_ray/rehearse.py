@@ -134,9 +134,12 @@ def _inputs(sw: Swaps, real: ExperimentConfig, inputs_dir: Path) -> None:
 
 
 def rehearsal_data(real: ExperimentConfig, *, config: str, run_dir: str, inputs_dir: Path,
-                   server_url: str | None, gpu: bool, address: str | None
-                   ) -> tuple[dict, list[dict]]:
-    """The rehearsal's config data and its swaps (each: key, real, stand_in, why)."""
+                   server_url: str | None, gpu: bool, address: str | None,
+                   stand_ins: dict[str, str] | None = None,
+                   train_workers: int = TRAIN_WORKERS) -> tuple[dict, list[dict]]:
+    """The rehearsal's config data and its swaps (each: key, real, stand_in, why);
+    `stand_ins` over STAND_INS (role -> model), `train_workers` a target's most workers."""
+    models = {**STAND_INS, **(stand_ins or {})}
     data = real.model_dump(mode="json")
     sw = Swaps(data)
     sw.set("run.name", f"{real.run.name}-rehearsal", "a rehearsal is its own run")
@@ -146,17 +149,17 @@ def rehearsal_data(real: ExperimentConfig, *, config: str, run_dir: str, inputs_
             sw.set(f"sources.{i}.http.base_url", server_url, "a vLLM OpenAI server on "
                    "127.0.0.1 serving the source stand-in under this model's name")
             continue
-        sw.set(f"sources.{i}.model", STAND_INS["source"], "source stand-in")
+        sw.set(f"sources.{i}.model", models["source"], "source stand-in")
         sw.set(f"sources.{i}.revision", None, "the stand-in has no revision")
         sw.set(f"sources.{i}.trust_remote_code", False, "the stand-in is plain Llama")
         _engine(sw, f"sources.{i}", gpu)
     for i, t in enumerate(real.targets):
         pre = f"targets.{i}"
-        sw.set(f"{pre}.model", STAND_INS["target"], "target stand-in")
+        sw.set(f"{pre}.model", models["target"], "target stand-in")
         sw.set(f"{pre}.revision", None, "the stand-in has no revision")
         sw.set(f"{pre}.trust_remote_code", False, "the stand-in is plain Llama")
-        workers = min(t.num_workers, TRAIN_WORKERS)
-        sw.set(f"{pre}.num_workers", workers, f"{TRAIN_WORKERS} workers at most here")
+        workers = min(t.num_workers, train_workers)
+        sw.set(f"{pre}.num_workers", workers, f"{train_workers} worker(s) at most here")
         if not gpu:
             sw.set(f"{pre}.use_gpu", False, "no GPU here: gloo on CPU")
         sw.set(f"{pre}.accelerator_type", None, "GPU type: whatever this machine has")
@@ -175,7 +178,7 @@ def rehearsal_data(real: ExperimentConfig, *, config: str, run_dir: str, inputs_
         sw.set("training.adapters_per_run", max(real.training.adapters_per_run,
                                                 len(adapter_grid(real))),
                "every adapter in one Ray Train run: one start-up on a laptop")
-    sw.set("judge.model", STAND_INS["judge"], "judge stand-in")
+    sw.set("judge.model", models["judge"], "judge stand-in")
     sw.set("judge.revision", None, "the stand-in has no revision")
     _engine(sw, "judge", gpu)
     _inputs(sw, real, inputs_dir)
@@ -229,11 +232,20 @@ def _gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def command(
     config: Path = typer.Argument(..., help="The experiment YAML to rehearse, as shipped"),
     overrides: list[str] = typer.Argument(None, help="key.sub=value overrides (as for run)"),
     address: str = typer.Option(None, "--address", help="Rehearse on this Ray cluster "
                                 "(default: a local Ray instance)"),
+    stand_in: list[str] = typer.Option([], "--stand-in", help="ROLE=MODEL: another "
+                                       "stand-in for a role (source, target, judge), e.g. "
+                                       "target=tiny://smollm2-135m-instruct (repeatable)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Ray's, vLLM's and the "
                                  "workers' own logs on the terminal too"),
 ) -> None:
@@ -269,12 +281,19 @@ def command(
     # the samples the driver reads: in the rehearsal's run dir, or beside it for a bucket
     local = Path(run_dir) if not is_uri(run_dir) else Path(tempfile.mkdtemp(
         prefix="synth-ray-rehearsal-"))
+    chosen = dict(x.split("=", 1) for x in stand_in if "=" in x)
+    if len(chosen) != len(stand_in) or set(chosen) - set(STAND_INS):
+        cli.console.print(f"[red]error:[/red] --stand-in takes ROLE=MODEL, ROLE one of "
+                          f"{', '.join(STAND_INS)}; got {stand_in}", highlight=False)
+        raise typer.Exit(EXIT_CONFIG)
     gpu = _gpu()
+    # on GPUs: a worker per GPU there is (2 at most); on CPU: 2 gloo workers
+    workers = min(TRAIN_WORKERS, _gpus()) if gpu else TRAIN_WORKERS
 
     def build(url: str | None) -> tuple[ExperimentConfig, list[dict]]:
         data, rows = rehearsal_data(real, config=str(config), run_dir=run_dir,
                                     inputs_dir=local / "inputs", server_url=url, gpu=gpu,
-                                    address=address)
+                                    address=address, stand_ins=chosen, train_workers=workers)
         try:
             return rehearsal_config(data, str(config)), rows
         except ConfigError as e:
@@ -285,7 +304,8 @@ def command(
     # the rehearsal's own readiness (a local run.dir with --address, an input present in a
     # wrong layout) before the hosted stand-in's server starts
     refuse(problems(build("http://127.0.0.1:0/v1" if hosted(real) else None)[0]))
-    with stand_in_server(real, hosted_keys(real), STAND_INS["source"], gpu, local) as url:
+    source = {**STAND_INS, **chosen}["source"]
+    with stand_in_server(real, hosted_keys(real), source, gpu, local) as url:
         cfg, rows = build(url)
         cli.console.print(f"[bold]{len(rows)} swaps[/bold] (also in {run_dir}/config.yaml, "
                           "key rehearsal, and the report):")

@@ -206,3 +206,18 @@ def test_the_server_log_holds_no_key(tmp_path) -> None:
     standin_server._redacting_copy(stream, log, ["sk-1", "sk-22"])
     text = log.read_text()
     assert "sk-1" not in text and "sk-22" not in text and "ready" in text
+
+
+def test_a_role_takes_another_stand_in(tmp_path, monkeypatch) -> None:
+    real = load_config(PAPER[0], [])
+    data, _ = rehearsal_data(real, config=PAPER[0], run_dir=str(tmp_path), inputs_dir=tmp_path,
+                             server_url=URL, gpu=True, address=None, train_workers=1,
+                             stand_ins={"target": "tiny://smollm2-135m-instruct"})
+    cfg = rehearsal_config(data, PAPER[0])
+    assert cfg.targets[0].model == "tiny://smollm2-135m-instruct"
+    assert cfg.judge.model == STAND_INS["judge"]
+    # on a GPU: the engines stay on cuda, a training worker per GPU
+    assert cfg.resources.accelerator == "cuda" and cfg.targets[0].use_gpu
+    assert cfg.targets[0].num_workers == 1
+    code, out = refused(tmp_path, monkeypatch, "--stand-in", "teacher=tiny://judge")
+    assert code == 2 and says(out, "--stand-in takes ROLE=MODEL")
