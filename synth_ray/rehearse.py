@@ -184,8 +184,6 @@ def rehearsal_data(real: ExperimentConfig, *, config: str, run_dir: str, inputs_
     _inputs(sw, real, inputs_dir)
     for key, most in CAPS.items():
         sw.cap(key, most)
-    sw.set("training.epochs", min(real.training.epochs, CAPS["training.epochs"]),
-           "size capped for a rehearsal")
     if not gpu:
         if real.training.dtype != "float32":
             sw.set("training.dtype", "float32", "CPU training: fp32")
