@@ -50,7 +50,8 @@ GRID_MODULES = frozenset({
     "tests/integration/test_http_source.py", "tests/integration/test_judge.py",
     "tests/integration/test_respond.py", "tests/integration/test_score.py",
     "tests/integration/test_train.py"})
-LONGEST_FIRST = ("grid", "tests/integration/test_smol.py", "tests/integration/test_benchmarks.py",
+LONGEST_FIRST = ("grid", "tests/integration/test_rehearse.py",
+                 "tests/integration/test_smol.py", "tests/integration/test_benchmarks.py",
                  "tests/integration/test_ray_job.py", "tests/integration/test_generate.py")
 
 
