@@ -54,7 +54,7 @@ CAPS: dict[str, int] = {
     "training.epochs": 1,
     "training.max_steps": 2,
     "training.max_length": 256,
-    "training.eval_every_steps": 1,
+    "training.eval_every_steps": 2,  # one validation and checkpoint, at the end
     "judge.sampling.max_tokens": 40,
     "judge.summary_max_tokens": 24,
     "judge.max_safety_prompts": 6,
