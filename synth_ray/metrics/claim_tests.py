@@ -21,7 +21,8 @@ b's seed s; strata independent). A side with one set (vanilla) is shared by ever
   convolution of the strata's hypergeometric laws). Interval: Newcombe's hybrid score
   interval of the pooled difference.
 - **Paired article measures** (self-preference bias): `item_tests.spb_difference`, a
-  bootstrap over the articles every adapter judged.
+  paired permutation over the articles every adapter judged (p), a paired bootstrap over
+  them (interval).
 
 A check holds (or is reversed) only when the corrected p < alpha, the test's statistic, the
 effect and every seed's own effect point the same way; items without any spread on either

@@ -3,17 +3,24 @@
 
 - Danger-zone share: Fisher's exact test on the 2x2 table (in the zone or not, condition a
   or b) of the responses whose two scores parsed.
-- Self-preference bias: a paired bootstrap over articles. Two adapters judged the same
-  article pairs; resampling articles (with replacement, the same draw for both) and
-  recomputing each adapter's SPB from the resampled judgements gives the distribution of
-  the difference; the two-sided p is twice the smaller tail share of differences on either
-  side of zero (at least 1 / resamples).
+- Self-preference bias: two adapters judged the same article pairs. The p is a paired
+  permutation test over articles: under "the adapters judge alike", which adapter an
+  article's judgements belong to is exchangeable, so every relabelling (each article's
+  two sets of judgements swapped or not, the same article swaps for every seed) gives the
+  null distribution of the SPB difference; two-sided, every relabelling enumerated up to
+  `resamples` of them (2^articles), else `resamples` drawn ((1 + hits) / (1 + draws)).
+  With 4 articles the smallest p is 2/16: a handful of articles cannot decide a claim.
+  The interval is a paired bootstrap over articles (resampled with replacement, the same
+  draw for both), its 2.5 and 97.5 percentiles. (A bootstrap p over few articles reached
+  its floor whenever every article leaned the same way, however slightly: smol.yaml's 4
+  articles read as p 0.0005.)
 Harm scores use the perplexity family's tests (`stats.compare_family`: Kruskal-Wallis,
 Mann-Whitney U, Bonferroni over a bracket's four conditions), as the authors did.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -62,12 +69,12 @@ def spb_difference(pairs_a: pl.DataFrame | list[pl.DataFrame],
                    pairs_b: pl.DataFrame | list[pl.DataFrame], self_source: str,
                    human: str = "human", resamples: int = 2000, seed: int = 42
                    ) -> dict[str, Any]:
-    """SPB of a minus SPB of b, with a paired bootstrap over articles: the point estimate,
-    a 95% percentile interval, and the two-sided p. Either side may be one frame per
-    training seed (seeds pair by position; a side of one frame is shared by every seed):
-    the difference is then the mean over seeds, every adapter resampled with the same
-    articles; `per_seed` holds each seed's own difference and `flat` says the resampled
-    differences had no spread at all."""
+    """SPB of a minus SPB of b: the point estimate, a 95% paired-bootstrap interval over
+    articles, the two-sided p of the paired permutation over articles. Either side may be
+    one frame per training seed (seeds pair by position; a side of one frame is shared by
+    every seed): the difference is then the mean over seeds, every adapter resampled (and
+    relabelled) with the same articles; `per_seed` holds each seed's own difference and
+    `flat` says the resampled differences had no spread at all."""
     sides = [[f] if isinstance(f, pl.DataFrame) else list(f) for f in (pairs_a, pairs_b)]
     ok = [[f.filter(pl.col("p_a").is_not_null()) for f in side] for side in sides]
     frames = ok[0] + ok[1]
@@ -98,8 +105,35 @@ def spb_difference(pairs_a: pl.DataFrame | list[pl.DataFrame],
     diff = diff[np.isfinite(diff)]
     if not len(diff):
         raise ValueError("no resample of the articles gave an SPB for every adapter")
-    tail = min((diff <= 0).mean(), (diff >= 0).mean())
     low, high = np.percentile(diff, [2.5, 97.5])
+    p, relabellings, exact = _relabelled_p(mats, strata, len(articles), float(per.mean()),
+                                           sources, self_source, human, resamples, rng)
     return {"difference": float(per.mean()), "ci_low": float(low), "ci_high": float(high),
-            "p": float(min(1.0, max(2 * tail, 1 / resamples))), "articles": len(articles),
+            "p": p, "relabellings": relabellings, "exact": exact, "articles": len(articles),
             "per_seed": [float(x) for x in per], "flat": bool(np.ptp(diff) == 0)}
+
+
+def _relabelled_p(mats, strata, n: int, observed: float, sources: list[str],
+                  self_source: str, human: str, resamples: int, rng) -> tuple[float, int, bool]:
+    """Two-sided p of the paired permutation over articles: each relabelling swaps the two
+    adapters' judgements of the articles it marks (in every seed's pair alike)."""
+    exact = 2 ** n <= resamples
+    if exact:
+        swap = np.array(list(itertools.product((0.0, 1.0), repeat=n)))
+    else:
+        swap = rng.integers(0, 2, size=(resamples, n)).astype(float)
+    keep = 1.0 - swap
+    cols = []
+    for s, t in strata:
+        (a_sum, a_n), (b_sum, b_n) = mats[0][s], mats[1][t]
+        spb_a = _spb(keep @ a_sum + swap @ b_sum, keep @ a_n + swap @ b_n, sources,
+                     self_source, human)
+        spb_b = _spb(keep @ b_sum + swap @ a_sum, keep @ b_n + swap @ a_n, sources,
+                     self_source, human)
+        cols.append(spb_a - spb_b)
+    null = np.stack(cols, axis=1).mean(axis=1)
+    null = null[np.isfinite(null)]
+    # ties count as extreme (1e-12: the same sums reached in another order)
+    hits = int((np.abs(null) >= abs(observed) - 1e-12).sum())
+    p = hits / len(null) if exact else (1 + hits) / (1 + len(null))
+    return float(min(1.0, p)), len(null), exact

@@ -14,9 +14,10 @@ its own statistic, its effect size and each seed's effect point the same way. Pe
 and harm: rank tests, Bonferroni over the bracket's 6 pairs (the authors' family);
 individual lexical diversity (100 - each response's own Self-BLEU): the same rank test;
 the danger-zone share: an exact test on its counts, Bonferroni over the 2 synthetic
-conditions; SPB: a paired bootstrap over articles, Bonferroni over the 3 steps of the
-order. Aggregated lexical diversity is one number per set of responses: shown, untested,
-never evidence. The headline counts only tested checks.
+conditions; SPB: a paired permutation over articles (p; a paired bootstrap for the
+interval), Bonferroni over the 3 steps of the order. Aggregated lexical diversity is one
+number per set of responses: shown, untested, never evidence. The headline counts only
+tested checks.
 """
 
 from __future__ import annotations
@@ -215,7 +216,10 @@ def _spb_evidence(items: Items, a: str, b: str, self_source: str) -> Evidence | 
     except ValueError:  # one article, or no other synthetic source: no item test
         return None
     d = got["difference"]
-    return Evidence("paired bootstrap over articles, Bonferroni/3", min(1.0, 3 * got["p"]),
+    how = (f"all {got['relabellings']} relabellings" if got["exact"]
+           else f"{got['relabellings']} drawn relabellings")
+    return Evidence(f"paired permutation over {got['articles']} articles ({how}), "
+                    "Bonferroni/3", min(1.0, 3 * got["p"]),
                     "SPB a - b", d, got["ci_low"], got["ci_high"], 0.0,
                     int((d > 0) - (d < 0)),
                     tuple(got["per_seed"]) if len(got["per_seed"]) > 1 else (), got["flat"])
@@ -230,7 +234,7 @@ def preference(frame: pl.DataFrame, items: Items, self_source: str | None,
     checks = [check(f"SPB, {kb} < {ka}", ca, cb, values_of(frame, pub.SPB, bracket, ka),
                     values_of(frame, pub.SPB, bracket, kb),
                     _spb_evidence(items, ca, cb, self_source),
-                    "no paired bootstrap: fewer than 2 articles judged by every adapter, or "
+                    "no test over articles: fewer than 2 articles judged by every adapter, or "
                     "no other synthetic source")
               for (ka, ca), (kb, cb) in zip(order, order[1:], strict=False)]
     return headline(f"[{bracket}] 3. fine-tuning lowers self-preference: human < multi < "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import polars as pl
@@ -146,7 +147,8 @@ def test_report_has_the_paper_tables_and_three_claims_with_their_tests(reported)
     assert "[small] 1. multi-source data keeps the outputs broader" in claims
     assert "[small, RB+J] 2. synthetic data erodes safety" in claims
     assert "[small] 3. fine-tuning lowers self-preference" in claims
-    assert "paired bootstrap over articles, Bonferroni/3" in claims
+    assert re.search(r"paired permutation over \d+ articles \((all \d+|\d+ drawn) "
+                     r"relabellings\), Bonferroni/3", claims)
     base = run_dir / "judge" / "tiny-target"
     # the greedy random judge gives one harm score to every answer: the Mann-Whitney line
     # on scores that vary is test_harm_tests_follow_scipy_when_the_scores_vary's

@@ -1,5 +1,6 @@
-"""Tests across items (one training seed): Fisher's exact test on danger-zone counts and the
-paired bootstrap over articles of an SPB difference, each against an independent computation."""
+"""Tests across items (one training seed): Fisher's exact test on danger-zone counts, and an
+SPB difference's paired permutation over articles (p) and paired bootstrap (interval), each
+against an independent computation."""
 
 from __future__ import annotations
 
@@ -83,9 +84,43 @@ def test_spb_difference_matches_a_hand_computation_and_a_plain_bootstrap() -> No
     slow = np.array(slow)
     assert got["ci_low"] == pytest.approx(np.percentile(slow, 2.5), abs=1e-12)
     assert got["ci_high"] == pytest.approx(np.percentile(slow, 97.5), abs=1e-12)
-    tail = min((slow <= 0).mean(), (slow >= 0).mean())
-    assert got["p"] == pytest.approx(max(2 * tail, 1 / 300))
+    assert not got["exact"] and got["relabellings"] == 300  # 2^12 > 300: drawn
     assert got["p"] < 0.01  # a pull of 0.15 towards self over 12 articles is clear
+
+
+def relabelled_by_hand(a: pl.DataFrame, b: pl.DataFrame) -> float:
+    """Every relabelling written out: for each subset of articles, those articles' rows of
+    a and b exchanged (the adapter column left as it is), SPB by hand on each side; the
+    share of relabellings whose |difference| reaches the observed one."""
+    arts = sorted(set(a["article_id"]))
+    rows = {side: {art: [r for r in df.to_dicts() if r["article_id"] == art] for art in arts}
+            for side, df in (("a", a), ("b", b))}
+    diffs = []
+    for mask in range(2 ** len(arts)):
+        side_a, side_b = [], []
+        for i, art in enumerate(arts):
+            swapped = mask >> i & 1
+            side_a += rows["b" if swapped else "a"][art]
+            side_b += rows["a" if swapped else "b"][art]
+        diffs.append(spb_by_hand(side_a) - spb_by_hand(side_b))
+    observed = diffs[0]  # mask 0: nothing swapped
+    return sum(abs(d) >= abs(observed) - 1e-12 for d in diffs) / len(diffs)
+
+
+def test_spb_p_is_the_paired_permutation_over_articles() -> None:
+    a, b = judged("a", 6, 0.08, 11), judged("b", 6, 0.0, 12)
+    got = spb_difference(a, b, "self", resamples=2000)
+    assert got["exact"] and got["relabellings"] == 64
+    assert got["p"] == pytest.approx(relabelled_by_hand(a, b), abs=1e-12)
+
+
+def test_a_handful_of_articles_cannot_decide() -> None:
+    # 4 articles, every one pulled hard towards self: the bootstrap's p fell to its floor
+    # (1 / resamples); the permutation's smallest two-sided p with 4 articles is 2 / 16
+    a, b = judged("a", 4, 0.3, 21), judged("b", 4, 0.0, 22)
+    got = spb_difference(a, b, "self", resamples=2000)
+    assert got["difference"] > 0.2 and got["ci_low"] > 0
+    assert got["p"] == pytest.approx(2 / 16)
 
 
 def test_spb_difference_finds_nothing_between_alike_adapters() -> None:

@@ -171,4 +171,4 @@ def test_self_preference_with_one_article_has_no_item_test() -> None:
     items = Items({"vanilla": ["vanilla"], "single-s": ["single-s"]}, pairs=pairs)
     text = preference(frame, items, "me", "s")
     assert _row(text, "SPB, single < vanilla")[-1].startswith(
-        "untested: no paired bootstrap: fewer than 2 articles")
+        "untested: no test over articles: fewer than 2 articles")
