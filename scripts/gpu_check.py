@@ -11,7 +11,11 @@ of its output) or skipped (and why), its wall time and its figures:
 3. `rehearse_8b`: `synth-ray rehearse jobs/configs/paper-8b.yaml` with SmolLM2-135M-Instruct
    as the target and source stand-in: on a GPU, vLLM engines serving the source and the
    target's LoRA adapters (respond, perplexity) on CUDA and Ray Train DDP on the GPU.
-4. `rehearse_70b`: paper-70b in the same run directory: Ray Train with DeepSpeed ZeRO-3
+4. `perplexity_agreement`: the 8B rehearsal's perplexities of outputs under the vanilla
+   target (vLLM's prompt log-probs, on CUDA with a GPU) recomputed with transformers on the
+   same device from the same messages and responses: the largest relative difference
+   (at most 2e-2 on a GPU in the model's 16-bit dtype, 1e-4 on CPU in fp32).
+5. `rehearse_70b`: paper-70b in the same run directory: Ray Train with DeepSpeed ZeRO-3
    on the GPU, the 70B target's engine settings on one GPU.
 The rehearsals need the paper configs' secret variables (HF_TOKEN, the four API keys): a
 variable unset here is given a placeholder for the check (the stand-ins download nothing
@@ -88,6 +92,44 @@ def rehearse(config: str, run_dir: Path, env: dict, limit_s: int) -> dict:
     return got
 
 
+def perplexity_agreement(run_dir: Path, gpu: bool, rows: int = 16) -> dict:
+    """vLLM's perplexities of the rehearsal's outputs (view outputs, scorer vanilla) against
+    transformers' on this machine's device, from the run's own messages and responses."""
+    import polars as pl
+    import torch
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from synth_ray import models
+    from synth_ray.metrics.perplexity import hf_perplexities
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    target = cfg["targets"][0]
+    scored = pl.read_parquet(run_dir / "eval" / target["name"] / "perplexity.parquet").filter(
+        (pl.col("view") == "outputs") & (pl.col("scorer") == "vanilla")
+        & pl.col("perplexity").is_not_null())
+    responses = pl.read_parquet(run_dir / "responses" / target["name"] / "test.parquet")
+    both = scored.join(responses.select("id", pl.col("source").alias("condition"),
+                                        "messages", "response"), on=["id", "condition"])
+    both = both.head(rows)
+    path = models.resolve_model(target["model"])
+    device = "cuda" if gpu else "cpu"
+    dtype = torch.bfloat16 if gpu else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    eot = cfg["evaluation"]["perplexity"]["end_of_turn"]
+    with torch.no_grad():
+        hf = hf_perplexities(model, tok, [(json.loads(m), r) for m, r in
+                                          zip(both["messages"], both["response"], strict=True)],
+                             eot)
+    rel = [abs(a - b) / b for a, b in zip(both["perplexity"], hf, strict=True)]
+    limit = 2e-2 if gpu else 1e-4
+    worst = max(rel) if rel else float("nan")
+    return {"status": "ok" if rel and worst <= limit else "failed", "rows": len(rel),
+            "device": device, "dtype": str(dtype), "max_relative_difference": worst,
+            "limit": limit}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu-check")
@@ -121,6 +163,12 @@ def main() -> None:
         if gpu or args.cpu_rehearsal:
             checks[name] = rehearse(config, run_dir, env, limit)
             checks[name]["device"] = "cuda" if gpu else "cpu"
+            if name == "rehearse_8b" and checks[name]["status"] == "ok":
+                try:
+                    checks["perplexity_agreement"] = perplexity_agreement(run_dir, gpu)
+                except Exception as e:  # noqa: BLE001 - reported in the JSON, with its type
+                    checks["perplexity_agreement"] = {"status": "failed",
+                                                      "tail": f"{type(e).__name__}: {e}"}
         else:
             checks[name] = {"status": "skipped", "why": "no GPU (--cpu-rehearsal runs it on "
                             "CPU; CI rehearses both configs: tests/integration/test_rehearse.py)"}
