@@ -4,7 +4,12 @@ generations), ZeRO-3 over two CPU workers. Each exits 0 with every stage done; t
 names every swap and shows the paper tables and the three claims; the hosted sources were
 answered over HTTP by the stand-in server with their own keys, and no key value reaches a
 file of the run. On one machine: the multi-node rehearsal on nodes that share no disk is
-not built yet (issue 30)."""
+not built yet (issue 30).
+
+CI cost: ~10 min alone (docs/benchmarks.md, "Rehearsals"), one module fixture for all its
+tests. It cannot share the suite's grid: what it checks is the paper configs themselves
+(their preset, grid, prompt-set designs, judge settings, ZeRO-3 target) through every
+stage, which no smaller config stands for."""
 
 from __future__ import annotations
 
