@@ -224,16 +224,10 @@ def swap_lines(rows: list[dict]) -> list[str]:
     return [f"{r['key']}: {r['real']!r} -> {r['stand_in']!r} ({r['why']})" for r in rows]
 
 
-def _gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _gpus() -> int:
     import torch
 
-    return torch.cuda.device_count()
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def command(
@@ -284,9 +278,10 @@ def command(
         cli.console.print(f"[red]error:[/red] --stand-in takes ROLE=MODEL, ROLE one of "
                           f"{', '.join(STAND_INS)}; got {stand_in}", highlight=False)
         raise typer.Exit(EXIT_CONFIG)
-    gpu = _gpu()
+    gpus = _gpus()
+    gpu = gpus > 0
     # on GPUs: a worker per GPU there is (2 at most); on CPU: 2 gloo workers
-    workers = min(TRAIN_WORKERS, _gpus()) if gpu else TRAIN_WORKERS
+    workers = min(TRAIN_WORKERS, gpus) if gpu else TRAIN_WORKERS
 
     def build(url: str | None) -> tuple[ExperimentConfig, list[dict]]:
         data, rows = rehearsal_data(real, config=str(config), run_dir=run_dir,
@@ -309,5 +304,9 @@ def command(
                           "key rehearsal, and the report):")
         for line in swap_lines(rows):
             cli.console.print("  " + line, highlight=False, markup=False)
-        cli.run_config(cfg, stage_names(), [], verbose, before=lambda: [
-            log.info("[rehearse] %s", line) for line in swap_lines(rows)])
+
+        def log_swaps() -> None:  # into the run's own log, once it is open
+            for line in swap_lines(rows):
+                log.info("[rehearse] %s", line)
+
+        cli.run_config(cfg, stage_names(), [], verbose, before=log_swaps)
