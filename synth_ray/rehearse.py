@@ -87,12 +87,18 @@ class Swaps:
         self.rows: list[dict[str, Any]] = []
 
     def set(self, key: str, value: Any, why: str) -> None:
-        parent, last = _walk(self.data, key)
-        real = parent[last] if isinstance(parent, list) else parent.get(last)
+        real = get(self.data, key)
         if real == value:
             return
+        parent, last = _walk(self.data, key)
         parent[last] = value
         self.rows.append({"key": key, "real": real, "stand_in": value, "why": why})
+
+    def model(self, prefix: str, model: str, role: str) -> None:
+        """A model for its role's stand-in, with what the stand-in does not have."""
+        self.set(f"{prefix}.model", model, f"{role} stand-in")
+        self.set(f"{prefix}.revision", None, "the stand-in has no revision")
+        self.set(f"{prefix}.trust_remote_code", False, "the stand-in is plain Llama")
 
     def cap(self, key: str, most: int) -> None:
         real = get(self.data, key)
@@ -149,15 +155,11 @@ def rehearsal_data(real: ExperimentConfig, *, config: str, run_dir: str, inputs_
             sw.set(f"sources.{i}.http.base_url", server_url, "a vLLM OpenAI server on "
                    "127.0.0.1 serving the source stand-in under this model's name")
             continue
-        sw.set(f"sources.{i}.model", models["source"], "source stand-in")
-        sw.set(f"sources.{i}.revision", None, "the stand-in has no revision")
-        sw.set(f"sources.{i}.trust_remote_code", False, "the stand-in is plain Llama")
+        sw.model(f"sources.{i}", models["source"], "source")
         _engine(sw, f"sources.{i}", gpu)
     for i, t in enumerate(real.targets):
         pre = f"targets.{i}"
-        sw.set(f"{pre}.model", models["target"], "target stand-in")
-        sw.set(f"{pre}.revision", None, "the stand-in has no revision")
-        sw.set(f"{pre}.trust_remote_code", False, "the stand-in is plain Llama")
+        sw.model(pre, models["target"], "target")
         workers = min(t.num_workers, train_workers)
         sw.set(f"{pre}.num_workers", workers, f"{train_workers} worker(s) at most here")
         if not gpu:
@@ -178,8 +180,7 @@ def rehearsal_data(real: ExperimentConfig, *, config: str, run_dir: str, inputs_
         sw.set("training.adapters_per_run", max(real.training.adapters_per_run,
                                                 len(adapter_grid(real))),
                "every adapter in one Ray Train run: one start-up on a laptop")
-    sw.set("judge.model", models["judge"], "judge stand-in")
-    sw.set("judge.revision", None, "the stand-in has no revision")
+    sw.model("judge", models["judge"], "judge")
     _engine(sw, "judge", gpu)
     _inputs(sw, real, inputs_dir)
     for key, most in CAPS.items():
@@ -250,7 +251,13 @@ def command(
     from synth_ray.core.readiness import problems
     from synth_ray.core.storage import is_uri
     from synth_ray.core.terminal import setup_logging
-    from synth_ray.engines.standin_server import hosted, hosted_keys, stand_in_server
+    from synth_ray.engines.standin_server import (
+        base_url,
+        free_port,
+        hosted,
+        hosted_keys,
+        stand_in_server,
+    )
     from synth_ray.plan import make_plan, summary_lines
     from synth_ray.preflight import EXIT_CONFIG, refuse
 
@@ -283,30 +290,29 @@ def command(
     # on GPUs: a worker per GPU there is (2 at most); on CPU: 2 gloo workers
     workers = min(TRAIN_WORKERS, gpus) if gpu else TRAIN_WORKERS
 
-    def build(url: str | None) -> tuple[ExperimentConfig, list[dict]]:
-        data, rows = rehearsal_data(real, config=str(config), run_dir=run_dir,
-                                    inputs_dir=local / "inputs", server_url=url, gpu=gpu,
-                                    address=address, stand_ins=chosen, train_workers=workers)
-        try:
-            return rehearsal_config(data, str(config)), rows
-        except ConfigError as e:
-            cli.console.print("[red]error:[/red] the rehearsal's config:", str(e),
-                              highlight=False, markup=False)
-            raise typer.Exit(EXIT_CONFIG) from None
-
+    port = free_port()
+    data, rows = rehearsal_data(real, config=str(config), run_dir=run_dir,
+                                inputs_dir=local / "inputs",
+                                server_url=base_url(port) if hosted(real) else None, gpu=gpu,
+                                address=address, stand_ins=chosen, train_workers=workers)
+    try:
+        cfg = rehearsal_config(data, str(config))
+    except ConfigError as e:
+        cli.console.print("[red]error:[/red] the rehearsal's config:", str(e),
+                          highlight=False, markup=False)
+        raise typer.Exit(EXIT_CONFIG) from None
     # the rehearsal's own readiness (a local run.dir with --address, an input present in a
     # wrong layout) before the hosted stand-in's server starts
-    refuse(problems(build("http://127.0.0.1:0/v1" if hosted(real) else None)[0]))
-    source = {**STAND_INS, **chosen}["source"]
-    with stand_in_server(real, hosted_keys(real), source, gpu, local) as url:
-        cfg, rows = build(url)
-        cli.console.print(f"[bold]{len(rows)} swaps[/bold] (also in {run_dir}/config.yaml, "
-                          "key rehearsal, and the report):")
+    refuse(problems(cfg))
+    cli.console.print(f"[bold]{len(rows)} swaps[/bold] (also in {run_dir}/config.yaml, "
+                      "key rehearsal, and the report):")
+    for line in swap_lines(rows):
+        cli.console.print("  " + line, highlight=False, markup=False)
+
+    def log_swaps() -> None:  # into the run's own log, once it is open
         for line in swap_lines(rows):
-            cli.console.print("  " + line, highlight=False, markup=False)
+            log.info("[rehearse] %s", line)
 
-        def log_swaps() -> None:  # into the run's own log, once it is open
-            for line in swap_lines(rows):
-                log.info("[rehearse] %s", line)
-
+    source = {**STAND_INS, **chosen}["source"]
+    with stand_in_server(real, hosted_keys(real), source, gpu, local, port):
         cli.run_config(cfg, stage_names(), [], verbose, before=log_swaps)

@@ -24,29 +24,33 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from synth_ray.core.config import ExperimentConfig
+from synth_ray.core.config import ExperimentConfig, SourceSection
 
 log = logging.getLogger("synth_ray")
 START_TIMEOUT_S = 300.0
 LOG_NAME = "rehearsal_server.log"
 
 
-def hosted(cfg: ExperimentConfig) -> list[tuple[str, object]]:
-    """(config key, section) of every source reached over HTTP."""
-    return [(f"sources.{i}", s) for i, s in enumerate(cfg.sources) if s.backend == "http"]
+def hosted(cfg: ExperimentConfig) -> list[SourceSection]:
+    """Every source reached over HTTP."""
+    return [s for s in cfg.sources if s.backend == "http"]
 
 
 def hosted_keys(cfg: ExperimentConfig) -> dict[str, str]:
     """Each hosted source's key variable -> its value here (the rehearsal has checked that
     every one is set: the real run needs them)."""
-    envs = [s.http.api_key_env for _, s in hosted(cfg) if s.http and s.http.api_key_env]
+    envs = [s.http.api_key_env for s in hosted(cfg) if s.http and s.http.api_key_env]
     return {env: os.environ[env] for env in envs if os.environ.get(env)}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def base_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/v1"
 
 
 def _redacting_copy(stream, path: Path, secrets: list[str]) -> None:
@@ -60,7 +64,7 @@ def _redacting_copy(stream, path: Path, secrets: list[str]) -> None:
 
 def server_args(cfg: ExperimentConfig, model_path: str, keys: dict[str, str], gpu: bool,
                 port: int) -> list[str]:
-    names = list(dict.fromkeys(s.model for _, s in hosted(cfg)))
+    names = list(dict.fromkeys(s.model for s in hosted(cfg)))
     args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", model_path, "--served-model-name", *names,
             "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048"]
@@ -68,21 +72,21 @@ def server_args(cfg: ExperimentConfig, model_path: str, keys: dict[str, str], gp
         args += ["--dtype", "float32"]
     # every key accepted only where every hosted source sends one (a keyless source would
     # be refused by a server that checks keys)
-    if keys and all(s.http and s.http.api_key_env for _, s in hosted(cfg)):
+    if keys and all(s.http and s.http.api_key_env for s in hosted(cfg)):
         args += ["--api-key", *keys.values()]
     return args
 
 
 @contextlib.contextmanager
 def stand_in_server(cfg: ExperimentConfig, keys: dict[str, str], model: str, gpu: bool,
-                    log_dir: Path) -> Iterator[str | None]:
-    """The server's base URL (`.../v1`) while the block runs; None without hosted sources."""
+                    log_dir: Path, port: int) -> Iterator[None]:
+    """The server on 127.0.0.1:`port` (base URL `base_url(port)`) while the block runs;
+    nothing without hosted sources."""
     if not hosted(cfg):
-        yield None
+        yield
         return
     from synth_ray import models
 
-    port = _free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / LOG_NAME
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(cfg.resources.vllm_cpu_kvcache_gib)}
@@ -96,7 +100,7 @@ def stand_in_server(cfg: ExperimentConfig, keys: dict[str, str], model: str, gpu
              url, proc.pid, log_path)
     try:
         _wait_ready(proc, url, log_path)
-        yield url + "/v1"
+        yield
     finally:
         _stop(proc)
 
