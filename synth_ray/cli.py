@@ -129,7 +129,7 @@ def _stages_of(ctx, names: list[str], force: list[str]) -> None:
     pending = stages_to_run(ctx, names, force) if set(names) & MODEL_STAGES else []
     if set(pending) & MODEL_STAGES:  # finished GPU stages need no GPUs to be skipped
         checks_before_ray(ctx, pending)
-        cluster_checks(ctx.cfg, pending)
+        cluster_checks(ctx.cfg, pending, ctx.run.root)
     for name in names:
         try:
             execute(get_stage(name), ctx, force=name in force)

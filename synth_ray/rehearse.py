@@ -29,7 +29,7 @@ present must parse in their layout. Exit 0: every stage ran with the config's ow
 from __future__ import annotations
 
 import logging
-import tempfile
+import os
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +152,8 @@ def rehearsal_data(real: ExperimentConfig, *, config: str, run_dir: str, inputs_
     sw.set("run.dir", run_dir, "a rehearsal never touches the real run's directory")
     for i, s in enumerate(real.sources):
         if s.backend == "http":  # the model name stays: the server answers to it
-            sw.set(f"sources.{i}.http.base_url", server_url, "a vLLM OpenAI server on "
-                   "127.0.0.1 serving the source stand-in under this model's name")
+            sw.set(f"sources.{i}.http.base_url", server_url, "a vLLM OpenAI server beside "
+                   "the driver serving the source stand-in under this model's name")
             continue
         sw.model(f"sources.{i}", models["source"], "source")
         _engine(sw, f"sources.{i}", gpu)
@@ -193,7 +193,7 @@ def rehearsal_data(real: ExperimentConfig, *, config: str, run_dir: str, inputs_
     sw.set("resources.accelerator_type", None, "GPU type: whatever this machine has")
     sw.set("resources.ray_address", address,
            "a local Ray instance" if address is None else "the cluster given by --address")
-    if address is None:
+    if address is None and not os.environ.get("RAY_ADDRESS"):  # not inside ray job submit
         sw.set("resources.autoscaling", False, "a local Ray instance does not grow")
     data["rehearsal"] = {"config": config, "swaps": sw.rows}
     return data, sw.rows
@@ -225,6 +225,12 @@ def swap_lines(rows: list[dict]) -> list[str]:
     return [f"{r['key']}: {r['real']!r} -> {r['stand_in']!r} ({r['why']})" for r in rows]
 
 
+def _node_ip() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
 def _gpus() -> int:
     import torch
 
@@ -249,7 +255,7 @@ def command(
     from synth_ray.core.node_env import missing_here, required_env
     from synth_ray.core.pipeline import stage_names
     from synth_ray.core.readiness import problems
-    from synth_ray.core.storage import is_uri
+    from synth_ray.core.storage import default_mirror, is_uri
     from synth_ray.core.terminal import setup_logging
     from synth_ray.engines.standin_server import (
         base_url,
@@ -275,11 +281,15 @@ def command(
     # what the real run needs on every node is needed here too: the node variables and
     # each hosted source's key, on their real names (on a cluster, `run` checks each node)
     needed = required_env(real)
+    # a rehearsal on a cluster (--address, or inside `ray job submit`): `run` checks each node
+    on_cluster = bool(address or os.environ.get("RAY_ADDRESS"))
     refuse([f"{needed[n]}: environment variable {n} is not set; the real run needs it on "
-            "every node" for n in missing_here(list(needed))] if address is None else [])
-    # the samples the driver reads: in the rehearsal's run dir, or beside it for a bucket
-    local = Path(run_dir) if not is_uri(run_dir) else Path(tempfile.mkdtemp(
-        prefix="synth-ray-rehearsal-"))
+            "every node" for n in missing_here(list(needed))] if not on_cluster else [])
+    # the samples the driver reads (and the stand-in server's log): in the rehearsal's run
+    # dir, or, for a bucket, beside the driver's mirror of it (the same path for every
+    # rehearsal into that bucket, so paper-70b's finds paper-8b's stages current)
+    local = Path(run_dir) if not is_uri(run_dir) else default_mirror(run_dir).with_name(
+        default_mirror(run_dir).name + "-rehearsal")
     chosen = dict(x.split("=", 1) for x in stand_in if "=" in x)
     if len(chosen) != len(stand_in) or set(chosen) - set(STAND_INS):
         cli.console.print(f"[red]error:[/red] --stand-in takes ROLE=MODEL, ROLE one of "
@@ -290,10 +300,14 @@ def command(
     # on GPUs: a worker per GPU there is (2 at most); on CPU: 2 gloo workers
     workers = min(TRAIN_WORKERS, gpus) if gpu else TRAIN_WORKERS
 
-    port = free_port()
+    # the hosted sources' server: where the HTTP stage's tasks reach it (on a cluster, the
+    # worker nodes: this node's address)
+    host = _node_ip() if on_cluster else "127.0.0.1"
+    port = free_port(host)
     data, rows = rehearsal_data(real, config=str(config), run_dir=run_dir,
                                 inputs_dir=local / "inputs",
-                                server_url=base_url(port) if hosted(real) else None, gpu=gpu,
+                                server_url=base_url(port, host) if hosted(real) else None,
+                                gpu=gpu,
                                 address=address, stand_ins=chosen, train_workers=workers)
     try:
         cfg = rehearsal_config(data, str(config))
@@ -314,5 +328,5 @@ def command(
             log.info("[rehearse] %s", line)
 
     source = {**STAND_INS, **chosen}["source"]
-    with stand_in_server(real, hosted_keys(real), source, gpu, local, port):
+    with stand_in_server(real, hosted_keys(real), source, gpu, local, port, host):
         cli.run_config(cfg, stage_names(), [], verbose, before=log_swaps)

@@ -63,24 +63,25 @@ def require_here(where: str, names: list[str] | None = None) -> None:
             "k8s/rayjob.yaml deliver it (docs/cluster.md)")
 
 
-def missing_on_nodes(names: list[str]) -> dict[str, list[str]]:
-    """Node (its address and whether it is the head) -> the names unset there, for every
-    node alive now: a zero-resource task pinned to each (never a value comes back)."""
+def on_every_node(fn, *args) -> dict[str, object]:
+    """Node (its address, id and whether it is the head) -> `fn(*args)` run there, for every
+    node alive now: a zero-resource task pinned to each."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    @ray.remote(num_cpus=0)
-    def probe(wanted: list[str]) -> list[str]:
-        return missing_here(wanted)
-
+    probe = ray.remote(num_cpus=0)(fn)
     refs = {}
     for n in (n for n in ray.nodes() if n.get("Alive")):
         head = " (head)" if "node:__internal_head__" in n["Resources"] else ""
         where = f"{n['NodeManagerAddress']} node {n['NodeID'][:8]}{head}"
         refs[where] = probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(names)
-    out = {node: ray.get(ref, timeout=300) for node, ref in refs.items()}
-    return {node: gone for node, gone in out.items() if gone}
+            n["NodeID"], soft=False)).remote(*args)
+    return {node: ray.get(ref, timeout=300) for node, ref in refs.items()}
+
+
+def missing_on_nodes(names: list[str]) -> dict[str, list[str]]:
+    """Node -> the names unset there, for every node alive now (never a value comes back)."""
+    return {node: gone for node, gone in on_every_node(missing_here, names).items() if gone}
 
 
 def node_env_errors(cfg: ExperimentConfig) -> list[str]:

@@ -4,8 +4,9 @@
 - **One disk is not assumed.** A run that joins a cluster (`resources.ray_address`, or a
   driver inside `ray job submit`) has training workers and engines on other nodes, which
   cannot read a folder on the head: `run.dir` must be a bucket URI, or the config declares
-  that its local paths are on a mount every node shares (`run.shared_mount: true`). The
-  same holds for a local model path. `resources.accelerator` must be explicit there: an
+  that its local paths are on a mount every node shares (`run.shared_mount: true`, then
+  checked on every node once Ray is up: core/shared_mount.py). The same holds for a local
+  model path (a source's, a target's, the judge's, the embedding model's). `resources.accelerator` must be explicit there: an
   autoscaling cluster has no GPUs until the first GPU request, so `auto` could pick CPU.
 - **Every input the config names exists and parses** in its expected layout (safety
   prompts, jailbreak templates, articles), read by the loaders the stages use, so a
@@ -54,15 +55,12 @@ def cluster_problems(cfg: ExperimentConfig) -> list[Problem]:
             "(run.dir=s3://BUCKET/PREFIX or gs://...), or, for a folder every node mounts "
             "(NFS, EFS, Filestore), set run.shared_mount=true")))
     if not cfg.run.shared_mount:
-        models = [(f"sources.{i}.model", s.model) for i, s in enumerate(cfg.sources)
-                  if s.backend == "vllm"]
-        models += [(f"targets.{i}.model", t.model) for i, t in enumerate(cfg.targets)]
-        if cfg.judge.backend == "vllm":
-            models.append(("judge.model", cfg.judge.model))
-        out += [Problem(key, f"{model!r} is a path on this machine, and the run joins a "
-                        f"cluster ({how}): engines and training workers on other nodes load "
-                        "it. Give a hub id, or set run.shared_mount=true if every node "
-                        "mounts it") for key, model in models if local_path(model)]
+        from synth_ray.core.shared_mount import worker_paths
+
+        out += [Problem(key, f"{path!r} is a path on this machine, and the run joins a "
+                        f"cluster ({how}): engines, training workers and score tasks on "
+                        "other nodes load it. Give a hub id, or set run.shared_mount=true if "
+                        "every node mounts it") for key, path in worker_paths(cfg)]
     if cfg.resources.accelerator == "auto":
         out.append(Problem("resources.accelerator", (
             f"auto, and the run joins a cluster ({how}): say cuda or cpu. An autoscaling "

@@ -1,8 +1,11 @@
 """The hosted sources' stand-in for a rehearsal (synth_ray/rehearse.py): a real vLLM
-OpenAI-compatible server on 127.0.0.1 serving the source stand-in under every hosted model's
+OpenAI-compatible server serving the source stand-in under every hosted model's
 name, with every hosted source's own API key (read from its `http.api_key_env`) as an
 accepted key. The rehearsal keeps those sources' backend, rate limits, retries and key
 variables, so the HTTP path runs as it will against the providers, only the URL changes.
+It listens on 127.0.0.1 for a rehearsal on a local Ray instance; on a cluster, on the
+driver node's address (`host`), where the HTTP stage's tasks on the worker nodes reach it,
+and it still answers only requests that carry one of the sources' keys.
 
 The server's output goes to `rehearsal_server.log` beside the rehearsal's run with every key
 value replaced by `***` (vLLM logs its arguments, keys included, at start). It runs in a
@@ -43,14 +46,14 @@ def hosted_keys(cfg: ExperimentConfig) -> dict[str, str]:
     return {env: os.environ[env] for env in envs if os.environ.get(env)}
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def base_url(port: int) -> str:
-    return f"http://127.0.0.1:{port}/v1"
+def base_url(port: int, host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{port}/v1"
 
 
 def _redacting_copy(stream, path: Path, secrets: list[str]) -> None:
@@ -63,11 +66,11 @@ def _redacting_copy(stream, path: Path, secrets: list[str]) -> None:
 
 
 def server_args(cfg: ExperimentConfig, model_path: str, keys: dict[str, str], gpu: bool,
-                port: int) -> list[str]:
+                port: int, host: str = "127.0.0.1") -> list[str]:
     names = list(dict.fromkeys(s.model for s in hosted(cfg)))
     args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", model_path, "--served-model-name", *names,
-            "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048"]
+            "--host", host, "--port", str(port), "--max-model-len", "2048"]
     if not gpu:
         args += ["--dtype", "float32"]
     # every key accepted only where every hosted source sends one (a keyless source would
@@ -79,8 +82,8 @@ def server_args(cfg: ExperimentConfig, model_path: str, keys: dict[str, str], gp
 
 @contextlib.contextmanager
 def stand_in_server(cfg: ExperimentConfig, keys: dict[str, str], model: str, gpu: bool,
-                    log_dir: Path, port: int) -> Iterator[None]:
-    """The server on 127.0.0.1:`port` (base URL `base_url(port)`) while the block runs;
+                    log_dir: Path, port: int, host: str = "127.0.0.1") -> Iterator[None]:
+    """The server on `host`:`port` (base URL `base_url(port, host)`) while the block runs;
     nothing without hosted sources."""
     if not hosted(cfg):
         yield
@@ -90,12 +93,12 @@ def stand_in_server(cfg: ExperimentConfig, keys: dict[str, str], model: str, gpu
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / LOG_NAME
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(cfg.resources.vllm_cpu_kvcache_gib)}
-    proc = subprocess.Popen(server_args(cfg, models.resolve_model(model), keys, gpu, port),
+    proc = subprocess.Popen(server_args(cfg, models.resolve_model(model), keys, gpu, port, host),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)
     threading.Thread(target=_redacting_copy, args=(proc.stdout, log_path, list(keys.values())),
                      daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     log.info("[rehearse] hosted sources' stand-in: vLLM OpenAI server on %s (pid %d, log %s)",
              url, proc.pid, log_path)
     try:
