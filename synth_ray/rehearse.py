@@ -150,6 +150,8 @@ def rehearsal_data(real: ExperimentConfig, *, config: str, run_dir: str, inputs_
     sw = Swaps(data)
     sw.set("run.name", f"{real.run.name}-rehearsal", "a rehearsal is its own run")
     sw.set("run.dir", run_dir, "a rehearsal never touches the real run's directory")
+    sw.set("tracking.experiment", f"{real.tracking.experiment}-rehearsal",
+           "a rehearsal's tracking runs stay out of the real experiment")
     for i, s in enumerate(real.sources):
         if s.backend == "http":  # the model name stays: the server answers to it
             sw.set(f"sources.{i}.http.base_url", server_url, "a vLLM OpenAI server beside "

@@ -52,7 +52,7 @@ GRID_MODULES = frozenset({
     "tests/integration/test_train.py"})
 LONGEST_FIRST = ("grid", "tests/integration/test_rehearse.py",
                  "tests/integration/test_smol.py", "tests/integration/test_benchmarks.py",
-                 "tests/integration/test_ray_job.py", "tests/integration/test_generate.py")
+                 "tests/integration/test_generate.py")
 
 
 def group_of(nodeid: str) -> str:

@@ -6,8 +6,9 @@
   cannot read a folder on the head: `run.dir` must be a bucket URI, or the config declares
   that its local paths are on a mount every node shares (`run.shared_mount: true`, then
   checked on every node once Ray is up: core/shared_mount.py). The same holds for a local
-  model path (a source's, a target's, the judge's, the embedding model's). `resources.accelerator` must be explicit there: an
-  autoscaling cluster has no GPUs until the first GPU request, so `auto` could pick CPU.
+  model path (a source's, a target's, the judge's, the embedding model's).
+  `resources.accelerator` must be explicit there: an autoscaling cluster has no GPUs until
+  the first GPU request, so `auto` could pick CPU.
 - **Every input the config names exists and parses** in its expected layout (safety
   prompts, jailbreak templates, articles), read by the loaders the stages use, so a
   missing RefusalBench file fails in seconds, not at `respond` after all the training.
