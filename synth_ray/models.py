@@ -34,6 +34,9 @@ class Scheme:
     model: Callable[[str], Path] | None = None
     files: Callable[[str], list[Path]] | None = None
     prepare: Callable[[list[str]], None] | None = None
+    # names not built here whose build takes a training run (pre-training, fine-tuning):
+    # a node must have them already, or it would train its own, other weights
+    unbuilt: Callable[[list[str]], list[str]] | None = None
 
 
 _SCHEMES: dict[str, Scheme] = {}
@@ -43,9 +46,10 @@ _entry_points_loaded = False
 
 def register_scheme(name: str, model: Callable[[str], Path] | None = None,
                     files: Callable[[str], list[Path]] | None = None,
-                    prepare: Callable[[list[str]], None] | None = None) -> None:
+                    prepare: Callable[[list[str]], None] | None = None,
+                    unbuilt: Callable[[list[str]], list[str]] | None = None) -> None:
     """Make `name://...` ids resolvable in this process."""
-    _SCHEMES[name] = Scheme(name, model, files, prepare)
+    _SCHEMES[name] = Scheme(name, model, files, prepare, unbuilt)
 
 
 def cache_root() -> Path:
@@ -125,11 +129,21 @@ def prepare(uris: Iterable[str]) -> None:
     """Let each scheme build, at once, the models of `uris` it holds (the toy scheme
     pre-trains all of a config's models in one Ray Tune grid instead of one by one as the
     stages resolve them)."""
+    for scheme, names in _by_scheme(uris):
+        if scheme.prepare is not None:
+            scheme.prepare(names)
+
+
+def unbuilt(uris: Iterable[str]) -> list[str]:
+    """The scheme ids among `uris` that this node has not built and could only build by a
+    training run of its own (the toy scheme's pre-trained models and SmolLM2 variants)."""
+    return [f"{scheme.name}://{n}" for scheme, names in _by_scheme(uris)
+            if scheme.unbuilt is not None for n in scheme.unbuilt(names)]
+
+
+def _by_scheme(uris: Iterable[str]) -> list[tuple[Scheme, list[str]]]:
     by_scheme: dict[str, list[str]] = {}
     for uri in dict.fromkeys(uris):
         if is_scheme_id(uri):
             by_scheme.setdefault(uri.split("://", 1)[0], []).append(uri.split("://", 1)[1])
-    for name, names in by_scheme.items():
-        scheme, _ = _scheme(f"{name}://")
-        if scheme.prepare is not None:
-            scheme.prepare(names)
+    return [(_scheme(f"{name}://")[0], names) for name, names in by_scheme.items()]

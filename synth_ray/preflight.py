@@ -1,9 +1,9 @@
 """The checks of `synth-ray run` (and each stage command) before work starts, cheapest first:
 the config's readiness (core/readiness.py) before the run directory is touched, each pending
 stage's own `preflight` before Ray starts, then, with Ray up, the variables every node needs
-(core/node_env.py), that every node sees run.shared_mount's paths
-(core/shared_mount.py) and the cluster's fit for what the stages will place. Each refusal exits
-2 (a config problem) or 1 (a stage failed), naming what to change."""
+(core/node_env.py), that every node sees run.shared_mount's paths and has the built models
+(core/node_files.py), and the cluster's fit for what the stages will place. Each refusal
+exits 2 (a config problem) or 1 (a stage failed), naming what to change."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def cluster_checks(cfg: ExperimentConfig, names: list[str], run_root=None) -> No
     waiting forever or running a GPU config on CPU."""
     from synth_ray.core.cluster import ResourceError, check_resources, ensure_ray
     from synth_ray.core.node_env import node_env_errors
-    from synth_ray.core.shared_mount import shared_mount_errors
+    from synth_ray.core.node_files import shared_mount_errors, unbuilt_errors
 
     if len(names) > 1:
         from synth_ray.plan import make_plan, summary_lines
@@ -62,8 +62,8 @@ def cluster_checks(cfg: ExperimentConfig, names: list[str], run_root=None) -> No
     try:
         ensure_ray(cfg.resources)
         refuse(node_env_errors(cfg))
-        if run_root is not None:  # run.shared_mount's paths, seen from every node
-            refuse(shared_mount_errors(cfg, run_root))
+        if run_root is not None:  # run.shared_mount's paths and built models, every node
+            refuse(shared_mount_errors(cfg, run_root) + unbuilt_errors(cfg))
         check_resources(cfg, [n for n in names if n in MODEL_STAGES])
     except ConnectionError as e:
         log.error("resources.ray_address=%s: %s. Start the cluster (ray up cluster.yaml) or "

@@ -44,7 +44,12 @@ def ensure_ray(res: ResourcesSection) -> None:
     if res.ray_address:
         kwargs["address"] = res.ray_address
     elif os.environ.get("RAY_ADDRESS"):
-        pass  # inside `ray job submit`: join the job's cluster, which has its own resources
+        # inside `ray job submit`: join the job's cluster, which has its own resources.
+        # ray.data.llm calls ray.init(runtime_env=its engines' env) again, and Ray refuses a
+        # key that the job's runtime env sets too (jobs/runtime_env.yaml's
+        # VLLM_CPU_KVCACHE_SPACE: "Failed to merge the Job's runtime env"); Ray's own switch
+        # lets the engines' env (engine_env: the config's values) win for them
+        os.environ["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
     else:
         # "local": a new instance of the run's own, never the one a `ray start` on this
         # machine recorded in /tmp/ray (which a bare ray.init() would join: a user's own

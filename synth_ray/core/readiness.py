@@ -5,7 +5,7 @@
   driver inside `ray job submit`) has training workers and engines on other nodes, which
   cannot read a folder on the head: `run.dir` must be a bucket URI, or the config declares
   that its local paths are on a mount every node shares (`run.shared_mount: true`, then
-  checked on every node once Ray is up: core/shared_mount.py). The same holds for a local
+  checked on every node once Ray is up: core/node_files.py). The same holds for a local
   model path (a source's, a target's, the judge's, the embedding model's).
   `resources.accelerator` must be explicit there: an autoscaling cluster has no GPUs until
   the first GPU request, so `auto` could pick CPU.
@@ -56,7 +56,7 @@ def cluster_problems(cfg: ExperimentConfig) -> list[Problem]:
             "(run.dir=s3://BUCKET/PREFIX or gs://...), or, for a folder every node mounts "
             "(NFS, EFS, Filestore), set run.shared_mount=true")))
     if not cfg.run.shared_mount:
-        from synth_ray.core.shared_mount import worker_paths
+        from synth_ray.core.node_files import worker_paths
 
         out += [Problem(key, f"{path!r} is a path on this machine, and the run joins a "
                         f"cluster ({how}): engines, training workers and score tasks on "

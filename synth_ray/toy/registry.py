@@ -43,5 +43,13 @@ def prepare(names: list[str]) -> None:
             raise RuntimeError(f"fine-tuning {', '.join(variants)} failed; run again to resume")
 
 
+def unbuilt(names: list[str]) -> list[str]:
+    """The pre-trained models and SmolLM2 variants among `names` not built on this node."""
+    from synth_ray.toy import pretrain, smol
+
+    return (pretrain.missing([n for n in names if n in pretrain.PRETRAINED])
+            + smol.missing_variants([n for n in names if n.startswith(smol.NAME + "+")]))
+
+
 def register() -> None:
-    register_scheme("tiny", model=model, files=files, prepare=prepare)
+    register_scheme("tiny", model=model, files=files, prepare=prepare, unbuilt=unbuilt)

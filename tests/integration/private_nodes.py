@@ -9,8 +9,8 @@ Every worker node runs in a mount namespace of its own (`unshare --mount`), with
   session's temp dirs, where run directories and input files lie, the head's model cache
   and ~/.cache, the checkout's runs/), so a worker cannot read what only the head has, and
   writing there fails instead of landing on a disk the driver shares;
-- its node image: what a cluster's nodes get from the image or the hub, copied in before
-  the head's paths are hidden (`image`: the stand-in models' folders, compiled kernels).
+- its node image: what a cluster's nodes get from their image, copied in before the head's
+  paths are hidden (`image`: e.g. compiled kernels).
 What the nodes do share is the environment (the checkout's .venv, which a real cluster's
 image carries too) and the loopback network (the S3 and MLflow servers the tests start).
 

@@ -60,3 +60,37 @@ def test_an_engine_or_worker_without_the_variable_fails_naming_it(monkeypatch) -
         require_here("Ray Train worker", [VAR])
     monkeypatch.setenv(VAR, VALUE)
     register()  # set: nothing to say
+
+
+def test_a_node_without_a_trained_model_is_named(tmp_path, monkeypatch) -> None:
+    """A model that only a training run builds (a pre-trained `tiny://`): the head has it in
+    its cache, the worker node's cache is empty, so a worker there would pre-train its own;
+    the check before the first stage names the key and that node only (core/node_files.py)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from synth_ray.core.config import load_config
+    from synth_ray.core.node_files import unbuilt_errors
+    from synth_ray.toy.pretrain import cached
+
+    monkeypatch.setenv("SYNTH_RAY_CACHE", str(tmp_path / "head-cache"))
+    built = cached("pt-reference")  # the head's: as the driver's `prepare` leaves it
+    built.mkdir(parents=True)
+    (built / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "worker-cache").mkdir()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
+                                                             "include_dashboard": False})
+    worker = cluster.add_node(num_cpus=1,
+                              env_vars={"SYNTH_RAY_CACHE": str(tmp_path / "worker-cache")})
+    try:
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
+        cfg = load_config(DEMO, ["targets.0.model=tiny://pt-reference",
+                                 f"resources.ray_address={cluster.address}"])
+        errors = unbuilt_errors(cfg)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert len(errors) == 1, errors
+    assert re.match(r"targets\.0\.model: tiny://pt-reference is not built on [\d.]+ node "
+                    f"{worker.node_id[:8]}, and a worker there would train its own", errors[0])

@@ -53,20 +53,18 @@ def _top(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3_server):
-    from synth_ray.models import cache_root, resolve_model
-    from synth_ray.rehearse import STAND_INS
+    from synth_ray.models import cache_root
 
     why = namespaces_work()
     if why is not None:
         if os.environ.get("CI"):
             pytest.fail(f"the cluster of private nodes needs mount namespaces: {why}")
         pytest.skip(f"the cluster of private nodes needs mount namespaces: {why}")
-    # the node image: the stand-ins (as a real node pulls its models from the hub) and the
-    # compiled kernels an image would carry (DeepSpeed's, vLLM's compile cache)
-    image = {Path(resolve_model(m)): f"cache/{Path(resolve_model(m)).name}"
-             for m in STAND_INS.values()}
-    for name in ("torch_extensions", "vllm"):
-        image[Path.home() / ".cache" / name] = f"home/.cache/{name}"
+    # the node image: the compiled kernels an image carries (DeepSpeed's ops, vLLM's compile
+    # cache). Not the stand-ins: each worker builds its own (random weights, seeded: the
+    # same on every node), as a real node downloads its models from the hub
+    image = {Path.home() / ".cache" / name: f"home/.cache/{name}"
+             for name in ("torch_extensions", "vllm")}
     base = tmp_path_factory.getbasetemp()
     hidden = [_top(base), cache_root(), Path.home() / ".cache", REPO / "runs"]
     logs = tmp_path_factory.mktemp("cluster-logs")

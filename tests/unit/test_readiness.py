@@ -79,6 +79,12 @@ def test_joining_a_cluster_asks_for_shared_paths_and_an_explicit_accelerator(
                                                   "resources.ray_address=auto"])
     assert keys(cluster_problems(cfg)) == ["run.dir", "targets.0.model",
                                            "resources.accelerator"]
+    # the embedding model: loaded by the score tasks on the workers
+    embed = load_config(CONFIGS / "plumbing.yaml", [f"evaluation.embedding_model={model}",
+                                                    "resources.ray_address=auto",
+                                                    "resources.accelerator=cpu",
+                                                    "run.dir=s3://b/run"])
+    assert keys(cluster_problems(embed)) == ["evaluation.embedding_model"]
     # a driver inside `ray job submit` joins the job's cluster too
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
     assert keys(cluster_problems(local)) == ["run.dir", "targets.0.model",

@@ -133,6 +133,28 @@ def test_the_rehearsal_has_its_own_run_dir(tmp_path) -> None:
     assert not holds_real_run(str(tmp_path))
 
 
+def test_inside_a_job_the_rehearsal_keeps_the_cluster(tmp_path, monkeypatch) -> None:
+    """A local rehearsal's Ray instance cannot grow; inside `ray job submit` the cluster's
+    autoscaling stays as the config says. Either way tracking goes to an experiment of its
+    own."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    real, local, _ = rehearse(PAPER[0], tmp_path)
+    assert real.resources.autoscaling and not local.resources.autoscaling
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    _, job, swaps = rehearse(PAPER[0], tmp_path)
+    assert job.resources.autoscaling
+    assert "resources.autoscaling" not in {s["key"] for s in swaps}
+    assert job.tracking.experiment == local.tracking.experiment \
+        == f"{real.tracking.experiment}-rehearsal"
+
+
+def test_on_a_cluster_the_stand_in_server_listens_where_the_workers_reach_it() -> None:
+    real = load_config(PAPER[0], [])
+    args = standin_server.server_args(real, "/m", {}, gpu=False, port=1, host="10.0.0.7")
+    assert args[args.index("--host") + 1] == "10.0.0.7"
+    assert standin_server.base_url(1, "10.0.0.7") == "http://10.0.0.7:1/v1"
+
+
 def test_hosted_keys_are_read_on_their_real_names(monkeypatch) -> None:
     real = load_config(PAPER[0], [])
     for env in ("TOGETHER_API_KEY", "DEEPSEEK_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY"):
