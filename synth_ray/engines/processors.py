@@ -19,12 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from synth_ray.core.cluster import engine_device, engine_env, engine_placement
-from synth_ray.core.config import (
-    EngineSection,
-    ExperimentConfig,
-    SamplingSection,
-    SourceSection,
-)
+from synth_ray.core.config import EngineSection, ExperimentConfig, SamplingSection, SourceSection
+from synth_ray.core.node_models import models_env
 from synth_ray.engines.store import classify
 from synth_ray.engines.tokenizers import engine_context
 from synth_ray.models import resolve_model
@@ -230,7 +226,9 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
         concurrency=spec.replicas,
         should_continue_on_error=True,
         log_engine_metrics=False,
-        runtime_env={"env_vars": {**engine_env(cfg.resources), **({} if gpu else CPU_ENGINE_ENV)}},
+        # what each engine process checks on its node at its start (node_env_check.py)
+        runtime_env={"env_vars": {**engine_env(cfg.resources), **models_env([spec.model]),
+                                  **({} if gpu else CPU_ENGINE_ENV)}},
         chat_template_stage=LIGHT if RAY_TEXT_STAGES else False,
         tokenize_stage=False,
         detokenize_stage=LIGHT if RAY_TEXT_STAGES else False,

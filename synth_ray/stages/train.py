@@ -60,6 +60,7 @@ def jobs(ctx: Context) -> list[dict[str, Any]]:
                 "condition": condition, "seed": seed,
                 # a run in a bucket: workers, on any node, read and write the bucket
                 "dataset": run.uri(*dataset) or str(root.joinpath(*dataset)),
+                "model": target.model,  # a scheme id: resolved again on each worker's node
                 "model_path": resolve_model(target.model),
                 "output": str(root.joinpath(*adapter)),
                 "output_uri": run.uri(*adapter),

@@ -137,10 +137,15 @@ def train_func(run: dict[str, Any]) -> None:
     import ray.train
 
     from synth_ray.core.node_env import require_here
+    from synth_ray.core.node_models import ensure_here
+    from synth_ray.models import is_scheme_id
 
     # a worker on a node without HF_TOKEN (say) fails now, naming it, not in a download
     require_here("Ray Train worker", run["config"].get("resources", {}).get("node_env", []))
     jobs = run["jobs"]
+    # a scheme model (tiny://) present on this node, at the driver's path (node_models.py)
+    ensure_here("Ray Train worker", {j["model"]: j["model_path"] for j in jobs
+                                     if is_scheme_id(j.get("model", ""))})
     names = [j["run_name"] for j in jobs]
     ckpt = ray.train.get_checkpoint()
     first = 0

@@ -3,14 +3,14 @@ head with CPU: 0 (token auth on, dashboard and job server on 127.0.0.1 only) and
 nodes joined with `ray start --address`.
 
 Every worker node runs in a mount namespace of its own (`unshare --mount`), with:
-- a private tmpfs for its HOME, its Ray temp dir, its TMPDIR and its model cache
-  ($SYNTH_RAY_CACHE), so what a worker writes there no other node sees;
-- an empty, read-only tmpfs over each of the head's working paths (`hidden`: the test
-  session's temp dirs, where run directories and input files lie, the head's model cache
-  and ~/.cache, the checkout's runs/), so a worker cannot read what only the head has, and
-  writing there fails instead of landing on a disk the driver shares;
+- a private tmpfs for its HOME, its Ray temp dir and its TMPDIR;
+- an empty private tmpfs over each of the head's working paths (`private`: the test
+  session's temp dirs, where run directories and input files lie, the model cache, ~/.cache,
+  the checkout's runs/): the same paths on every node, as on a cluster of one image, but
+  each node's own disk, so a worker cannot read what only the head has, and what it writes
+  there no other node sees;
 - its node image: what a cluster's nodes get from their image, copied in before the head's
-  paths are hidden (`image`: e.g. compiled kernels).
+  paths are covered (`image`: e.g. compiled kernels).
 What the nodes do share is the environment (the checkout's .venv, which a real cluster's
 image carries too) and the loopback network (the S3 and MLflow servers the tests start).
 
@@ -35,13 +35,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-# set up inside the node's namespace before `ray start`: its private disk, then the image
-# copied onto it, then the head's paths hidden (a path under an already hidden one is gone)
+# set up inside the node's namespace before `ray start`: its private disk, the image copied
+# onto it, then the head's paths covered, outermost first (a nested one is made in the
+# tmpfs over its parent)
 NODE_SCRIPT = """set -eu
 mount -t tmpfs -o size=8g,mode=0700 node-disk "$NODE_DISK"
-mkdir -p "$NODE_DISK/home/.cache" "$NODE_DISK/cache" "$NODE_DISK/tmp" "$NODE_DISK/ray"
+mkdir -p "$NODE_DISK/home/.cache" "$NODE_DISK/tmp" "$NODE_DISK/ray"
 eval "$NODE_COPIES"
-for d in $NODE_HIDDEN; do mount -t tmpfs -o ro,size=1m,mode=0555 hidden "$d"; done
+for d in $NODE_PRIVATE; do mkdir -p "$d"; mount -t tmpfs -o size=8g node-own "$d"; done
 exec "$@"
 """
 
@@ -72,14 +73,8 @@ def unshare() -> list[str]:
     return ["unshare", *user, "--mount", "--propagation", "private", "--"]
 
 
-def outermost(paths: list[Path]) -> list[Path]:
-    """The existing paths not under another of them (that one's tmpfs hides them already)."""
-    real = sorted({p.resolve() for p in paths if p.exists()}, key=lambda p: len(p.parts))
-    out: list[Path] = []
-    for p in real:
-        if not any(p == q or q in p.parents for q in out):
-            out.append(p)
-    return out
+def outermost_first(paths: list[Path]) -> list[Path]:
+    return sorted({p.resolve() for p in paths}, key=lambda p: len(p.parts))
 
 
 def ray_list(kind: str, url: str, env: dict) -> list[dict]:
@@ -91,13 +86,13 @@ def ray_list(kind: str, url: str, env: dict) -> list[dict]:
 
 
 @contextlib.contextmanager
-def private_cluster(logs: Path, env: dict[str, str], hidden: list[Path],
+def private_cluster(logs: Path, env: dict[str, str], private: list[Path],
                     image: dict[Path, str], workers: int = 2,
                     head_env: dict[str, str] | None = None) -> Iterator[tuple[str, dict]]:
     """The cluster; yields the job server's URL and the environment for `ray` commands.
-    `image`: a folder of this machine -> where it goes on a worker's disk ("cache/NAME" or
-    "home/.cache/NAME"); `head_env`: variables only the head has. Each worker has one CPU
-    and a resource `worker_<i>`."""
+    `image`: a folder of this machine -> where it goes on a worker's disk ("home/.cache/X");
+    `head_env`: variables only the head has. Each worker has one CPU and a resource
+    `worker_<i>`."""
     import ray
 
     root = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Unix socket paths are limited
@@ -133,15 +128,14 @@ def private_cluster(logs: Path, env: dict[str, str], hidden: list[Path],
                                      capture_output=True, timeout=60).returncode == 0,
               procs[0], 240, lambda: (logs / "head.log").read_text()[-3000:])
         head = f"{ray.util.get_node_ip_address()}:{port}"
-        hide = " ".join(shlex.quote(str(p)) for p in outermost(hidden))
+        own = " ".join(shlex.quote(str(p)) for p in outermost_first(private))
         for i in range(workers):
             disk = tempfile.mkdtemp(prefix=f"nd{i}", dir="/tmp")
             disks.append(disk)
             copies = "; ".join(f"cp -a {shlex.quote(str(src))} {shlex.quote(f'{disk}/{dst}')}"
                                for src, dst in image.items() if src.exists()) or "true"
-            node_env = {**env, "NODE_DISK": disk, "NODE_COPIES": copies, "NODE_HIDDEN": hide,
-                        "HOME": f"{disk}/home", "TMPDIR": f"{disk}/tmp",
-                        "SYNTH_RAY_CACHE": f"{disk}/cache"}
+            node_env = {**env, "NODE_DISK": disk, "NODE_COPIES": copies, "NODE_PRIVATE": own,
+                        "HOME": f"{disk}/home", "TMPDIR": f"{disk}/tmp"}
             start(f"worker{i}", [*unshare(), "bash", "-c", NODE_SCRIPT, "node"], node_env,
                   f"--address={head}", f"--temp-dir={disk}/ray", "--num-cpus=1",
                   f"--resources={json.dumps({f'worker_{i}': 1})}")

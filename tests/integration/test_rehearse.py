@@ -66,10 +66,12 @@ def cluster(tmp_path_factory, s3_server):
     image = {Path.home() / ".cache" / name: f"home/.cache/{name}"
              for name in ("torch_extensions", "vllm")}
     base = tmp_path_factory.getbasetemp()
-    hidden = [_top(base), cache_root(), Path.home() / ".cache", REPO / "runs"]
+    private = [_top(base), cache_root(), Path.home() / ".cache", REPO / "runs"]
     logs = tmp_path_factory.mktemp("cluster-logs")
-    with private_cluster(logs, cli_env(**SECRETS), hidden, image,
-                         head_env=HEAD_ONLY) as (url, env):
+    # the model cache at the same path on every node (the driver hands engines its path;
+    # each worker builds the stand-ins there on its own disk: core/node_models.py)
+    env = cli_env(**SECRETS, SYNTH_RAY_CACHE=str(cache_root()))
+    with private_cluster(logs, env, private, image, head_env=HEAD_ONLY) as (url, env):
         yield {"url": url, "env": env, "tmp": tmp_path_factory.mktemp("rehearsal"),
                "bucket": s3_server}
 

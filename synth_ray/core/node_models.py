@@ -1,0 +1,62 @@
+"""The scheme models (`tiny://...`) a worker loads, made present on the worker's own node.
+
+The driver resolves a scheme id to a folder of its cache and hands that path to the vLLM
+engines and the Ray Train workers. On a cluster whose nodes share no disk the folder is not
+on a worker's node, and vLLM would take the missing path for a hub repo id ("Repo id must
+be in the form ..."), which is how the paper configs' first rehearsal on such a cluster
+failed. So every engine process (the vLLM plugin engines/node_env_check.py, from the
+engine's runtime env) and every Ray Train worker resolves the same ids on its own node at
+its start:
+- a model built from a seed (the toy scheme's random-weight models, seconds, the same
+  weights on every node) is built there if it is missing;
+- a model that only a training run builds is refused (a worker would train its own, other
+  weights; core/node_files.py asks every node for those before the first stage);
+- the folder must be the driver's path (the same `$SYNTH_RAY_CACHE` on every node), else
+  the process fails naming both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+
+VAR = "SYNTH_RAY_NODE_MODELS"  # {scheme id: the driver's folder}, in an engine's runtime env
+
+
+def resolved(uris: Iterable[str]) -> dict[str, str]:
+    """Scheme id -> the driver's folder for it (hub ids and paths are not the scheme's)."""
+    from synth_ray.models import is_scheme_id, resolve_model
+
+    return {u: resolve_model(u) for u in dict.fromkeys(uris) if is_scheme_id(u)}
+
+
+def models_env(uris: Iterable[str]) -> dict[str, str]:
+    """The engine runtime env's variable that names its scheme models (empty if none)."""
+    spec = resolved(uris)
+    return {VAR: json.dumps(spec, sort_keys=True)} if spec else {}
+
+
+def ensure_here(where: str, spec: dict[str, str] | None = None) -> None:
+    """Each scheme model of `spec` (default: $SYNTH_RAY_NODE_MODELS) present on this node at
+    the driver's path, built here when a seed builds it; else fail naming it."""
+    from synth_ray.models import resolve_model, unbuilt
+
+    if spec is None:
+        spec = json.loads(os.environ.get(VAR) or "{}")
+    node = socket.gethostname()
+    for uri, path in spec.items():
+        if Path(path).is_dir():  # the driver's node, a shared disk, or built here before
+            continue
+        if unbuilt([uri]):
+            raise RuntimeError(
+                f"{uri} is not built on node {node} ({where}), and only a training run "
+                "builds it: put the driver's $SYNTH_RAY_CACHE folder of it into every "
+                "node's (the image, or a shared mount), or name a hub model")
+        got = resolve_model(uri)
+        if os.path.realpath(got) != os.path.realpath(path):
+            raise RuntimeError(
+                f"{uri} is {got} on node {node} ({where}) but {path} on the driver: give "
+                "every node the same $SYNTH_RAY_CACHE (the driver passes its path)")

@@ -1,0 +1,45 @@
+"""A scheme model on a node that does not have it (core/node_models.py): what a seed builds
+is built there, at the driver's path, with the same weights as the driver's; a node whose
+cache lies elsewhere, or a model only a training run builds, fails naming it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from synth_ray.core.node_models import VAR, ensure_here, models_env
+
+
+def digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_a_seeded_model_is_built_on_a_node_without_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SYNTH_RAY_CACHE", str(tmp_path / "cache"))
+    env = models_env(["tiny://small-a", "meta-llama/Llama-3.1-8B-Instruct"])
+    spec = json.loads(env[VAR])  # the driver's folder; the hub id is not the scheme's
+    assert list(spec) == ["tiny://small-a"]
+    driver = Path(spec["tiny://small-a"])
+    weights = digest(driver)
+    shutil.rmtree(tmp_path / "cache")  # a worker node: the same path, nothing in it
+    monkeypatch.setenv(VAR, env[VAR])
+    ensure_here("test")
+    assert digest(driver) == weights  # the same weights as the driver's
+    # a node whose cache lies elsewhere would load another folder than the driver named
+    monkeypatch.setenv("SYNTH_RAY_CACHE", str(tmp_path / "elsewhere"))
+    shutil.rmtree(tmp_path / "cache")
+    with pytest.raises(RuntimeError, match=r"tiny://small-a is .*elsewhere.* on node .* "
+                                           r"\(test\) but .* on the driver"):
+        ensure_here("test")
+
+
+def test_a_trained_model_is_never_trained_on_a_worker(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SYNTH_RAY_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match=r"tiny://pt-reference is not built on node .* "
+                                           r"\(Ray Train worker\), and only a training run"):
+        ensure_here("Ray Train worker", {"tiny://pt-reference": str(tmp_path / "x")})
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("model-*"))
