@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -55,8 +57,27 @@ def ensure_here(where: str, spec: dict[str, str] | None = None) -> None:
                 f"{uri} is not built on node {node} ({where}), and only a training run "
                 "builds it: put the driver's $SYNTH_RAY_CACHE folder of it into every "
                 "node's (the image, or a shared mount), or name a hub model")
-        got = resolve_model(uri)
+        got = _resolve_in_child(uri) if _distributed() else resolve_model(uri)
         if os.path.realpath(got) != os.path.realpath(path):
             raise RuntimeError(
                 f"{uri} is {got} on node {node} ({where}) but {path} on the driver: give "
                 "every node the same $SYNTH_RAY_CACHE (the driver passes its path)")
+
+
+def _distributed() -> bool:
+    dist = sys.modules.get("torch.distributed")
+    return bool(dist and dist.is_available() and dist.is_initialized())
+
+
+def _resolve_in_child(uri: str) -> str:
+    """Build in a process of its own: a Ray Train worker has torch.distributed up, and
+    transformers' save_pretrained then writes the weights on rank 0 only (a rank-1 node was
+    left a folder with a tokenizer and no config)."""
+    code = ("import sys; from synth_ray.models import resolve_model; "
+            "print(resolve_model(sys.argv[1]))")
+    proc = subprocess.run([sys.executable, "-c", code, uri], capture_output=True, text=True,
+                          timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building {uri} on node {socket.gethostname()} failed: "
+                           f"{proc.stderr[-2000:]}")
+    return proc.stdout.strip().splitlines()[-1]

@@ -43,3 +43,22 @@ def test_a_trained_model_is_never_trained_on_a_worker(tmp_path, monkeypatch) -> 
                                            r"\(Ray Train worker\), and only a training run"):
         ensure_here("Ray Train worker", {"tiny://pt-reference": str(tmp_path / "x")})
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("model-*"))
+
+
+def test_a_training_worker_builds_outside_its_process_group(tmp_path, monkeypatch) -> None:
+    """Under torch.distributed (a Ray Train worker) the build runs in a child process:
+    transformers writes weights on rank 0 only, and a rank-1 worker was left a folder
+    without them."""
+    import torch.distributed as dist
+
+    monkeypatch.setenv("SYNTH_RAY_CACHE", str(tmp_path / "cache"))
+    spec = json.loads(models_env(["tiny://judge"])[VAR])
+    shutil.rmtree(tmp_path / "cache")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
+                            world_size=1)
+    try:
+        ensure_here("Ray Train worker", spec)
+    finally:
+        dist.destroy_process_group()
+    built = Path(spec["tiny://judge"])
+    assert (built / "config.json").is_file() and (built / "model.safetensors").is_file()
