@@ -247,6 +247,9 @@ def command(
     stand_in: list[str] = typer.Option([], "--stand-in", help="ROLE=MODEL: another "
                                        "stand-in for a role (source, target, judge), e.g. "
                                        "target=tiny://smollm2-135m-instruct (repeatable)"),
+    accelerator: str = typer.Option(None, "--accelerator", help="cuda or cpu: where the "
+                                    "stand-ins run (default: cuda if this machine has a "
+                                    "GPU); on a cluster whose head has none, say cuda"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Ray's, vLLM's and the "
                                  "workers' own logs on the terminal too"),
 ) -> None:
@@ -297,10 +300,14 @@ def command(
         cli.console.print(f"[red]error:[/red] --stand-in takes ROLE=MODEL, ROLE one of "
                           f"{', '.join(STAND_INS)}; got {stand_in}", highlight=False)
         raise typer.Exit(EXIT_CONFIG)
+    if accelerator not in (None, "cuda", "cpu"):
+        cli.console.print(f"[red]error:[/red] --accelerator takes cuda or cpu; got "
+                          f"{accelerator}", highlight=False)
+        raise typer.Exit(EXIT_CONFIG)
     gpus = _gpus()
-    gpu = gpus > 0
-    # on GPUs: a worker per GPU there is (2 at most); on CPU: 2 gloo workers
-    workers = min(TRAIN_WORKERS, gpus) if gpu else TRAIN_WORKERS
+    gpu = accelerator == "cuda" if accelerator else gpus > 0
+    # on this machine's GPUs: a worker per GPU (2 at most); on a cluster's or on CPU: 2
+    workers = min(TRAIN_WORKERS, gpus) if gpu and gpus else TRAIN_WORKERS
 
     # the hosted sources' server: where the HTTP stage's tasks reach it (on a cluster, the
     # worker nodes: this node's address)

@@ -243,3 +243,5 @@ def test_a_role_takes_another_stand_in(tmp_path, monkeypatch) -> None:
     assert cfg.targets[0].num_workers == 1
     code, out = refused(tmp_path, monkeypatch, "--stand-in", "teacher=tiny://judge")
     assert code == 2 and says(out, "--stand-in takes ROLE=MODEL")
+    code, out = refused(tmp_path, monkeypatch, "--accelerator", "tpu")
+    assert code == 2 and says(out, "--accelerator takes cuda or cpu; got tpu")
