@@ -61,9 +61,9 @@ def cluster_checks(cfg: ExperimentConfig, names: list[str], run_root=None) -> No
             log.info("%s", line)
     try:
         ensure_ray(cfg.resources)
-        refuse(node_env_errors(cfg))
-        if run_root is not None:  # run.shared_mount's paths and built models, every node
-            refuse(shared_mount_errors(cfg, run_root) + unbuilt_errors(cfg))
+        # every node's problems at once (variables; run.shared_mount's paths, built models)
+        refuse(node_env_errors(cfg) + (shared_mount_errors(cfg, run_root) + unbuilt_errors(cfg)
+                                       if run_root is not None else []))
         check_resources(cfg, [n for n in names if n in MODEL_STAGES])
     except ConnectionError as e:
         log.error("resources.ray_address=%s: %s. Start the cluster (ray up cluster.yaml) or "
