@@ -74,7 +74,15 @@ def unshare() -> list[str]:
 
 
 def outermost_first(paths: list[Path]) -> list[Path]:
-    return sorted({p.resolve() for p in paths}, key=lambda p: len(p.parts))
+    """The paths to cover, parents first: those that exist here, and those under another
+    covered one (made inside its tmpfs); a missing one elsewhere is left alone, so that no
+    folder is made on this machine's disk."""
+    real = sorted({p.resolve() for p in paths}, key=lambda p: len(p.parts))
+    out: list[Path] = []
+    for p in real:
+        if p.exists() or any(q in p.parents for q in out):
+            out.append(p)
+    return out
 
 
 def ray_list(kind: str, url: str, env: dict) -> list[dict]:
