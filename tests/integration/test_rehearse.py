@@ -216,34 +216,35 @@ def _wrong_layout(tmp: Path) -> str:
     return str(path)
 
 
-# (name, overrides, what the log says: the key first, and in how many distinct lines)
+# Two faults per job: each check reports every problem it finds at once (readiness before
+# Ray; the per-node checks with Ray up), so each fault must still be named on its own line.
+# (name, overrides, [(what the log says, the key first; in how many distinct lines)])
 FAULTS = [
-    ("local run.dir", lambda c: [f"run.dir={c['tmp'] / 'local-run'}"],
-     r"run\.dir: '\S+local-run' is a folder on this machine, and the run joins a cluster", 1),
-    ("run.dir on the head only",
-     lambda c: [f"run.dir={c['tmp'] / 'head-run'}", "run.shared_mount=true"],
-     r"run\.dir: \S+head-run is not on [\d.]+ node \w{8}, though run\.shared_mount is true",
-     2),  # both workers, not the head
-    ("secret on the head only",
-     lambda c: [f"run.dir={c['bucket']}/fault-secret",
-                "resources.node_env=[HF_TOKEN,SYNTH_RAY_HEAD_SECRET]"],
-     r"SYNTH_RAY_HEAD_SECRET is not set on [\d.]+ node \w{8} \(resources\.node_env\)", 2),
-    ("prompt set in the wrong layout",
-     lambda c: [f"run.dir={c['bucket']}/fault-layout",
+    ("local run.dir, prompt set in the wrong layout",
+     lambda c: [f"run.dir={c['tmp'] / 'local-run'}",
                 f"judge.safety_prompts={_wrong_layout(c['tmp'])}"],
-     r"judge\.safety_prompts: \S+refusalbench\.json: ValueError: .*a row must be an object", 1),
+     [(r"run\.dir: '\S+local-run' is a folder on this machine, and the run joins a cluster", 1),
+      (r"judge\.safety_prompts: \S+refusalbench\.json: ValueError: .*?a row must be an "
+       r"object", 1)]),
+    ("run.dir and a secret on the head only",
+     lambda c: [f"run.dir={c['tmp'] / 'head-run'}", "run.shared_mount=true",
+                "resources.node_env=[HF_TOKEN,SYNTH_RAY_HEAD_SECRET]"],
+     # both workers named, never the head
+     [(r"run\.dir: \S+head-run is not on [\d.]+ node \w{8}, though run\.shared_mount is "
+       r"true", 2),
+      (r"SYNTH_RAY_HEAD_SECRET is not set on [\d.]+ node \w{8} \(resources\.node_env\)", 2)]),
 ]
 
 
-@pytest.mark.parametrize(("name", "overrides", "says", "times"), FAULTS,
-                         ids=[f[0] for f in FAULTS])
-def test_a_fault_stops_the_rehearsal_before_any_stage(cluster, mlflow_server, name, overrides,
-                                                      says, times) -> None:
+@pytest.mark.parametrize(("name", "overrides", "says"), FAULTS, ids=[f[0] for f in FAULTS])
+def test_faults_stop_the_rehearsal_before_any_stage(cluster, mlflow_server, name, overrides,
+                                                    says) -> None:
     code, log = submit(cluster, CONFIGS[0], *overrides(cluster),
                        f"tracking.uri={mlflow_server}", timeout=600)
     assert code != 0 and "failed" in log, log[-3000:]
-    # distinct lines (a node's line names its id; the driver's log may show a line twice)
-    assert len(set(re.findall(says, log))) == times, log[-3000:]
+    for pattern, times in says:
+        # distinct lines (a node's line names its id; the driver's log may show a line twice)
+        assert len(set(re.findall(pattern, log))) == times, (pattern, log[-3000:])
     assert "] starting in" not in log  # no stage started
     for value in (*SECRETS.values(), *HEAD_ONLY.values()):
         assert value not in log
