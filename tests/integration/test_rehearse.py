@@ -9,10 +9,10 @@ and build are read back from the bucket, its generations mostly reused), ZeRO-3 
 two worker nodes. Each job ends 0 with every stage done; the report names every swap and
 shows the paper tables and the three claims; engines and training workers ran on the worker
 nodes only; the hosted sources were answered over HTTP by the stand-in server with their own
-keys; no secret reaches a file of the run. Then four configs a user could submit, each
-stopped before any stage that needs what is wrong, naming the key: a local run.dir, a
-run.dir that only the head has (run.shared_mount claimed), a secret set on the head only,
-a prompt set in the wrong layout.
+keys; no secret reaches a file of the run. Then four faults a user could submit, in two
+jobs, each named on its own line, naming the key, before any stage starts: a local run.dir
+and a prompt set in the wrong layout (readiness); a run.dir that only the head has
+(run.shared_mount claimed) and a secret set on the head only (the per-node checks).
 
 CI cost: docs/benchmarks.md ("Rehearsals"); one module fixture for all its tests. It cannot
 share the suite's grid: what it checks is the paper configs themselves (their preset, grid,
