@@ -72,14 +72,13 @@ def unbuilt_errors(cfg: ExperimentConfig) -> list[str]:
     """One line per trained scheme model a node lacks, for a run that joins a cluster."""
     from synth_ray.core.cluster import joins_cluster
     from synth_ray.core.node_env import on_every_node
+    from synth_ray.core.node_models import UNBUILT_FIX
 
     models = scheme_models(cfg)
     if joins_cluster(cfg.resources) is None or not models:
         return []
     return [f"{key}: {models[key]} is not built on {node}, and a worker there would train "
-            "its own (minutes, and other weights than the driver's): put the driver's "
-            "$SYNTH_RAY_CACHE folder of it into every node's (the image, or a shared mount), "
-            "or name a hub model"
+            f"its own (minutes, and other weights than the driver's): {UNBUILT_FIX}"
             for node, keys in on_every_node(unbuilt_here, models).items() for key in keys]
 
 

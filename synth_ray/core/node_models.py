@@ -22,22 +22,22 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 VAR = "SYNTH_RAY_NODE_MODELS"  # {scheme id: the driver's folder}, in an engine's runtime env
 
 
-def resolved(uris: Iterable[str]) -> dict[str, str]:
-    """Scheme id -> the driver's folder for it (hub ids and paths are not the scheme's)."""
-    from synth_ray.models import is_scheme_id, resolve_model
-
-    return {u: resolve_model(u) for u in dict.fromkeys(uris) if is_scheme_id(u)}
+# what to do about a model only a training run builds, missing on a node (node_files.py too)
+UNBUILT_FIX = ("put the driver's $SYNTH_RAY_CACHE folder of it into every node's (the image, "
+               "or a shared mount), or name a hub model")
 
 
-def models_env(uris: Iterable[str]) -> dict[str, str]:
-    """The engine runtime env's variable that names its scheme models (empty if none)."""
-    spec = resolved(uris)
+def models_env(folders: dict[str, str]) -> dict[str, str]:
+    """The engine runtime env's variable naming its scheme models: `folders` maps each model
+    id to the folder the driver resolved it to (hub ids and paths are left out)."""
+    from synth_ray.models import is_scheme_id
+
+    spec = {u: f for u, f in folders.items() if is_scheme_id(u)}
     return {VAR: json.dumps(spec, sort_keys=True)} if spec else {}
 
 
@@ -55,8 +55,7 @@ def ensure_here(where: str, spec: dict[str, str] | None = None) -> None:
         if unbuilt([uri]):
             raise RuntimeError(
                 f"{uri} is not built on node {node} ({where}), and only a training run "
-                "builds it: put the driver's $SYNTH_RAY_CACHE folder of it into every "
-                "node's (the image, or a shared mount), or name a hub model")
+                f"builds it: {UNBUILT_FIX}")
         got = _resolve_in_child(uri) if _distributed() else resolve_model(uri)
         if os.path.realpath(got) != os.path.realpath(path):
             raise RuntimeError(

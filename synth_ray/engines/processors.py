@@ -227,7 +227,8 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
         should_continue_on_error=True,
         log_engine_metrics=False,
         # what each engine process checks on its node at its start (node_env_check.py)
-        runtime_env={"env_vars": {**engine_env(cfg.resources), **models_env([spec.model]),
+        runtime_env={"env_vars": {**engine_env(cfg.resources),
+                                  **models_env({spec.model: model_source}),
                                   **({} if gpu else CPU_ENGINE_ENV)}},
         chat_template_stage=LIGHT if RAY_TEXT_STAGES else False,
         tokenize_stage=False,

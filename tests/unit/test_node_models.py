@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from synth_ray.core.node_models import VAR, ensure_here, models_env
+from synth_ray.models import resolve_model
 
 
 def digest(folder: Path) -> str:
@@ -20,7 +21,8 @@ def digest(folder: Path) -> str:
 
 def test_a_seeded_model_is_built_on_a_node_without_it(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SYNTH_RAY_CACHE", str(tmp_path / "cache"))
-    env = models_env(["tiny://small-a", "meta-llama/Llama-3.1-8B-Instruct"])
+    hub = "meta-llama/Llama-3.1-8B-Instruct"
+    env = models_env({"tiny://small-a": resolve_model("tiny://small-a"), hub: hub})
     spec = json.loads(env[VAR])  # the driver's folder; the hub id is not the scheme's
     assert list(spec) == ["tiny://small-a"]
     driver = Path(spec["tiny://small-a"])
@@ -52,7 +54,7 @@ def test_a_training_worker_builds_outside_its_process_group(tmp_path, monkeypatc
     import torch.distributed as dist
 
     monkeypatch.setenv("SYNTH_RAY_CACHE", str(tmp_path / "cache"))
-    spec = json.loads(models_env(["tiny://judge"])[VAR])
+    spec = json.loads(models_env({"tiny://judge": resolve_model("tiny://judge")})[VAR])
     shutil.rmtree(tmp_path / "cache")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
                             world_size=1)
