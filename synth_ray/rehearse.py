@@ -176,12 +176,11 @@ def rehearsal_data(real: ExperimentConfig, *, config: str, run_dir: str, inputs_
         if t.cpus_per_worker is not None and not gpu:
             sw.set(f"{pre}.cpus_per_worker", 1, "one CPU per worker here")
         _engine(sw, f"{pre}.engine", gpu)
-    if all(t.strategy == "ddp" for t in real.targets):  # ZeRO-3 trains one per run
-        from synth_ray.design import adapter_grid
+    from synth_ray.design import adapter_grid
 
-        sw.set("training.adapters_per_run", max(real.training.adapters_per_run,
-                                                len(adapter_grid(real))),
-               "every adapter in one Ray Train run: one start-up on a laptop")
+    sw.set("training.adapters_per_run", max(real.training.adapters_per_run,
+                                            len(adapter_grid(real))),
+           "every adapter in one Ray Train run: one start-up on a laptop")
     sw.model("judge", models["judge"], "judge")
     _engine(sw, "judge", gpu)
     _inputs(sw, real, inputs_dir)

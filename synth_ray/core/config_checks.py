@@ -57,11 +57,6 @@ def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
                 f"of per_device_batch_size*num_workers = {t.per_device_batch_size * t.num_workers}"
             )
     for i, t in enumerate(cfg.targets):
-        if t.strategy == "deepspeed" and cfg.training.adapters_per_run > 1:
-            problems.append(f"training.adapters_per_run: {cfg.training.adapters_per_run} with "
-                            f"targets.{i} on DeepSpeed: ZeRO-3 is built and checked for one "
-                            "adapter per run (one engine per process); set "
-                            "training.adapters_per_run: 1")
         if t.strategy == "deepspeed" and cfg.training.autocast != "none":
             problems.append(f"training.autocast: {cfg.training.autocast!r} with targets.{i} "
                             "on DeepSpeed, which sets its precision from training.dtype; "

@@ -306,3 +306,5 @@ def train_adapter(job: dict[str, Any], ckpt) -> None:
         if job.get("output_uri"):
             upload_tree(out, job["output_uri"])
             shutil.rmtree(Path(out).parent, ignore_errors=True)
+    if zero3:  # the run's next adapter builds an engine of its own: release this one's
+        stepper.model.destroy()  # optimizer partitions and ZeRO-3 hooks now, not at exit

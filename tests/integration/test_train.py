@@ -20,6 +20,7 @@ from .helpers import TARGET, TRAINING, cli_env, run_cli, small_config, write_dat
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
+CONDITIONS = ["human", "single-small", "multi-small"]  # the small_config's three
 
 
 def summary(run_dir: Path, condition: str) -> dict:
@@ -176,11 +177,15 @@ def _check_wandb_offline_runs(run_dir: Path, summaries: dict[str, dict]) -> None
         assert mine[-1]["summary"]["best_val_loss"] == pytest.approx(s["best_val_loss"])
 
 
-def test_zero3_trains_saves_and_resumes_a_killed_worker_to_the_same_adapter(tmp_path) -> None:
-    """ZeRO-3 on CPU (2 workers, gloo): a run that trains and saves a loadable, non-empty
-    adapter (the gather before the save worked); then the same run with a worker killed
-    mid-run, resumed by Ray Train from its DeepSpeed checkpoint, ends with the same adapter.
-    No LoRA dropout here: its masks come from a random state the checkpoint does not hold."""
+def test_zero3_trains_three_adapters_in_a_run_and_resumes_a_killed_worker(tmp_path) -> None:
+    """ZeRO-3 on CPU (2 workers, gloo), three adapters in one Ray Train run (human,
+    single-small, multi-small: the same rows and seed). The run saves loadable, non-empty
+    adapters (the gather before the save worked), and the later ones, trained by the same
+    worker processes after the earlier engines were released, equal the first: nothing of an
+    earlier engine (weights, optimizer partitions, hooks, schedule) leaked into them. Then
+    the same run with a worker killed in the second adapter, resumed by Ray Train from its
+    DeepSpeed checkpoint without training the first again, ends with the same adapters. No
+    LoRA dropout here: its masks come from a random state the checkpoint does not hold."""
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -188,39 +193,52 @@ def test_zero3_trains_saves_and_resumes_a_killed_worker_to_the_same_adapter(tmp_
     target = {**TARGET, "strategy": "deepspeed"}
     # 24 rows -> 22 training rows / (4 x 2) = 3 steps an epoch; checkpoints every 2 steps
     training = {**TRAINING, "epochs": 3, "eval_every_steps": 2, "max_failures": 2,
-                "zero3_param_persistence_threshold": 0}
+                "zero3_param_persistence_threshold": 0, "adapters_per_run": 3}
     lora = {"r": 16, "alpha": 32, "dropout": 0.0}
 
     def train(name: str, env: dict | None = None) -> Path:
-        cfg = small_config(tmp_path, name, targets=[target], sources=[], training=training,
-                           lora=lora, conditions={"human": True})
+        cfg = small_config(tmp_path, name, targets=[target], training=training, lora=lora)
         run_dir = tmp_path / name
-        write_datasets(run_dir, ["human"], n=24)
+        write_datasets(run_dir, CONDITIONS, n=24)
         proc = run_cli("train", str(cfg), f"run.dir={run_dir}", env=env, timeout=1200)
         assert proc.returncode == 0, proc.stderr[-6000:]
-        return run_dir / "adapters" / "tiny-target" / "human"
+        runs = [p for p in (run_dir / "ray_train").iterdir() if p.is_dir()]
+        assert len(runs) == 1, runs  # the three adapters in one Ray Train run
+        return run_dir / "adapters" / "tiny-target"
 
-    adapter = train("whole")
-    info = check_adapter(adapter)  # non-empty, non-zero: the ZeRO-3 gather worked
+    adapters = train("whole")
+    info = check_adapter(adapters / "human")  # non-empty, non-zero: the ZeRO-3 gather worked
     # r=16 x (in + out) for q, k, v, o, gate, up, down, in each of 2 layers
     assert info["parameters"] == 2 * 16 * (512 + 384 + 384 + 512 + 768 + 768 + 768)
-    s = json.loads((adapter / "training_summary.json").read_text())
+    s = json.loads((adapters / "human" / "training_summary.json").read_text())
     assert s["strategy"] == "deepspeed" and s["steps"] == s["total_steps"] == 9
     model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(models.resolve_model("tiny://target")), adapter)
-    saved = load_file(str(adapter / "adapter_model.safetensors"))
+        AutoModelForCausalLM.from_pretrained(models.resolve_model("tiny://target")),
+        adapters / "human")
+    saved = load_file(str(adapters / "human" / "adapter_model.safetensors"))
     name = next(k for k in saved if "lora_B" in k)
     loaded = dict(model.named_parameters())[name.replace(".weight", ".default.weight")]
     assert torch.equal(loaded.detach(), saved[name])
+    for c in CONDITIONS[1:]:  # each later engine started from nothing of an earlier one's
+        later = load_file(str(adapters / c / "adapter_model.safetensors"))
+        assert later.keys() == saved.keys()
+        for k, t in saved.items():
+            torch.testing.assert_close(later[k], t, rtol=1e-4, atol=1e-6, msg=(c, k))
 
     marker = tmp_path / "killed.txt"
-    resumed = train("killed", cli_env(SYNTH_RAY_TEST_KILL_WORKER=f"1:7:{marker}"))
+    resumed = train("killed", cli_env(SYNTH_RAY_TEST_KILL_WORKER=f"1:7:{marker}",
+                                      SYNTH_RAY_TEST_KILL_ADAPTER="tiny-target--single-small"))
     assert marker.read_text().startswith("killed rank 1 at step 7")  # the fault happened
-    s2 = json.loads((resumed / "training_summary.json").read_text())
+    s1 = json.loads((resumed / "human" / "training_summary.json").read_text())
+    assert s1["resumed_from_step"] == 0  # saved before the kill, not trained again
+    assert (resumed / "human" / "adapter_model.safetensors").stat().st_mtime < \
+        marker.stat().st_mtime
+    s2 = json.loads((resumed / "single-small" / "training_summary.json").read_text())
     assert s2["resumed_from_step"] in (4, 6) and s2["steps"] == 9
     assert [h["step"] for h in s2["history"]] == list(range(1, 10))
-    got = load_file(str(resumed / "adapter_model.safetensors"))
-    assert got.keys() == saved.keys()
-    for k, t in saved.items():  # the same maths, resumed: float noise only
-        torch.testing.assert_close(got[k], t, rtol=1e-4, atol=1e-6, msg=k)
+    for c in CONDITIONS[1:]:  # the same maths, resumed (and after it): float noise only
+        got = load_file(str(resumed / c / "adapter_model.safetensors"))
+        assert got.keys() == saved.keys()
+        for k, t in saved.items():
+            torch.testing.assert_close(got[k], t, rtol=1e-4, atol=1e-6, msg=(c, k))
     assert os.environ.get("SYNTH_RAY_TEST_KILL_WORKER") is None

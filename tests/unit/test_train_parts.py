@@ -124,17 +124,6 @@ def test_autocast_is_refused_with_deepspeed() -> None:
     assert any("training.autocast" in p and "DeepSpeed" in p for p in problems)
 
 
-def test_several_adapters_per_run_are_refused_with_deepspeed() -> None:
-    from synth_ray.core.config_checks import cross_reference_problems
-
-    data = {"sources": [], "conditions": {"human": True}, "training": {"adapters_per_run": 2},
-            "targets": [{"name": "t", "model": "tiny://target", "strategy": "deepspeed"}]}
-    problems = cross_reference_problems(ExperimentConfig.model_validate(data))
-    assert any("training.adapters_per_run" in p and "DeepSpeed" in p for p in problems)
-    data["targets"][0]["strategy"] = "ddp"
-    assert cross_reference_problems(ExperimentConfig.model_validate(data)) == []
-
-
 def test_train_runs_chunk_each_targets_grid_in_order() -> None:
     from synth_ray.stages.train import train_runs
 
