@@ -45,6 +45,10 @@ class Context:
     cfg: ExperimentConfig
     run: RunDir
     tracker: Tracker = field(default_factory=Tracker)  # `tracking:`; none by default
+    # stage -> the hash of its inputs, computed once: hashing reads every upstream output
+    # (180,000 generations at the paper's size), and `run` asks before it runs (what is
+    # pending) and again as it runs each stage. Cleared whenever a stage has run.
+    input_hashes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,11 +149,19 @@ def _cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0))
 
 
+def input_hash(stage: Stage, ctx: Context) -> str:
+    """The hash of the stage's inputs, computed once until a stage runs (which may write
+    what a later stage reads)."""
+    if stage.name not in ctx.input_hashes:
+        ctx.input_hashes[stage.name] = hash_json(stage.impl().inputs(ctx))
+    return ctx.input_hashes[stage.name]
+
+
 def is_current(stage: Stage, ctx: Context) -> bool:
     """Done before with these inputs and every output still there: `run` skips it. A stage
     whose inputs an earlier stage has not written yet is not current."""
     try:
-        return ctx.run.is_current(stage.name, hash_json(stage.impl().inputs(ctx)))
+        return ctx.run.is_current(stage.name, input_hash(stage, ctx))
     except FileNotFoundError:
         return False
 
@@ -166,13 +178,14 @@ def stages_to_run(ctx: Context, names: list[str], force: list[str]) -> list[str]
 def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
     """Run one stage unless current. Returns 'done', 'skipped'; raises on failure."""
     impl = stage.impl()
-    input_hash = hash_json(impl.inputs(ctx))
-    if not force and ctx.run.is_current(stage.name, input_hash):
+    inputs = input_hash(stage, ctx)
+    if not force and ctx.run.is_current(stage.name, inputs):
         log.info("[%s] up to date in %s (inputs %s): skipped; --force to redo",
-                 stage.name, ctx.run.root, input_hash)
+                 stage.name, ctx.run.root, inputs)
         return "skipped"
     log.info("[%s] starting in %s", stage.name, ctx.run.root)
-    ctx.run.mark_running(stage.name, input_hash)
+    ctx.run.mark_running(stage.name, inputs)
+    ctx.input_hashes.clear()  # what this stage writes, a later one reads
     t0 = time.time()
     try:
         out = impl.run(ctx)

@@ -184,3 +184,34 @@ def test_status_says_what_the_next_run_would_redo(tmp_path) -> None:
     assert cli("--version").stdout.startswith("synth-ray ")
     schema = json.loads(cli("schema").stdout)
     assert {"run", "sources", "targets", "resources"} <= schema["properties"].keys()
+
+
+def test_run_hashes_each_stages_inputs_once(tmp_path, demo_config_path, monkeypatch) -> None:
+    """`run` asks which stages are pending, then runs each: a stage's inputs (every upstream
+    output, read whole) are hashed once for both, and again only after a stage has run (it
+    may have written them). Counted on the real split stage and build's real inputs."""
+    import synth_ray.stages.build as build
+    import synth_ray.stages.split as split
+    from synth_ray.core.config import load_config
+    from synth_ray.core.pipeline import Context, execute, get_stage, stages_to_run
+    from synth_ray.core.rundir import RunDir
+
+    calls: list[str] = []
+    for module in (split, build):
+        real = module.inputs
+        monkeypatch.setattr(module, "inputs", lambda ctx, real=real, m=module.__name__: (
+            calls.append(m.rsplit(".", 1)[1]), real(ctx))[1])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    ctx = Context(load_config(demo_config_path), RunDir(run_dir, None))
+    assert stages_to_run(ctx, ["split"], []) == ["split"]
+    assert execute(get_stage("split"), ctx) == "done"
+    assert calls == ["split"]
+    calls.clear()
+    ctx = Context(ctx.cfg, ctx.run)  # a second `run` on the finished split
+    assert stages_to_run(ctx, ["split", "build"], []) == ["build"]
+    assert execute(get_stage("split"), ctx) == "skipped"
+    assert calls == ["split", "build"]  # split and the first pending stage, once each
+    ctx.input_hashes["build"] = "stale"  # split redone: a later stage's inputs may change
+    assert execute(get_stage("split"), ctx, force=True) == "done"
+    assert "build" not in ctx.input_hashes
