@@ -157,6 +157,17 @@ def input_hash(stage: Stage, ctx: Context) -> str:
     return ctx.input_hashes[stage.name]
 
 
+def _peak_rss_mb() -> float:
+    """The driver's peak resident memory so far (MiB): a `run` records, after each stage, the
+    most its process has held up to then; the engines and workers are Ray's processes, not
+    counted here. What tells whether the driver stays bounded at the paper's size."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def is_current(stage: Stage, ctx: Context) -> bool:
     """Done before with these inputs and every output still there: `run` skips it. A stage
     whose inputs an earlier stage has not written yet is not current."""
@@ -201,7 +212,8 @@ def execute(stage: Stage, ctx: Context, force: bool = False) -> str:
                         push_error)
         raise
     ctx.run.mark_done(stage.name, out.outputs, out.rows, summary=out.summary,
-                      cluster_gpus=_cluster_gpus(), **out.extra)
+                      cluster_gpus=_cluster_gpus(), driver_peak_rss_mb=_peak_rss_mb(),
+                      **out.extra)
     ctx.run.push()  # outputs first, manifest last (storage.py)
     log.info("[%s] done in %.1fs: %s", stage.name, time.time() - t0, out.summary)
     track_stage(ctx, stage.name)

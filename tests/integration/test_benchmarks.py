@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 # script -> arguments; each lane runs its scripts one after the other
 RAY_LANE = {"generation_throughput": ["--quick"], "text_stages": ["--quick"],
             "train_grid": ["--quick"], "train_throughput": ["--quick"],
-            "perplexity_speed": ["--quick"]}
+            "perplexity_speed": ["--quick"], "scale": ["--quick"]}
 PLAIN_LANE = {"cpu_lora": ["--quick"], "engine_start": ["--quick"],
               "pretrain_speed": ["--quick"],
               "self_bleu_speed": ["--quick"], "train_gpu": ["--quick"],
@@ -73,6 +73,9 @@ FIGURES: dict[str, list[tuple[str, float, float]]] = {
                          (r"synth-ray pipeline, e2e .* (\d+\.\d+)x  max rel\. diff (?P<diff>\S+)",
                           0.0, 1e-4)],
     "pretrain_speed": [(r"bf16 autocast / fp32 step time: (\d+\.\d+)x", 0.05, 50)],
+    # the bookkeeping's cost per generation at 4x the generations (fixed costs: below 1)
+    "scale": [(r"^bookkeeping per generation \d+/\d+: (\d+\.\d+)x$", 0.01, 10),
+              (r"^rows +24: run .* resume [\d.]+ s; input hashes [\d.]+ s$", 0, 0)],
     "self_bleu_speed": [(r"^\| [\d,]+ \| [\d.]+ \| [\d.]+ \| ([\d,]+)x \| (?P<diff>\S+) \|$",
                          2, 1e-9)],
     "text_stages": [(r"synth-ray / ray stages: (\d+\.\d+)x", 0.05, 20)],

@@ -207,6 +207,11 @@ def test_run_hashes_each_stages_inputs_once(tmp_path, demo_config_path, monkeypa
     assert stages_to_run(ctx, ["split"], []) == ["split"]
     assert execute(get_stage("split"), ctx) == "done"
     assert calls == ["split"]
+    # the driver's peak memory so far, in the stage's record: against the kernel's own
+    # high-water mark of this process, read from /proc after the stage
+    hwm = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text()
+               .splitlines() if line.startswith("VmHWM:")) / 1024
+    assert 50 < manifest(run_dir)["stages"]["split"]["driver_peak_rss_mb"] <= hwm + 0.1
     calls.clear()
     ctx = Context(ctx.cfg, ctx.run)  # a second `run` on the finished split
     assert stages_to_run(ctx, ["split", "build"], []) == ["build"]
