@@ -112,11 +112,18 @@ def main() -> None:
                                        tokenize=False, add_generation_prompt=True)
                for r in rows.iter_rows(named=True)]
 
-    raw = raw_vllm(model, prompts, args.max_tokens, eager=args.quick)
+    # the same engine settings as the pipeline's: it runs a model of a few MB eager
+    # (processors._engine_config), so raw vLLM does too; compiled, raw would measure
+    # torch.compile against eager, not synth-ray's plumbing against none
+    from synth_ray.engines.processors import SMALL_MODEL_BYTES, _weights_bytes
+
+    eager = args.quick or _weights_bytes(model) < SMALL_MODEL_BYTES
+    raw = raw_vllm(model, prompts, args.max_tokens, eager=eager)
     pipe = pipeline(cfg, rows, args.max_tokens)
     raw_e2e = raw["tokens"] / raw["e2e_s"]
     pipe_e2e = pipe["tokens"] / pipe["e2e_s"]
-    print(f"prompts={args.prompts} max_tokens={args.max_tokens} model={cfg.sources[0].model}")
+    print(f"prompts={args.prompts} max_tokens={args.max_tokens} model={cfg.sources[0].model} "
+          f"engines {'eager' if eager else 'compiled'}")
     if args.quick:
         # one pipeline run: the steady state by difference needs a second, larger one, and
         # at 32 prompts the difference would be noise (the full run measures it)
