@@ -221,7 +221,12 @@ def test_a_finished_adapter_says_so_once_while_others_go_on() -> None:
         with board.watch_steps(every_s=0.05, stage="tiny", line_every_s=0.1) as name:
             board.post(name, "pt-a", 5, 5)
             board.post(name, "pt-b", 1, 5)
-            time.sleep(1.0)  # pt-b goes on; pt-a is done
+            # pt-b goes on (its line again every 0.1 s); pt-a is done. Waited for, not slept:
+            # a loaded machine can starve the watcher for a second (2 lines in 1.0 s seen)
+            deadline = time.monotonic() + 20
+            while (sum(line.startswith("[tiny] pt-b: 1/5") for line in seen) < 3
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
             board.post(name, "pt-b", 5, 5)
             time.sleep(0.3)
     finally:
