@@ -142,7 +142,7 @@ def bookkeeping(n_rows: int, n_sources: int, work: Path) -> dict:
 
     from synth_ray.core.config import load_config
     from synth_ray.core.pipeline import Context, execute, get_stage, input_hash
-    from synth_ray.core.rundir import RunDir, write_parquet
+    from synth_ray.core.rundir import RunDir
     from synth_ray.design import generation_path, part_path
     from synth_ray.engines.store import GEN_SCHEMA, GenerationStore, build_requests
 
@@ -175,7 +175,7 @@ def bookkeeping(n_rows: int, n_sources: int, work: Path) -> dict:
         t2 = time.perf_counter()
         assert store.pending(requests).height == 0
         t3 = time.perf_counter()
-        write_parquet(store.consolidate(requests), store.final)
+        store.consolidate(requests)  # writes the final file, removes the shards
         t4 = time.perf_counter()
         for key, a, b in (("content keys", t0, t1), ("shard writes", t1, t2),
                           ("resume scan", t2, t3), ("consolidate", t3, t4)):
