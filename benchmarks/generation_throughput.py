@@ -47,11 +47,11 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     import polars as pl
     import ray
 
-    from synth_ray.core.cluster import ensure_ray
     from synth_ray.engines.answering import EngineWindow, _normalise, _stream, chat_prompts
     from synth_ray.engines.processors import EngineSpec, vllm_processor
     from synth_ray.engines.store import GenerationStore, build_requests
     from synth_ray.engines.tokenizers import engine_tokenizer
+    from synth_ray.runtime.cluster import ensure_ray
 
     t0 = time.perf_counter()
     ensure_ray(cfg.resources)
@@ -90,7 +90,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from synth_ray import models
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
     from synth_ray.data.dolly import load_dataset
     from synth_ray.prompts import chat_messages
 

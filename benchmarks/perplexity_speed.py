@@ -35,7 +35,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from synth_ray import models
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
     from synth_ray.data.dolly import load_dataset
     from synth_ray.metrics.perplexity import (
         hf_response_logprobs,
@@ -72,9 +72,9 @@ def main() -> None:
            for o, (p, a) in zip(outs, spans)]
     del llm
 
-    from synth_ray.core.cluster import ensure_ray
     from synth_ray.engines.answering import score_rows
     from synth_ray.engines.processors import EngineSpec
+    from synth_ray.runtime.cluster import ensure_ray
 
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "jobs", "configs",
                                    "plumbing.yaml"))

@@ -99,9 +99,9 @@ def folder_bytes(run_dir: Path, stage: str) -> int:
 def input_hash_seconds(run_dir: Path, until: str) -> dict[str, float]:
     """The input hash of each stage up to `until` on the finished run, timed (what `run`
     and `status` compute)."""
-    from synth_ray.core.config import load_config
-    from synth_ray.core.pipeline import Context, input_hash, stage_table
-    from synth_ray.core.rundir import RunDir
+    from synth_ray.config import load_config
+    from synth_ray.runtime.pipeline import Context, input_hash, stage_table
+    from synth_ray.runtime.rundir import RunDir
 
     ctx = Context(load_config(run_dir / "config.yaml"), RunDir(run_dir, None))
     out = {}
@@ -140,11 +140,11 @@ def bookkeeping(n_rows: int, n_sources: int, work: Path) -> dict:
     generations, in this process, no engine."""
     import polars as pl
 
-    from synth_ray.core.config import load_config
-    from synth_ray.core.pipeline import Context, execute, get_stage, input_hash
-    from synth_ray.core.rundir import RunDir
+    from synth_ray.config import load_config
     from synth_ray.design import generation_path, part_path
     from synth_ray.engines.store import GEN_SCHEMA, GenerationStore, build_requests
+    from synth_ray.runtime.pipeline import Context, execute, get_stage, input_hash
+    from synth_ray.runtime.rundir import RunDir
 
     data, _ = write_inputs(work, n_rows)
     run_dir = work / f"book-{n_rows}x{n_sources}"

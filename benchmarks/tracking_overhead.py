@@ -39,7 +39,7 @@ def per_step_s(run, steps: int) -> float:
 def mlflow_run(folder: Path):
     import mlflow
 
-    from synth_ray.core.tracking import WorkerRun
+    from synth_ray.observe.tracker import WorkerRun
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     exp = mlflow.create_experiment("bench", artifact_location=(folder / "a").as_uri())
@@ -51,7 +51,7 @@ def mlflow_run(folder: Path):
 def wandb_run(folder: Path):
     import wandb
 
-    from synth_ray.core.tracking import WorkerRun
+    from synth_ray.observe.tracker import WorkerRun
 
     run = wandb.init(project="bench", dir=str(folder), mode="offline")
     return WorkerRun(lambda m, step: run.log(m, step=step), run.summary.update, run.finish)
@@ -64,7 +64,7 @@ def train_step_s(rows: int = 96) -> float:
     from transformers import AutoTokenizer
 
     from synth_ray import models
-    from synth_ray.core.config import LoRASection
+    from synth_ray.config import LoRASection
     from synth_ray.data.dolly import load_dataset
     from synth_ray.train.data import encode_rows
 

@@ -38,7 +38,7 @@ def build_model(shape: dict, device: str):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from synth_ray.core.config import LoRASection
+    from synth_ray.config import LoRASection
     from synth_ray.train.lora import peft_config
 
     torch.manual_seed(0)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 def stage(seeds: int, per_run: int, poll: float, rows,
           epochs: int = 2) -> tuple[float, dict[str, float]]:
-    from synth_ray.core.config import load_config
-    from synth_ray.core.pipeline import open_run
+    from synth_ray.config import load_config
+    from synth_ray.runtime.pipeline import open_run
     from synth_ray.stages import train as trainer
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-grid-"))
@@ -66,9 +66,9 @@ def main() -> None:
 
     import polars as pl
 
-    from synth_ray.core.cluster import ensure_ray
-    from synth_ray.core.config import ResourcesSection
+    from synth_ray.config import ResourcesSection
     from synth_ray.data.dolly import load_dataset
+    from synth_ray.runtime.cluster import ensure_ray
     from synth_ray.stages.build import COLUMNS
 
     rows = load_dataset("tiny://dolly-sample").rows.head(args.rows).with_columns(

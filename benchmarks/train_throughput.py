@@ -141,10 +141,10 @@ def main() -> None:
 
     import polars as pl
 
-    from synth_ray.core.config import load_config
-    from synth_ray.core.pipeline import open_run
+    from synth_ray.config import load_config
     from synth_ray.data.dolly import load_dataset
     from synth_ray.models import resolve_model
+    from synth_ray.runtime.pipeline import open_run
     from synth_ray.stages.build import COLUMNS
     from synth_ray.stages.train import jobs
     from synth_ray.train.data import encode_rows
@@ -180,7 +180,7 @@ def main() -> None:
 
     base = plain_loop(model_path, examples, args.batch, 1e-3, cfg.lora)
 
-    from synth_ray.core.cluster import ensure_ray
+    from synth_ray.runtime.cluster import ensure_ray
 
     ensure_ray(cfg.resources)
     job = jobs(ctx)[0]

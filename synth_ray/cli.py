@@ -10,35 +10,25 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from synth_ray.core.config import ConfigError, ExperimentConfig, load_config
-from synth_ray.core.pipeline import (
-    RunDirBusy,
-    execute,
-    get_stage,
-    open_run,
-    stage_names,
-    stage_table,
-    stages_to_run,
-)
-from synth_ray.core.terminal import console as terminal_console
-from synth_ray.core.terminal import restore_std_streams, setup_logging
+from synth_ray.config import ConfigError, ExperimentConfig
 from synth_ray.data.fetch import command as fetch_command
+from synth_ray.launch import exits_on, fail, load, run_config
+from synth_ray.observe.terminal import setup_logging
 from synth_ray.preflight import (
     EXIT_CONFIG,
     EXIT_FAILED,
-    MODEL_STAGES,
-    checks_before_ray,
-    cluster_checks,
-    refuse,
 )
 from synth_ray.rehearse import command as rehearse_command
+from synth_ray.runtime.pipeline import (
+    stage_names,
+    stage_table,
+)
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="synth-ray: how the diversity of synthetic fine-tuning data changes an LLM.",
 )
-console = terminal_console()
 log = logging.getLogger("synth_ray")
 
 
@@ -48,98 +38,9 @@ VerboseOpt = typer.Option(False, "--verbose", "-v", help="Ray's, vLLM's and the 
                           "logs on the terminal too (they always go to the run's log.txt).")
 
 
-def _load(config: Path, overrides: list[str] | None) -> ExperimentConfig:
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as e:
-        console.print("[red]error:[/red]", escape(str(e)), highlight=False)
-        raise typer.Exit(EXIT_CONFIG) from None
-
-
 def _run_stages(names: list[str], config: Path, overrides: list[str] | None,
                 force: list[str], verbose: bool = False) -> None:
-    run_config(_load(config, overrides), names, force, verbose)
-
-
-def run_config(cfg: ExperimentConfig, names: list[str], force: list[str],
-               verbose: bool = False, before=None) -> None:
-    """The stages `names` of a loaded config; `before()` runs once the run's log is open."""
-    setup_logging(verbose_=verbose or None)
-    # before the run dir is touched: a local run.dir on a cluster, a missing input
-    from synth_ray.core.readiness import problems
-
-    refuse(problems(cfg))
-    try:
-        ctx = open_run(cfg)
-    except RunDirBusy as e:
-        log.error("%s", e)
-        raise typer.Exit(EXIT_FAILED) from None
-    # the log file once the run is open: a run in a bucket has just pulled its log (this
-    # machine appends to it), and a file replaced under an open handler would lose lines
-    setup_logging(ctx.run.root)
-    if before is not None:
-        before()
-    status = "FAILED"
-    try:
-        ctx.tracker = _tracker(ctx)
-        _stages_of(ctx, names, force)
-        status = "FINISHED"
-    finally:
-        try:
-            ctx.tracker.finish(status)
-        except Exception as e:  # the run's own outcome is what counts
-            log.warning("[tracking] could not close the tracking run: %s", e)
-        try:  # a run in a bucket: the log's last lines (each stage pushed its outputs)
-            ctx.run.push()
-        except Exception as e:
-            log.warning("could not push the run to %s: %s", ctx.run.uri(), e)
-        restore_std_streams()
-
-
-def _tracker(ctx):
-    """The config's experiment tracker, reachable before any stage runs (or exit 2): days of
-    GPU time must not run untracked because a server was down at the start."""
-    from synth_ray.core.tracking import open_tracker
-
-    try:
-        return open_tracker(ctx.cfg, ctx.run)
-    except ImportError as e:
-        log.error("tracking.backend=%s needs a package that is not installed: %s",
-                  ctx.cfg.tracking.backend, e)
-    except Exception as e:
-        log.error("tracking.backend=%s (tracking.uri=%s): cannot open the tracking run: "
-                  "%s: %s", ctx.cfg.tracking.backend, ctx.cfg.tracking.uri, type(e).__name__,
-                  str(e)[:500])
-    raise typer.Exit(EXIT_CONFIG)
-
-
-def _stages_of(ctx, names: list[str], force: list[str]) -> None:
-    cfg = ctx.cfg
-    log.info("run %r in %s", cfg.run.name, ctx.run.root.resolve())
-    if set(names) & MODEL_STAGES:
-        from synth_ray import models
-
-        try:  # build what the config's scheme ids need at once (the toy models: pre-training)
-            models.prepare([s.model for s in cfg.sources] + [t.model for t in cfg.targets]
-                           + [cfg.judge.model])
-        except Exception as e:
-            log.error("[models] preparing the config's models failed: %s: %s",
-                      type(e).__name__, e)
-            raise typer.Exit(EXIT_FAILED) from None
-    pending = stages_to_run(ctx, names, force) if set(names) & MODEL_STAGES else []
-    if set(pending) & MODEL_STAGES:  # finished GPU stages need no GPUs to be skipped
-        checks_before_ray(ctx, pending)
-        cluster_checks(ctx.cfg, pending, ctx.run.root)
-    for name in names:
-        try:
-            execute(get_stage(name), ctx, force=name in force)
-        except Exception as e:
-            log.error("[%s] failed: %s: %s (run dir %s)", name, type(e).__name__, e, ctx.run.root)
-            raise typer.Exit(EXIT_FAILED) from None
-    log.info("run directory: %s", ctx.run.uri() or ctx.run.root.resolve())
-    report = ctx.run.path("report", "index.html")
-    if "report" in names and report.exists():
-        log.info("report: %s", report.resolve())
+    run_config(load(config, overrides), names, force, verbose)
 
 
 def _stage_command(name: str, doc: str) -> None:
@@ -171,10 +72,7 @@ def run_all(
     names = stage_names()
     if until is not None:
         if until not in names:
-            console.print("[red]error:[/red]", escape(f"--until: unknown stage {until!r}; "
-                                                      f"stages: {', '.join(names)}"),
-                          highlight=False)
-            raise typer.Exit(EXIT_CONFIG)
+            fail(f"--until: unknown stage {until!r}; stages: {', '.join(names)}")
         names = names[: names.index(until) + 1]
     _run_stages(names, config, overrides, force, verbose)
 
@@ -183,12 +81,12 @@ def run_all(
 def validate(config: Path = typer.Argument(...), overrides: list[str] = OverridesArg) -> None:
     """Check a config (and overrides) and print the resolved YAML; exit 2 naming each key
     whose value cannot work where the run will run: a local run.dir on a cluster, an input
-    file that is missing or does not parse (core/readiness.py)."""
-    from synth_ray.core.config import dump_config
-    from synth_ray.core.node_env import required_env
-    from synth_ray.core.readiness import problems
+    file that is missing or does not parse (runtime/readiness.py)."""
+    from synth_ray.config import dump_config
+    from synth_ray.runtime.node_env import required_env
+    from synth_ray.runtime.readiness import problems
 
-    cfg = _load(config, overrides)
+    cfg = load(config, overrides)
     sys.stdout.write(dump_config(cfg))
     for name, why in required_env(cfg).items():  # where the run runs, not necessarily here
         sys.stderr.write(f"needs on every node: {name} ({why})\n")
@@ -215,11 +113,11 @@ def plan(
 ) -> None:
     """What the config asks of a cluster (no cluster needed): engines, training runs,
     requests, GPU-hours, API tokens; exit 2 on anything that cannot fit or be placed."""
-    from synth_ray.core.node_env import required_env
-    from synth_ray.core.readiness import problems
     from synth_ray.plan import make_plan, summary_lines, to_json
+    from synth_ray.runtime.node_env import required_env
+    from synth_ray.runtime.readiness import problems
 
-    cfg = _load(config, overrides)
+    cfg = load(config, overrides)
     result = make_plan(cfg, mean_output_tokens)
     # a local run.dir on a cluster, a missing input: listed, not failed (plan needs neither)
     result["before_a_run"] = [str(p) for p in problems(cfg)]
@@ -243,18 +141,16 @@ def status(
 
     from rich.table import Table
 
-    from synth_ray.core.status import NotARunDir, age, run_status
-    from synth_ray.core.storage import Remote, default_mirror, is_uri
+    from synth_ray.config.uris import default_mirror, is_uri
+    from synth_ray.runtime.status import NotARunDir, age, run_status
+    from synth_ray.runtime.storage import Remote
 
     root = Path(run_dir)
     if is_uri(run_dir):  # read what the bucket holds, in a mirror of its own
         root = default_mirror(run_dir).with_name(default_mirror(run_dir).name + "-status")
         Remote(run_dir, root).pull()
-    try:
+    with exits_on(NotARunDir, ConfigError):
         st = run_status(root)
-    except (NotARunDir, ConfigError) as e:
-        console.print("[red]error:[/red]", escape(str(e)), highlight=False)
-        raise typer.Exit(EXIT_CONFIG) from None
     if as_json:
         sys.stdout.write(json.dumps(st, indent=2) + "\n")
         return
@@ -281,15 +177,12 @@ def export(
 ) -> None:
     """The run's training sets (Hub dataset layout, with cards) and adapters (PEFT, with
     model cards), for `datasets.load_dataset` and `PeftModel.from_pretrained`."""
-    from synth_ray.core.status import NotARunDir
     from synth_ray.export import export_run, push
+    from synth_ray.runtime.status import NotARunDir
 
     setup_logging()
-    try:
+    with exits_on(NotARunDir, ConfigError):
         done = export_run(run_dir, out)
-    except (NotARunDir, ConfigError) as e:
-        console.print("[red]error:[/red]", escape(str(e)), highlight=False)
-        raise typer.Exit(EXIT_CONFIG) from None
     log.info("exported %d dataset(s) and %d adapter(s) to %s", len(done["datasets"]),
              len(done["adapters"]), out)
     for note in done["skipped"]:
@@ -312,11 +205,8 @@ def compare_runs(
     in (e.g. the siblings of a sweep)."""
     from synth_ray.compare import CompareError, compare
 
-    try:
+    with exits_on(CompareError, ConfigError):
         md = compare(run_dirs, metric or None, out)
-    except (CompareError, ConfigError) as e:
-        console.print("[red]error:[/red]", escape(str(e)), highlight=False)
-        raise typer.Exit(EXIT_CONFIG) from None
     sys.stdout.write(md)
 
 
@@ -338,10 +228,8 @@ def sweep(
 
     setup_logging(verbose_=verbose or None)
     try:
-        root, dirs = run_sweep(config, axis, overrides, verbose, until)
-    except (SweepError, ConfigError) as e:
-        console.print("[red]error:[/red]", escape(str(e)), highlight=False)
-        raise typer.Exit(EXIT_CONFIG) from None
+        with exits_on(SweepError, ConfigError):
+            root, dirs = run_sweep(config, axis, overrides, verbose, until)
     except subprocess.CalledProcessError as e:
         log.error("sweep stopped: %s exited %d; rerun the same command to resume",
                   " ".join(e.cmd[3:]), e.returncode)
@@ -382,7 +270,7 @@ def main(
 def tiny_models(names: list[str] = typer.Argument(None, help="Models to build (default all)")):
     """Build (or find cached) the embedded tiny models; print their folders. Random-weight
     ones by default; name pre-trained ones (pt-*) to pre-train them (minutes each)."""
-    from synth_ray.toy import pretrain, smol, tiny
+    from synth_ray.toy import pretrain, registry, smol, tiny
 
     setup_logging()
     pre = [n for n in names or [] if n in pretrain.PRETRAINED]
@@ -392,7 +280,7 @@ def tiny_models(names: list[str] = typer.Argument(None, help="Models to build (d
     if variants:
         smol.train_variants(variants)
     for name in names or sorted(tiny.MODELS):
-        print(f"tiny://{name}\t{tiny.model_path(name)}")
+        print(f"tiny://{name}\t{registry.model(name)}")
 
 
 if __name__ == "__main__":

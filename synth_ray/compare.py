@@ -15,10 +15,10 @@ from typing import Any
 import polars as pl
 import yaml
 
-from synth_ray.core.config import ExperimentConfig, load_config
-from synth_ray.core.rundir import atomic_write_text, atomic_write_with
+from synth_ray.config import ExperimentConfig, load_config
 from synth_ray.report.paper_tables import adapter_values
 from synth_ray.report.tables import condition_order, md_table
+from synth_ray.runtime.rundir import atomic_write_text, atomic_write_with
 
 DEFAULT_METRICS = ("perplexity", "lexical_individual", "lexical_aggregated", "semantic",
                    "harm_RB+J", "danger_RB+J", "spb")

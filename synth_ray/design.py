@@ -9,7 +9,7 @@ adapter).
 
 from __future__ import annotations
 
-from synth_ray.core.config import ExperimentConfig
+from synth_ray.config import ExperimentConfig
 
 HUMAN = "human"  # the condition trained on the dataset's own responses
 VANILLA = "vanilla"  # the target without fine-tuning, served as an all-zero adapter

@@ -24,8 +24,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from synth_ray.core.config import ExperimentConfig
-from synth_ray.core.status import run_config
+from synth_ray.config import ExperimentConfig
 from synth_ray.design import (
     DATASETS_SUMMARY,
     adapter_dir,
@@ -37,6 +36,7 @@ from synth_ray.design import (
 )
 from synth_ray.metrics.judging import first_scope
 from synth_ray.prompts import chat_messages
+from synth_ray.runtime.status import run_config
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "training_summary.json")
 

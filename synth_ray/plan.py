@@ -19,17 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.cluster import (
+from synth_ray.config import EngineSection, ExperimentConfig
+from synth_ray.costs import GIB, NET_EFFICIENCY, ZERO3_GATHERS, gpu_usd, zero3_gather_hours
+from synth_ray.design import TEST_PATH, adapter_grid, part_path, summary_sources
+from synth_ray.engines.store import parts_per_source
+from synth_ray.runtime.cluster import (
     engine_device,
     engine_placement,
     gpu_type,
     resource_problems,
     train_scaling,
 )
-from synth_ray.core.config import EngineSection, ExperimentConfig
-from synth_ray.costs import GIB, NET_EFFICIENCY, ZERO3_GATHERS, gpu_usd, zero3_gather_hours
-from synth_ray.design import TEST_PATH, adapter_grid, part_path, summary_sources
-from synth_ray.engines.store import parts_per_source
 
 BF16_BYTES = 2
 VLLM_MEMORY_SHARE = 0.9  # vLLM's default gpu_memory_utilization
@@ -373,7 +373,7 @@ def summary_lines(plan: dict[str, Any]) -> list[str]:
                                           "sources.*.http.usd_per_million_*)" if unpriced
                                           else ""))
     out += [f"  PROBLEM: {p}" for p in plan["problems"]]
-    # what must be in place where the run runs (core/readiness.py): not the cluster's
+    # what must be in place where the run runs (runtime/readiness.py): not the cluster's
     # fit, so listed without failing
     out += [f"  BEFORE A RUN: {p}" for p in plan.get("before_a_run", [])]
     if plan.get("node_env"):

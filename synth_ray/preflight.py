@@ -1,8 +1,8 @@
 """The checks of `synth-ray run` (and each stage command) before work starts, cheapest first:
-the config's readiness (core/readiness.py) before the run directory is touched, each pending
+the config's readiness (runtime/readiness.py) before the run directory is touched, each pending
 stage's own `preflight` before Ray starts, then, with Ray up, the variables every node needs
-(core/node_env.py), that every node sees run.shared_mount's paths and has the built models
-(core/node_files.py), and the cluster's fit for what the stages will place. Each refusal
+(runtime/node_env.py), that every node sees run.shared_mount's paths and has the built models
+(runtime/node_files.py), and the cluster's fit for what the stages will place. Each refusal
 exits 2 (a config problem) or 1 (a stage failed), naming what to change."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import logging
 
 import typer
 
-from synth_ray.core.config import ExperimentConfig
-from synth_ray.core.pipeline import get_stage
+from synth_ray.config import ExperimentConfig
+from synth_ray.runtime.pipeline import get_stage
 
 log = logging.getLogger("synth_ray")
 
@@ -50,9 +50,9 @@ def cluster_checks(cfg: ExperimentConfig, names: list[str], run_root=None) -> No
     """Before any stage: the plan's summary (for `run`), then the cluster checked against
     what the stages will place; exit 2 naming the keys when it can never fit, instead of
     waiting forever or running a GPU config on CPU."""
-    from synth_ray.core.cluster import ResourceError, check_resources, ensure_ray
-    from synth_ray.core.node_env import node_env_errors
-    from synth_ray.core.node_files import shared_mount_errors, unbuilt_errors
+    from synth_ray.runtime.cluster import ResourceError, check_resources, ensure_ray
+    from synth_ray.runtime.node_env import node_env_errors
+    from synth_ray.runtime.node_files import shared_mount_errors, unbuilt_errors
 
     if len(names) > 1:
         from synth_ray.plan import make_plan, summary_lines

@@ -36,7 +36,7 @@ from typing import Any
 import typer
 import yaml
 
-from synth_ray.core.config import ExperimentConfig, validate_config
+from synth_ray.config import ExperimentConfig, validate_config
 
 log = logging.getLogger("synth_ray")
 
@@ -118,9 +118,9 @@ def _engine(sw: Swaps, prefix: str, gpu: bool) -> None:
 
 def _inputs(sw: Swaps, real: ExperimentConfig, inputs_dir: Path) -> None:
     """Absent inputs -> bundled samples in the real layout; present ones stay as they are."""
-    from synth_ray.core.readiness import is_hub_id
-    from synth_ray.core.storage import is_uri
+    from synth_ray.config.uris import is_uri
     from synth_ray.models import is_scheme_id
+    from synth_ray.runtime.readiness import is_hub_id
     from synth_ray.toy.paper_inputs import write_samples
 
     def here(uri: str) -> bool:  # a bucket or a bundled file is "here" for the loaders
@@ -214,7 +214,7 @@ def run_dir_of(real: ExperimentConfig, overrides: list[str]) -> str:
 
 def holds_real_run(run_dir: str) -> bool:
     """A run directory (local) whose config.yaml is not a rehearsal's."""
-    from synth_ray.core.storage import is_uri
+    from synth_ray.config.uris import is_uri
 
     cfg = Path(run_dir) / "config.yaml"
     if is_uri(run_dir) or not cfg.is_file():
@@ -238,6 +238,43 @@ def _gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def missing_env(real) -> list[str]:
+    """What the real run needs on every node, missing here: the node variables and each
+    hosted source's key, on their real names (on a cluster, `run` checks each node)."""
+    from synth_ray.runtime.node_env import missing_here, required_env
+
+    needed = required_env(real)
+    return [f"{needed[n]}: environment variable {n} is not set; the real run needs it on "
+            "every node" for n in missing_here(list(needed))]
+
+
+def local_dir(run_dir: str) -> Path:
+    """Where the samples the driver reads (and the stand-in server's log) go: the
+    rehearsal's run dir, or, for a bucket, beside the driver's mirror of it (the same path
+    for every rehearsal into that bucket, so paper-70b's finds paper-8b's stages current)."""
+    from synth_ray.config.uris import default_mirror, is_uri
+
+    if not is_uri(run_dir):
+        return Path(run_dir)
+    return default_mirror(run_dir).with_name(default_mirror(run_dir).name + "-rehearsal")
+
+
+def _options(stand_in: list[str], accelerator: str | None) -> tuple[dict[str, str], bool, int]:
+    """--stand-in ROLE=MODEL as a dict, whether the stand-ins run on GPUs, and how many
+    training workers each target gets."""
+    from synth_ray.launch import fail
+
+    chosen = dict(x.split("=", 1) for x in stand_in if "=" in x)
+    if len(chosen) != len(stand_in) or set(chosen) - set(STAND_INS):
+        fail(f"--stand-in takes ROLE=MODEL, ROLE one of {', '.join(STAND_INS)}; got {stand_in}")
+    if accelerator not in (None, "cuda", "cpu"):
+        fail(f"--accelerator takes cuda or cpu; got {accelerator}")
+    gpus = _gpus()
+    gpu = accelerator == "cuda" if accelerator else gpus > 0
+    # on this machine's GPUs: a worker per GPU (2 at most); on a cluster's or on CPU: 2
+    return chosen, gpu, min(TRAIN_WORKERS, gpus) if gpu and gpus else TRAIN_WORKERS
+
+
 def command(
     config: Path = typer.Argument(..., help="The experiment YAML to rehearse, as shipped"),
     overrides: list[str] = typer.Argument(None, help="key.sub=value overrides (as for run)"),
@@ -254,13 +291,7 @@ def command(
 ) -> None:
     """Run the config end to end with stand-in models, sample inputs and capped sizes, every
     swap printed and recorded; exit 0 when every stage ran with the config's own settings."""
-    from synth_ray import cli
-    from synth_ray.core.config import ConfigError
-    from synth_ray.core.node_env import missing_here, required_env
-    from synth_ray.core.pipeline import stage_names
-    from synth_ray.core.readiness import problems
-    from synth_ray.core.storage import default_mirror, is_uri
-    from synth_ray.core.terminal import setup_logging
+    from synth_ray.config import ConfigError
     from synth_ray.engines.standin_server import (
         base_url,
         free_port,
@@ -268,45 +299,29 @@ def command(
         hosted_keys,
         stand_in_server,
     )
+    from synth_ray.launch import console, exits_on, fail, load, run_config
+    from synth_ray.observe.terminal import setup_logging
     from synth_ray.plan import make_plan, summary_lines
-    from synth_ray.preflight import EXIT_CONFIG, refuse
+    from synth_ray.preflight import refuse
+    from synth_ray.runtime.pipeline import stage_names
+    from synth_ray.runtime.readiness import problems
 
     overrides = overrides or []
-    real = cli._load(config, overrides)
+    real = load(config, overrides)
     setup_logging(verbose_=verbose or None)
-    cli.console.print(f"[bold]rehearsal of {config}[/bold]: the real run's plan")
+    console.print(f"[bold]rehearsal of {config}[/bold]: the real run's plan")
     for line in summary_lines(make_plan(real)):
-        cli.console.print("  " + line, highlight=False, markup=False)
+        console.print("  " + line, highlight=False, markup=False)
     run_dir = run_dir_of(real, overrides)
     if holds_real_run(run_dir):
-        cli.console.print(f"[red]error:[/red] run.dir={run_dir} holds a run that is not a "
-                          "rehearsal; give the rehearsal its own run.dir", highlight=False)
-        raise typer.Exit(EXIT_CONFIG)
-    # what the real run needs on every node is needed here too: the node variables and
-    # each hosted source's key, on their real names (on a cluster, `run` checks each node)
-    needed = required_env(real)
+        fail(f"run.dir={run_dir} holds a run that is not a rehearsal; give the rehearsal "
+             "its own run.dir")
     # a rehearsal on a cluster (--address, or inside `ray job submit`): `run` checks each node
     on_cluster = bool(address or os.environ.get("RAY_ADDRESS"))
-    refuse([f"{needed[n]}: environment variable {n} is not set; the real run needs it on "
-            "every node" for n in missing_here(list(needed))] if not on_cluster else [])
-    # the samples the driver reads (and the stand-in server's log): in the rehearsal's run
-    # dir, or, for a bucket, beside the driver's mirror of it (the same path for every
-    # rehearsal into that bucket, so paper-70b's finds paper-8b's stages current)
-    local = Path(run_dir) if not is_uri(run_dir) else default_mirror(run_dir).with_name(
-        default_mirror(run_dir).name + "-rehearsal")
-    chosen = dict(x.split("=", 1) for x in stand_in if "=" in x)
-    if len(chosen) != len(stand_in) or set(chosen) - set(STAND_INS):
-        cli.console.print(f"[red]error:[/red] --stand-in takes ROLE=MODEL, ROLE one of "
-                          f"{', '.join(STAND_INS)}; got {stand_in}", highlight=False)
-        raise typer.Exit(EXIT_CONFIG)
-    if accelerator not in (None, "cuda", "cpu"):
-        cli.console.print(f"[red]error:[/red] --accelerator takes cuda or cpu; got "
-                          f"{accelerator}", highlight=False)
-        raise typer.Exit(EXIT_CONFIG)
-    gpus = _gpus()
-    gpu = accelerator == "cuda" if accelerator else gpus > 0
-    # on this machine's GPUs: a worker per GPU (2 at most); on a cluster's or on CPU: 2
-    workers = min(TRAIN_WORKERS, gpus) if gpu and gpus else TRAIN_WORKERS
+    if not on_cluster:
+        refuse(missing_env(real))
+    local = local_dir(run_dir)
+    chosen, gpu, workers = _options(stand_in, accelerator)
 
     # the hosted sources' server: where the HTTP stage's tasks reach it (on a cluster, the
     # worker nodes: this node's address)
@@ -317,19 +332,15 @@ def command(
                                 server_url=base_url(port, host) if hosted(real) else None,
                                 gpu=gpu,
                                 address=address, stand_ins=chosen, train_workers=workers)
-    try:
+    with exits_on(ConfigError, prefix="the rehearsal's config: "):
         cfg = rehearsal_config(data, str(config))
-    except ConfigError as e:
-        cli.console.print("[red]error:[/red] the rehearsal's config:", str(e),
-                          highlight=False, markup=False)
-        raise typer.Exit(EXIT_CONFIG) from None
     # the rehearsal's own readiness (a local run.dir with --address, an input present in a
     # wrong layout) before the hosted stand-in's server starts
     refuse(problems(cfg))
-    cli.console.print(f"[bold]{len(rows)} swaps[/bold] (also in {run_dir}/config.yaml, "
-                      "key rehearsal, and the report):")
+    console.print(f"[bold]{len(rows)} swaps[/bold] (also in {run_dir}/config.yaml, "
+                  "key rehearsal, and the report):")
     for line in swap_lines(rows):
-        cli.console.print("  " + line, highlight=False, markup=False)
+        console.print("  " + line, highlight=False, markup=False)
 
     def log_swaps() -> None:  # into the run's own log, once it is open
         for line in swap_lines(rows):
@@ -337,4 +348,4 @@ def command(
 
     source = {**STAND_INS, **chosen}["source"]
     with stand_in_server(real, hosted_keys(real), source, gpu, local, port, host):
-        cli.run_config(cfg, stage_names(), [], verbose, before=log_swaps)
+        run_config(cfg, stage_names(), [], verbose, before=log_swaps)

@@ -23,8 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from synth_ray.core.config import ExperimentConfig
-from synth_ray.core.storage import is_uri
+from synth_ray.config import ExperimentConfig
+from synth_ray.config.uris import is_uri
 from synth_ray.design import STAGE_FOLDERS
 
 log = logging.getLogger("synth_ray")
@@ -80,7 +80,7 @@ def run_sweep(config: Path, axis: str, overrides: list[str], verbose: bool = Fal
               until: str | None = None) -> tuple[Path, list[Path]]:
     """Run every sibling in turn; returns (sweep folder, sibling run dirs). Raises
     CalledProcessError naming the sibling that failed."""
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
 
     key, values = parse_axis(axis)
     cfg = load_config(config, overrides)

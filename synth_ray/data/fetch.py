@@ -27,7 +27,7 @@ from pathlib import Path
 
 import typer
 
-from synth_ray.core.config import ConfigError, ExperimentConfig
+from synth_ray.config import ConfigError, ExperimentConfig
 
 ARTICLES_REPO, ARTICLES_FILES = "abisee/cnn_dailymail", "3.0.0/*test*.parquet"
 JAILBREAK_REPO, JAILBREAK_FILES = "rubend18/ChatGPT-Jailbreak-Prompts", "*.csv"
@@ -101,7 +101,7 @@ def fetch_dataset(source: str, revision: str | None, tmp: Path) -> str:
 def _dest(configured: str, default: Path) -> Path | None:
     """Where a configured input goes: its own local path (the paper configs: data/...), or
     `default` when it is bundled (tiny://); None for a bucket URI (fetch, then upload)."""
-    from synth_ray.core.storage import is_uri
+    from synth_ray.config.uris import is_uri
     from synth_ray.models import is_scheme_id
 
     if is_scheme_id(configured):
@@ -120,7 +120,7 @@ def fetch_inputs(cfg: ExperimentConfig, to: Path, sources: dict[str, str],
     """Fetch what is public; returns what was written and what was not, with why. Every
     file is written under a pending name, read back through the loader its stage uses,
     and only then renamed into place: a fetch that does not load replaces nothing."""
-    from synth_ray.core.readiness import input_problems, is_hub_id
+    from synth_ray.runtime.readiness import input_problems, is_hub_id
 
     j = cfg.judge
     # (key, where it goes, how): an input file goes where the config names it (bundled:
@@ -192,7 +192,7 @@ def command(
 
     from polars.exceptions import PolarsError
 
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
     from synth_ray.preflight import EXIT_CONFIG
 
     try:

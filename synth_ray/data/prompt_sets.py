@@ -22,9 +22,9 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.rundir import hash_file, hash_json
 from synth_ray.data.dolly import REJECT_SCHEMA, iter_records, resolve_dataset
 from synth_ray.models import resolve_files
+from synth_ray.runtime.rundir import hash_file, hash_json
 
 PLACEHOLDER = "{prompt}"
 RB, RBJ = "RB", "RB+J"

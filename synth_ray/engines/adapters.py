@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synth_ray.core.config import LoRASection, TargetSection
-from synth_ray.core.pipeline import Context
+from synth_ray.config import LoRASection, TargetSection
 from synth_ray.design import VANILLA, adapter_dir, adapter_grid
 from synth_ray.engines.processors import EngineSpec
 from synth_ray.models import resolve_model
+from synth_ray.runtime.pipeline import Context
 from synth_ray.train.lora import ADAPTER_FILE, peft_config
 
 

@@ -16,10 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.config import ExperimentConfig
-from synth_ray.core.pipeline import Context
-from synth_ray.core.progress import track
-from synth_ray.core.terminal import quiet_libraries
+from synth_ray.config import ExperimentConfig
 from synth_ray.engines.processors import (
     EngineSpec,
     _finish,
@@ -31,6 +28,9 @@ from synth_ray.engines.processors import (
 from synth_ray.engines.store import GEN_SCHEMA, GenerationStore
 from synth_ray.engines.tokenizers import chat_prompt, engine_context, engine_tokenizer
 from synth_ray.models import resolve_model
+from synth_ray.observe.progress import track
+from synth_ray.observe.terminal import quiet_libraries
+from synth_ray.runtime.pipeline import Context
 
 log = logging.getLogger("synth_ray")
 

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from synth_ray.core.config import ExperimentConfig, HttpSection, SamplingSection
+from synth_ray.config import ExperimentConfig, HttpSection, SamplingSection
 from synth_ray.engines.processors import LIGHT, _finish, _row_sampling, light_map
 
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.cluster import engine_device, engine_env, engine_placement
-from synth_ray.core.config import EngineSection, ExperimentConfig, SamplingSection, SourceSection
-from synth_ray.core.node_models import models_env
+from synth_ray.config import EngineSection, ExperimentConfig, SamplingSection, SourceSection
 from synth_ray.engines.store import classify
 from synth_ray.engines.tokenizers import engine_context
 from synth_ray.models import resolve_model
+from synth_ray.runtime.cluster import engine_device, engine_env, engine_placement
+from synth_ray.runtime.node_models import models_env
 
 # The light map stages around an engine (pre/postprocess: dict shuffling) ask for no CPU.
 # A 1-CPU default starves the engine actor on a small machine (STACK.md); and Ray Data

@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from synth_ray.core.config import ExperimentConfig, SourceSection
+from synth_ray.config import ExperimentConfig, SourceSection
 
 log = logging.getLogger("synth_ray")
 START_TIMEOUT_S = 300.0

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
-from synth_ray.core.config import ExperimentConfig, SourceSection
-from synth_ray.core.rundir import hash_json, write_parquet
+from synth_ray.config import ExperimentConfig, SourceSection
 from synth_ray.prompts import chat_messages
+from synth_ray.runtime.rundir import hash_json, write_parquet
 
 # Columns of a generation row, in order. `status` is ok | empty | truncated | error;
 # only ok rows go into training sets.

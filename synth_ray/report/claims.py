@@ -10,13 +10,13 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.config import ExperimentConfig
-from synth_ray.core.rundir import atomic_write_with
+from synth_ray.config import ExperimentConfig
 from synth_ray.design import VANILLA, adapter_grid, responses_path, score_dir
 from synth_ray.report.paper_tables import adapter_values
 from synth_ray.report.tables import md_table
 from synth_ray.report.tables import read_json as _json
 from synth_ray.report.verdicts import verdicts
+from synth_ray.runtime.rundir import atomic_write_with
 
 METRICS = {"diversity": "lexical diversity (aggregated, 100 - Self-BLEU-3)",
            "perplexity": "perplexity of outputs under the vanilla target",

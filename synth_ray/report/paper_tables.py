@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.config import ExperimentConfig
+from synth_ray.config import ExperimentConfig
 from synth_ray.design import adapter_conditions, judge_dir, score_dir
 from synth_ray.metrics.judging import first_scope
 from synth_ray.report import published as pub

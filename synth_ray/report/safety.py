@@ -13,13 +13,13 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.pipeline import Context
-from synth_ray.core.rundir import atomic_write_with
 from synth_ray.design import HUMAN, VANILLA, judge_dir
 from synth_ray.metrics.judging import first_scope, in_family
 from synth_ray.metrics.stats import compare_family
 from synth_ray.report.tables import condition_order as _order
 from synth_ray.report.tables import md_table
+from synth_ray.runtime.pipeline import Context
+from synth_ray.runtime.rundir import atomic_write_with
 
 
 def _pyplot():

@@ -22,9 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.config import SelfBleuSection
-from synth_ray.core.pipeline import Context, StageOutput
-from synth_ray.core.rundir import atomic_write_text, hash_file, write_parquet
+from synth_ray.config import SelfBleuSection
 from synth_ray.data.dolly import validation_mask
 from synth_ray.design import (
     DATASETS_SUMMARY,
@@ -40,6 +38,8 @@ from synth_ray.design import (
 )
 from synth_ray.engines.store import STATUS_OK
 from synth_ray.metrics.self_bleu import aggregated_self_bleu, individual_self_bleu
+from synth_ray.runtime.pipeline import Context, StageOutput
+from synth_ray.runtime.rundir import atomic_write_text, hash_file, write_parquet
 
 COLUMNS = ["id", "part", "instruction", "context", "response", "source", "condition", "bracket",
            "split"]  # fmt: skip

@@ -21,10 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.cluster import check_resources, ensure_ray
-from synth_ray.core.config import ExperimentConfig, SourceSection
-from synth_ray.core.pipeline import Context, StageOutput
-from synth_ray.core.rundir import hash_file, write_parquet
+from synth_ray.config import ExperimentConfig, SourceSection
 from synth_ray.data.prompt_sets import load_articles, source_hash
 from synth_ray.design import (
     ARTICLE_REJECTS,
@@ -48,6 +45,9 @@ from synth_ray.engines.store import (
     request_row,
 )
 from synth_ray.prompts import summarise_messages
+from synth_ray.runtime.cluster import check_resources, ensure_ray
+from synth_ray.runtime.pipeline import Context, StageOutput
+from synth_ray.runtime.rundir import hash_file, write_parquet
 
 log = logging.getLogger("synth_ray")
 

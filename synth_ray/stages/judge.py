@@ -22,9 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.config import ExperimentConfig, TargetSection
-from synth_ray.core.pipeline import Context, StageOutput
-from synth_ray.core.rundir import atomic_write_text, hash_file, write_parquet
+from synth_ray.config import ExperimentConfig, TargetSection
 from synth_ray.design import (
     ARTICLES,
     SAFETY_SET,
@@ -69,6 +67,8 @@ from synth_ray.prompts import (
     quality_messages,
     ranking_messages,
 )
+from synth_ray.runtime.pipeline import Context, StageOutput
+from synth_ray.runtime.rundir import atomic_write_text, hash_file, write_parquet
 
 log = logging.getLogger("synth_ray")
 HUMAN = "human"
@@ -359,7 +359,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> StageOutput:
-    from synth_ray.core.cluster import check_resources, ensure_ray
+    from synth_ray.runtime.cluster import check_resources, ensure_ray
 
     cfg = ctx.cfg
     if cfg.judge.backend == "http":

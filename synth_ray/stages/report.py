@@ -16,8 +16,6 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.pipeline import Context, StageOutput, stage_names
-from synth_ray.core.rundir import atomic_write_text, atomic_write_with, hash_file
 from synth_ray.design import DATASETS_SUMMARY, REPORT_DIR, adapter_dir, judge_dir, score_dir
 from synth_ray.report.claims import claims_section
 from synth_ray.report.html import render
@@ -26,6 +24,8 @@ from synth_ray.report.safety import safety_section
 from synth_ray.report.tables import condition_order as _order
 from synth_ray.report.tables import md_table
 from synth_ray.report.tables import read_json as _json
+from synth_ray.runtime.pipeline import Context, StageOutput, stage_names
+from synth_ray.runtime.rundir import atomic_write_text, atomic_write_with, hash_file
 
 
 def generation_section(ctx: Context) -> str:

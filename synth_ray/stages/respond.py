@@ -13,9 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.config import ExperimentConfig, TargetSection
-from synth_ray.core.pipeline import Context, StageOutput
-from synth_ray.core.rundir import hash_file, write_parquet
+from synth_ray.config import ExperimentConfig, TargetSection
 from synth_ray.data.prompt_sets import (
     authors_safety_set,
     load_authors_templates,
@@ -37,6 +35,8 @@ from synth_ray.engines.answering import EngineWindow, answer_many
 from synth_ray.engines.processors import engine_record, vllm_processor
 from synth_ray.engines.store import REQUEST_SCHEMA, GenerationStore, request_row
 from synth_ray.prompts import chat_messages
+from synth_ray.runtime.pipeline import Context, StageOutput
+from synth_ray.runtime.rundir import hash_file, write_parquet
 from synth_ray.train.lora import ADAPTER_FILE
 
 log = logging.getLogger("synth_ray")
@@ -106,7 +106,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> StageOutput:
-    from synth_ray.core.cluster import check_resources, ensure_ray
+    from synth_ray.runtime.cluster import check_resources, ensure_ray
 
     cfg = ctx.cfg
     test = pl.read_parquet(ctx.run.path(TEST_PATH))

@@ -21,9 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.config import ExperimentConfig
-from synth_ray.core.pipeline import Context, StageOutput
-from synth_ray.core.rundir import atomic_write_text, hash_file, write_parquet
+from synth_ray.config import ExperimentConfig
 from synth_ray.design import HUMAN as HUMAN_DATA
 from synth_ray.design import (
     SELF_BLEU_ITEMS,
@@ -42,6 +40,8 @@ from synth_ray.engines.tokenizers import engine_tokenizer
 from synth_ray.metrics.perplexity import token_spans
 from synth_ray.metrics.stats import compare_family, compare_groups, summarize
 from synth_ray.models import resolve_model
+from synth_ray.runtime.pipeline import Context, StageOutput
+from synth_ray.runtime.rundir import atomic_write_text, hash_file, write_parquet
 
 log = logging.getLogger("synth_ray")
 HUMAN = "human-reference"
@@ -211,7 +211,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
 def run(ctx: Context) -> StageOutput:
     import ray
 
-    from synth_ray.core.cluster import check_resources, ensure_ray
+    from synth_ray.runtime.cluster import check_resources, ensure_ray
 
     cfg = ctx.cfg
     ensure_ray(cfg.resources)

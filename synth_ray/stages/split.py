@@ -10,11 +10,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.pipeline import Context, StageOutput
-from synth_ray.core.rundir import hash_file, write_parquet
 from synth_ray.data.dolly import load_dataset, resolve_dataset, sklearn_split, split_rows
 from synth_ray.design import SPLIT_REJECTS, TEST_PATH, part_path
 from synth_ray.models import is_scheme_id
+from synth_ray.runtime.pipeline import Context, StageOutput
+from synth_ray.runtime.rundir import hash_file, write_parquet
 
 log = logging.getLogger("synth_ray")
 

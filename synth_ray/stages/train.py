@@ -14,11 +14,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.config import ExperimentConfig
-from synth_ray.core.pipeline import Context, StageOutput
-from synth_ray.core.rundir import hash_file, hash_json
+from synth_ray.config import ExperimentConfig
 from synth_ray.design import adapter_dir, adapter_grid, condition_names, dataset_path
 from synth_ray.models import resolve_model
+from synth_ray.runtime.pipeline import Context, StageOutput
+from synth_ray.runtime.rundir import hash_file, hash_json
 from synth_ray.train.board import watch_steps
 from synth_ray.train.driver import done, finish_adapter, fit_run, run_trials, train_run
 
@@ -107,7 +107,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> StageOutput:
-    from synth_ray.core.cluster import check_resources, ensure_ray, train_scaling
+    from synth_ray.runtime.cluster import check_resources, ensure_ray, train_scaling
 
     if not ctx.cfg.targets:
         raise ValueError("targets: no target to train; add one to the config")

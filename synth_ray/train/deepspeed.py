@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from synth_ray.core.config import TargetSection, TrainingSection
+from synth_ray.config import TargetSection, TrainingSection
 
 
 def zero3_config(training: TrainingSection, target: TargetSection, accum: int) -> dict[str, Any]:

@@ -13,8 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.config import ExperimentConfig, TargetSection
-from synth_ray.core.rundir import hash_json
+from synth_ray.config import ExperimentConfig, TargetSection
+from synth_ray.runtime.rundir import hash_json
 from synth_ray.train.lora import AdapterError, check_adapter
 
 log = logging.getLogger("synth_ray")
@@ -37,7 +37,7 @@ def _torch_trainer(run: dict[str, Any], target: TargetSection, callbacks: list |
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from synth_ray.core.cluster import train_scaling
+    from synth_ray.runtime.cluster import train_scaling
     from synth_ray.train.worker import train_func
 
     cfg = ExperimentConfig.model_validate(run["config"])
@@ -96,7 +96,7 @@ def plot_loss_curve(history: list[dict[str, float]], path: Path, title: str) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from synth_ray.core.rundir import atomic_write_with
+    from synth_ray.runtime.rundir import atomic_write_with
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train loss")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.config import LoRASection
+from synth_ray.config import LoRASection
 
 ADAPTER_FILE = "adapter_model.safetensors"
 

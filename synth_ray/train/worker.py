@@ -19,9 +19,9 @@ from typing import Any
 import polars as pl
 import torch
 
-from synth_ray.core.config import ExperimentConfig
-from synth_ray.core.storage import read_parquet, scratch_dir, upload_tree
-from synth_ray.core.tracking import worker_session
+from synth_ray.config import ExperimentConfig
+from synth_ray.observe.tracking import worker_session
+from synth_ray.runtime.storage import read_parquet, scratch_dir, upload_tree
 from synth_ray.train import board
 from synth_ray.train.data import LengthGroupedSampler, collate, encode_rows
 from synth_ray.train.deepspeed import gathered, zero3_config
@@ -136,9 +136,9 @@ def train_func(run: dict[str, Any]) -> None:
     those the driver found saved (`done`)."""
     import ray.train
 
-    from synth_ray.core.node_env import require_here
-    from synth_ray.core.node_models import ensure_here
     from synth_ray.models import is_scheme_id
+    from synth_ray.runtime.node_env import require_here
+    from synth_ray.runtime.node_models import ensure_here
 
     # a worker on a node without HF_TOKEN (say) fails now, naming it, not in a download
     require_here("Ray Train worker", run["config"].get("resources", {}).get("node_env", []))

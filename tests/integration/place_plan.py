@@ -24,9 +24,9 @@ from ray.train import ScalingConfig
 from ray.util import remove_placement_group
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table
 
-from synth_ray.core.cluster import train_scaling
-from synth_ray.core.config import load_config
+from synth_ray.config import load_config
 from synth_ray.engines.processors import EngineSpec, _reading_engine, laid_out
+from synth_ray.runtime.cluster import train_scaling
 from synth_ray.stages.judge import judge_spec
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synth_ray.core.config import load_config
+from synth_ray.config import load_config
 from synth_ray.plan import make_plan
 
 from .helpers import REPO, cli_env, free_port

@@ -1,6 +1,6 @@
 """A user's own Ray beside a run: `ray start --head` as a user types it (default ports
 taken where free, the cluster recorded in the machine's Ray temp dir, here this test's
-RAY_TMPDIR). A run starts a local instance of its own (core/cluster.py) and must neither
+RAY_TMPDIR). A run starts a local instance of its own (runtime/cluster.py) and must neither
 join that cluster nor let Ray's tools inside its workers find it: Ray Train's
 placement-group cleaner once asked the user's cluster whether the run's controller was
 alive, was told no, and removed the training workers' placement group. The run trains to

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from synth_ray import models
-from synth_ray.core.config import load_config
+from synth_ray.config import load_config
 from synth_ray.export import push
 
 from .helpers import REPO

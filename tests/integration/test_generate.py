@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import yaml
 
-from synth_ray.core.config import load_config
+from synth_ray.config import load_config
 from synth_ray.engines.store import GEN_SCHEMA, build_requests, parts_per_source
 
 from .helpers import REPO, cli_env, fault_point, kill_session, run_cli, small_config

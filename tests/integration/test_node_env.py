@@ -1,4 +1,4 @@
-"""The variables a run needs on every node (core/node_env.py), checked where they are used:
+"""The variables a run needs on every node (runtime/node_env.py), checked where they are used:
 a cluster of two nodes (ray.cluster_utils) whose worker node lacks one; `synth-ray run`
 joining it exits 2 before the first stage, naming the variable and that node, never its
 value. An engine process and a training worker check it again at their start."""
@@ -49,8 +49,9 @@ def test_a_node_without_the_variable_stops_the_run_before_any_stage(two_nodes,
 
 
 def test_an_engine_or_worker_without_the_variable_fails_naming_it(monkeypatch) -> None:
-    from synth_ray.core.node_env import CHECK_VAR, require_here
     from synth_ray.engines.node_env_check import register
+    from synth_ray.runtime.cluster import CHECK_VAR
+    from synth_ray.runtime.node_env import require_here
 
     monkeypatch.setenv(CHECK_VAR, f"{VAR},HOME")
     monkeypatch.delenv(VAR, raising=False)
@@ -65,12 +66,12 @@ def test_an_engine_or_worker_without_the_variable_fails_naming_it(monkeypatch) -
 def test_a_node_without_a_trained_model_is_named(tmp_path, monkeypatch) -> None:
     """A model that only a training run builds (a pre-trained `tiny://`): the head has it in
     its cache, the worker node's cache is empty, so a worker there would pre-train its own;
-    the check before the first stage names the key and that node only (core/node_files.py)."""
+    the check before the first stage names the key and that node only (runtime/node_files.py)."""
     import ray
     from ray.cluster_utils import Cluster
 
-    from synth_ray.core.config import load_config
-    from synth_ray.core.node_files import unbuilt_errors
+    from synth_ray.config import load_config
+    from synth_ray.runtime.node_files import unbuilt_errors
     from synth_ray.toy.pretrain import cached
 
     monkeypatch.setenv("SYNTH_RAY_CACHE", str(tmp_path / "head-cache"))

@@ -69,7 +69,7 @@ def cluster(tmp_path_factory, s3_server):
     private = [_top(base), cache_root(), Path.home() / ".cache", REPO / "runs"]
     logs = tmp_path_factory.mktemp("cluster-logs")
     # the model cache at the same path on every node (the driver hands engines its path;
-    # each worker builds the stand-ins there on its own disk: core/node_models.py)
+    # each worker builds the stand-ins there on its own disk: runtime/node_models.py)
     env = cli_env(**SECRETS, SYNTH_RAY_CACHE=str(cache_root()))
     with private_cluster(logs, env, private, image, head_env=HEAD_ONLY) as (url, env):
         yield {"url": url, "env": env, "tmp": tmp_path_factory.mktemp("rehearsal"),
@@ -87,7 +87,7 @@ def submit(cluster: dict, config: str, *overrides: str, timeout: int = 1500):
 
 @pytest.fixture(scope="module")
 def rehearsed(cluster, mlflow_server) -> dict:
-    from synth_ray.core.storage import Remote
+    from synth_ray.runtime.storage import Remote
 
     uri = f"{cluster['bucket']}/rehearsal"
     out = {"uri": uri}

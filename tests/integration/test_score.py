@@ -71,7 +71,7 @@ def test_semantic_diversity_equals_the_embedding_models_own_distances(evaluated)
     from scipy.spatial.distance import pdist
     from sentence_transformers import SentenceTransformer
 
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
     from synth_ray.metrics.diversity import model_location
 
     cfg_path, run_dir = evaluated
@@ -151,7 +151,7 @@ def test_tracking_server_holds_the_run_its_adapters_and_evaluation(evaluated) ->
     the loss its worker saw, the score tables as metrics, the report as an artifact."""
     from mlflow import MlflowClient
 
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
 
     cfg_path, run_dir = evaluated
     proc = run_cli("report", str(cfg_path), f"run.dir={run_dir}", "--force")

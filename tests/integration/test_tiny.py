@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from synth_ray import models
 from synth_ray.prompts import chat_messages
-from synth_ray.toy import tiny
+from synth_ray.toy import registry
 
 HERE = Path(__file__).parent
 
@@ -33,8 +33,8 @@ def test_chat_template_renders_every_role() -> None:
 
 
 def test_models_differ_and_cache_is_reused() -> None:
-    a, b = tiny.model_path("small-a"), tiny.model_path("small-b")
-    assert a != b and tiny.model_path("small-a") == a
+    a, b = registry.model("small-a"), registry.model("small-b")
+    assert a != b and registry.model("small-a") == a
     ma = AutoModelForCausalLM.from_pretrained(a)
     mb = AutoModelForCausalLM.from_pretrained(b)
     assert not torch.equal(ma.model.embed_tokens.weight, mb.model.embed_tokens.weight)

@@ -7,10 +7,10 @@ Usage: python write_summaries.py CONFIG RUN_DIR"""
 import sys
 
 if __name__ == "__main__":
-    from synth_ray.core.cluster import ensure_ray
-    from synth_ray.core.config import load_config
-    from synth_ray.core.pipeline import Context
-    from synth_ray.core.rundir import RunDir
+    from synth_ray.config import load_config
+    from synth_ray.runtime.cluster import ensure_ray
+    from synth_ray.runtime.pipeline import Context
+    from synth_ray.runtime.rundir import RunDir
     from synth_ray.stages.generate import (
         engine_groups,
         generate_group,

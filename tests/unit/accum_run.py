@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from synth_ray.core.config import TargetSection, TrainingSection
+from synth_ray.config import TargetSection, TrainingSection
 from synth_ray.train.data import IGNORE, collate
 from synth_ray.train.deepspeed import zero3_config
 from synth_ray.train.loop import TrainState, plan_steps, run_loop
@@ -36,7 +36,7 @@ def lora_model(path: str):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from synth_ray.core.config import LoRASection
+    from synth_ray.config import LoRASection
     from synth_ray.train.lora import peft_config
 
     torch.manual_seed(0)

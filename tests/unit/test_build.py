@@ -9,11 +9,11 @@ import polars as pl
 import pytest
 import yaml
 
-from synth_ray.core.config import validate_config
-from synth_ray.core.pipeline import Context
-from synth_ray.core.rundir import RunDir, write_parquet
+from synth_ray.config import validate_config
 from synth_ray.design import part_path
 from synth_ray.engines.store import GEN_SCHEMA
+from synth_ray.runtime.pipeline import Context
+from synth_ray.runtime.rundir import RunDir, write_parquet
 from synth_ray.stages import build as conditions
 
 

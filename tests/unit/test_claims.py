@@ -6,7 +6,7 @@ import statistics
 
 import polars as pl
 
-from synth_ray.core.config import load_config
+from synth_ray.config import load_config
 from synth_ray.design import adapter_grid
 from synth_ray.report.claims import per_adapter, seed_stats
 from tests.conftest import CONFIGS

@@ -73,8 +73,8 @@ def test_second_process_on_same_run_dir_is_refused(tmp_path, demo_config_path) -
     import subprocess
     import sys
 
-    from synth_ray.core.config import load_config
-    from synth_ray.core.pipeline import open_run
+    from synth_ray.config import load_config
+    from synth_ray.runtime.pipeline import open_run
 
     open_run(load_config(demo_config_path, [f"run.dir={tmp_path}"]))  # this process holds it
     proc = subprocess.run(
@@ -158,9 +158,9 @@ def test_status_says_what_the_next_run_would_redo(tmp_path) -> None:
     st = status()
     assert st["split"]["status"] == "done" and st["split"]["next_run"] == "skip"
     # what `run` would execute (and check the cluster for): from the first stage not current
-    from synth_ray.core.config import load_config
-    from synth_ray.core.pipeline import Context, stage_names, stages_to_run
-    from synth_ray.core.rundir import RunDir
+    from synth_ray.config import load_config
+    from synth_ray.runtime.pipeline import Context, stage_names, stages_to_run
+    from synth_ray.runtime.rundir import RunDir
 
     ctx = Context(load_config(run_dir / "config.yaml"), RunDir(run_dir, None))
     assert stages_to_run(ctx, stage_names(), []) == stage_names()[1:]
@@ -192,9 +192,9 @@ def test_run_hashes_each_stages_inputs_once(tmp_path, demo_config_path, monkeypa
     may have written them). Counted on the real split stage and build's real inputs."""
     import synth_ray.stages.build as build
     import synth_ray.stages.split as split
-    from synth_ray.core.config import load_config
-    from synth_ray.core.pipeline import Context, execute, get_stage, stages_to_run
-    from synth_ray.core.rundir import RunDir
+    from synth_ray.config import load_config
+    from synth_ray.runtime.pipeline import Context, execute, get_stage, stages_to_run
+    from synth_ray.runtime.rundir import RunDir
 
     calls: list[str] = []
     for module in (split, build):

@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
-from synth_ray.core.config import load_config
-from synth_ray.core.pipeline import stage_names
+from synth_ray.config import load_config
+from synth_ray.runtime.pipeline import stage_names
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = yaml.safe_load((REPO / "cluster.yaml").read_text())
@@ -104,7 +104,7 @@ def paper(name: str, *overrides: str):
 
 
 def test_impossible_gpu_requests_are_named_by_key() -> None:
-    from synth_ray.core.cluster import resource_problems
+    from synth_ray.runtime.cluster import resource_problems
 
     fixed = paper("paper-70b.yaml", "resources.autoscaling=false")
     # one 8-GPU node that never grows: ZeRO-3 over 16 GPUs cannot start
@@ -131,7 +131,7 @@ def test_impossible_gpu_requests_are_named_by_key() -> None:
 
 
 def test_engine_device_comes_from_the_config_never_from_the_cluster() -> None:
-    from synth_ray.core.cluster import engine_device
+    from synth_ray.runtime.cluster import engine_device
 
     assert engine_device(paper("paper-8b.yaml")) == "cuda"
     assert engine_device(paper("paper-8b.yaml", "resources.accelerator=auto")) == "cuda"

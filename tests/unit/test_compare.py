@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from synth_ray.compare import CompareError, compare, varied_keys
-from synth_ray.core.config import dump_config, load_config
+from synth_ray.config import dump_config, load_config
 from synth_ray.design import adapter_grid
 from tests.conftest import CONFIGS
 

@@ -84,7 +84,7 @@ def test_the_semantic_tests_run_on_sampled_distances_as_scipy() -> None:
     from scipy import stats
     from sentence_transformers import SentenceTransformer, util
 
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
     from synth_ray.design import adapter_grid
     from synth_ray.metrics.diversity import model_location, sentence_stream
     from synth_ray.metrics.lexical import notebook_stream

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from synth_ray.core.config import load_config
+from synth_ray.config import load_config
 from synth_ray.engines.answering import EngineWindow, chat_prompts
 from synth_ray.engines.processors import EngineSpec, _engine_kwargs
 from synth_ray.engines.tokenizers import model_window

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from synth_ray.cli import app
-from synth_ray.core.config import load_config
-from synth_ray.core.readiness import problems
+from synth_ray.config import load_config
 from synth_ray.data.fetch import fetch_inputs
+from synth_ray.runtime.readiness import problems
 from synth_ray.toy.paper_inputs import write_samples
 from synth_ray.toy.tiny import SAMPLE_FILES
 

@@ -141,8 +141,8 @@ def test_light_stages_run_one_task_per_engine() -> None:
     import ray
     from ray.data import TaskPoolStrategy
 
-    from synth_ray.core.config import load_config
-    from synth_ray.core.model_sections import HttpSection
+    from synth_ray.config import load_config
+    from synth_ray.config.model_sections import HttpSection
     from synth_ray.engines.http import http_processor
     from synth_ray.engines.processors import EngineSpec, scoring_processor, vllm_processor
 

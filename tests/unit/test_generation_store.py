@@ -6,7 +6,7 @@ import time
 import polars as pl
 import yaml
 
-from synth_ray.core.config import validate_config
+from synth_ray.config import validate_config
 from synth_ray.engines.store import (
     GEN_SCHEMA,
     GenerationStore,

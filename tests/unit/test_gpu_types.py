@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synth_ray.core.cluster import engine_bundles, engine_placement, train_scaling
-from synth_ray.core.config import ConfigError, load_config
-from synth_ray.core.model_sections import DEFAULT_GPU_TYPES
+from synth_ray.config import ConfigError, load_config
+from synth_ray.config.model_sections import DEFAULT_GPU_TYPES
 from synth_ray.plan import make_plan
+from synth_ray.runtime.cluster import engine_bundles, engine_placement, train_scaling
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = yaml.safe_load((REPO / "cluster.yaml").read_text())
@@ -157,7 +157,7 @@ def test_plan_counts_the_weights_zero3_gathers_between_nodes() -> None:
 
 
 def test_a_fixed_cluster_counts_only_the_nodes_of_the_type_a_request_names() -> None:
-    from synth_ray.core.cluster import resource_problems
+    from synth_ray.runtime.cluster import resource_problems
 
     fixed = paper("paper-8b.yaml", "resources.autoscaling=false")
     # an H100 node and four L40S nodes up: the 8 training workers fit the H100 node only

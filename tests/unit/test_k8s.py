@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
-from synth_ray.core.config import load_config
-from synth_ray.core.storage import is_uri
+from synth_ray.config import load_config
+from synth_ray.config.uris import is_uri
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = yaml.safe_load((REPO / "k8s" / "rayjob.yaml").read_text())

@@ -1,9 +1,16 @@
-"""The package's layout rules (shared/guide/LAYOUT.md), read from the source with `ast`:
-every import, including those inside functions and under TYPE_CHECKING, is an arrow.
+"""The package's layout rules (shared/guide/LAYOUT.md, docs/architecture.md), read from the
+source with `ast`: every import, including those inside functions and under TYPE_CHECKING, is
+an arrow.
 
-- no import loop between modules of different folders;
-- core/ imports nothing from stages/, engines/, train/, metrics/, report/ or toy/;
-- a stage imports no other stage (stages share names through design.py, data through files);
+- no import circle anywhere in the package (a folder's own modules included);
+- config/ imports nothing of synth_ray but config/ and the name modules (models.py,
+  prompts.py): a config loads and is checked alone, before anything starts;
+- the foundation (config/, runtime/, observe/) imports no folder above it (stages/, engines/,
+  train/, metrics/, report/, toy/, ...), only itself, data/ and the name modules;
+- a stage is thin: it reads its inputs, calls components and writes its outputs, at most
+  STAGE_LINES lines, and imports no other stage (stages share names through design.py, data
+  through files);
+- no function over FUNCTION_LINES lines, no module over MODULE_LINES lines, no junk drawer;
 - metrics/ imports no Ray, no vLLM and nothing else of synth_ray (pure maths);
 - only toy/, models.py's registry, cli.py and rehearse.py (whose stand-ins are the embedded
   models and samples) know the toy package, and no other module branches on a `tiny://`
@@ -19,12 +26,21 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "synth_ray"
+STAGE_LINES = 150  # split.py, the model of a thin stage, is 66
+FUNCTION_LINES = 80
+MODULE_LINES = 400
+FOUNDATION = ("config", "runtime", "observe")
+# what the foundation may import besides itself: the inputs' loaders and the name modules
+# (design.py: run-dir names from the config; models.py: the scheme registry; prompts.py)
+FOUNDATION_MAY = ("data",)
+NAME_MODULES = {"synth_ray.design", "synth_ray.models", "synth_ray.prompts"}
+CONFIG_MAY = {"synth_ray.models", "synth_ray.prompts"}
 # `synth-ray rehearse` swaps a config's models and absent inputs for the embedded ones
 ALLOWED_TOY_NAMERS = {"synth_ray.cli", "synth_ray.models", "synth_ray.rehearse"}
 # the config's defaults name the embedded data as plain strings (judge.safety_prompts, ...)
 # the config sections name the embedded models and data as defaults (the demo runs on them)
-ALLOWED_TINY_STRINGS = {"synth_ray.cli", "synth_ray.models", "synth_ray.core.sections",
-                        "synth_ray.core.model_sections", "synth_ray.rehearse"}
+ALLOWED_TINY_STRINGS = {"synth_ray.cli", "synth_ray.models", "synth_ray.config.sections",
+                        "synth_ray.config.model_sections", "synth_ray.rehearse"}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -32,11 +48,6 @@ def module_name(path: Path, root: Path) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
-
-
-def folder(module: str) -> str:
-    """synth_ray.core.config -> synth_ray.core; synth_ray.design -> synth_ray."""
-    return module.rsplit(".", 1)[0]
 
 
 def read_package(root: Path) -> dict[str, tuple[ast.Module, bool]]:
@@ -70,9 +81,9 @@ def graph(root: Path) -> dict[str, set[str]]:
     return {m: imports_of(m, tree, is_pkg, known) for m, (tree, is_pkg) in package.items()}
 
 
-def loops_across_folders(edges: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components (Tarjan) of the synth_ray-internal graph that span more
-    than one folder."""
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components (Tarjan) of more than one module of the
+    synth_ray-internal graph: each is an import circle."""
     inner = {m: {d for d in ds if d in edges and d != m} for m, ds in edges.items()}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -98,7 +109,7 @@ def loops_across_folders(edges: dict[str, set[str]]) -> list[list[str]]:
                 comp.append(w)
                 if w == v:
                     break
-            if len({folder(m) for m in comp}) > 1:
+            if len(comp) > 1:
                 found.append(sorted(comp))
 
     for v in sorted(inner):
@@ -112,29 +123,60 @@ def in_folder(module: str, name: str) -> bool:
     return module == prefix or module.startswith(prefix + ".")
 
 
+def top(module: str) -> str:
+    """synth_ray.config.load -> config; synth_ray.design -> design."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def import_problems(m: str, d: str) -> list[str]:
+    out = []
+    if not d.startswith("synth_ray.") or d == m:
+        return out
+    if top(m) == "config" and top(d) != "config" and d not in CONFIG_MAY:
+        out.append(f"{m} (config) imports {d}")
+    elif (top(m) in FOUNDATION and top(d) not in (*FOUNDATION, *FOUNDATION_MAY)
+          and d not in NAME_MODULES):
+        out.append(f"{m} (foundation) imports {d}")
+    if in_folder(m, "stages") and in_folder(d, "stages") and d != "synth_ray.stages":
+        out.append(f"stage {m} imports stage {d}")
+    if in_folder(m, "metrics") and not in_folder(d, "metrics"):
+        out.append(f"{m} (metrics, pure maths) imports {d}")
+    if in_folder(d, "toy") and not in_folder(m, "toy") and m not in ALLOWED_TOY_NAMERS:
+        out.append(f"{m} imports the toy package ({d})")
+    return out
+
+
+def size_problems(m: str, tree: ast.Module, lines: int) -> list[str]:
+    out = []
+    if lines > MODULE_LINES:
+        out.append(f"{m}: {lines} lines, over {MODULE_LINES}")
+    if in_folder(m, "stages") and lines > STAGE_LINES:
+        out.append(f"stage {m}: {lines} lines, over {STAGE_LINES} (not thin: move the logic "
+                   "into a component)")
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            if length > FUNCTION_LINES:
+                out.append(f"{m}.{node.name} (line {node.lineno}): {length} lines, over "
+                           f"{FUNCTION_LINES}")
+    return out
+
+
 def rule_violations(root: Path) -> list[str]:
     """Every broken layout rule of the package under `root`, one line each."""
     edges = graph(root)
     package = read_package(root)
-    problems = [f"import loop across folders: {' -> '.join(c)}"
-                for c in loops_across_folders(edges)]
+    problems = [f"import circle: {' -> '.join(c)}" for c in circles(edges)]
     for m, deps in sorted(edges.items()):
         for d in sorted(deps):
-            if in_folder(m, "core") and any(in_folder(d, f) for f in
-                                            ("stages", "engines", "train", "metrics",
-                                             "report", "toy")):
-                problems.append(f"{m} (core) imports {d}")
-            if (in_folder(m, "stages") and in_folder(d, "stages") and d != m
-                    and d != "synth_ray.stages"):
-                problems.append(f"stage {m} imports stage {d}")
-            if in_folder(m, "metrics") and (
-                    d.split(".")[0] in ("ray", "vllm")
-                    or (d.startswith("synth_ray") and not in_folder(d, "metrics"))):
+            problems += import_problems(m, d)
+            if in_folder(m, "metrics") and d.split(".")[0] in ("ray", "vllm"):
                 problems.append(f"{m} (metrics, pure maths) imports {d}")
-            if (in_folder(d, "toy") and not in_folder(m, "toy")
-                    and m not in ALLOWED_TOY_NAMERS):
-                problems.append(f"{m} imports the toy package ({d})")
     for m, (tree, _) in sorted(package.items()):
+        path = root.parent.joinpath(*m.split("."))
+        source = (path / "__init__.py" if path.is_dir() else path.with_suffix(".py"))
+        problems += size_problems(m, tree, len(source.read_text().splitlines()))
         if in_folder(m, "toy") or m in ALLOWED_TINY_STRINGS:
             continue
         for node in ast.walk(tree):
@@ -160,21 +202,35 @@ def test_the_package_keeps_its_layout_rules() -> None:
 
 
 # Each rule, broken on purpose in a copy of the package: the check must see it.
+LONG_BODY = "".join(f"    x{i} = {i}\n" for i in range(FUNCTION_LINES))
+MANY_LINES = "".join(f"X{i} = {i}\n" for i in range(STAGE_LINES))
 BREAKS = {
-    "loop": ("synth_ray/core/rundir.py", "from synth_ray.design import VANILLA\n",
-             "import loop across folders"),
-    "core": ("synth_ray/core/cluster.py", "def f():\n    from synth_ray.engines import store\n",
-             "(core) imports synth_ray.engines.store"),
-    "stage": ("synth_ray/stages/score.py",
+    "circle-across": ("synth_ray/design.py",
+                      "def f():\n    from synth_ray.stages.split import run\n",
+                      "import circle"),
+    "circle-within": ("synth_ray/config/errors.py",
+                      "def f():\n    from synth_ray.config.load import load_config\n",
+                      "import circle"),
+    "config-alone": ("synth_ray/config/sections.py",
+                     "def f():\n    from synth_ray.runtime import rundir\n",
+                     "(config) imports synth_ray.runtime.rundir"),
+    "foundation": ("synth_ray/runtime/cluster.py",
+                   "def f():\n    from synth_ray.engines import store\n",
+                   "(foundation) imports synth_ray.engines.store"),
+    "stage": ("synth_ray/stages/split.py",
               "def f():\n    from synth_ray.stages.respond import run\n",
-              "stage synth_ray.stages.score imports stage synth_ray.stages.respond"),
+              "stage synth_ray.stages.split imports stage synth_ray.stages.respond"),
+    "stage-thin": ("synth_ray/stages/split.py", MANY_LINES,
+                   "stage synth_ray.stages.split: "),
+    "function": ("synth_ray/design.py", "def f():\n" + LONG_BODY, "synth_ray.design.f (line"),
+    "module": ("synth_ray/design.py", MANY_LINES * 3, "synth_ray.design: "),
     "metrics-ray": ("synth_ray/metrics/stats.py", "def f():\n    import ray\n",
                     "(metrics, pure maths) imports ray"),
     "metrics-synth": ("synth_ray/metrics/spb.py", "from synth_ray.prompts import LABELS\n",
                       "(metrics, pure maths) imports synth_ray.prompts"),
     "toy-import": ("synth_ray/engines/answering.py",
                    "from synth_ray.toy import tiny\n", "imports the toy package"),
-    "tiny-string": ("synth_ray/stages/generate.py",
+    "tiny-string": ("synth_ray/stages/split.py",
                     "def f(m):\n    return m.startswith('tiny://')\n", "names a tiny:// id"),
 }
 
@@ -198,8 +254,8 @@ def test_stage_table_modules_verbs_and_folders_agree() -> None:
     from typer.testing import CliRunner
 
     from synth_ray.cli import app
-    from synth_ray.core.pipeline import stage_names, stage_table
     from synth_ray.design import STAGE_FOLDERS
+    from synth_ray.runtime.pipeline import stage_names, stage_table
 
     modules = sorted(p.stem for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__")
     assert sorted(stage_names()) == modules
@@ -214,8 +270,6 @@ def test_stage_table_modules_verbs_and_folders_agree() -> None:
     assert all(w >= 0 for w in where) and where == sorted(where), help_text
 
 
-def test_no_module_is_long_or_a_junk_drawer() -> None:
+def test_no_module_is_a_junk_drawer() -> None:
     for f in PACKAGE.rglob("*.py"):
         assert f.stem not in ("utils", "helpers", "misc", "common"), f
-        lines = len(f.read_text().splitlines())
-        assert lines <= 400, f"{f.relative_to(PACKAGE.parent)}: {lines} lines"

@@ -56,7 +56,7 @@ def test_the_core_loads_without_the_toy_package() -> None:
     code = (
         "import sys, importlib\n"
         "import synth_ray.cli, synth_ray.models\n"
-        "from synth_ray.core.pipeline import stage_table\n"
+        "from synth_ray.runtime.pipeline import stage_table\n"
         "[s.impl() for s in stage_table()]\n"
         "assert not [m for m in sys.modules if m.startswith('synth_ray.toy')], "
         "[m for m in sys.modules if m.startswith('synth_ray.toy')]\n"

@@ -1,4 +1,4 @@
-"""A scheme model on a node that does not have it (core/node_models.py): what a seed builds
+"""A scheme model on a node that does not have it (runtime/node_models.py): what a seed builds
 is built there, at the driver's path, with the same weights as the driver's; a node whose
 cache lies elsewhere, or a model only a training run builds, fails naming it."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from synth_ray.core.node_models import VAR, ensure_here, models_env
 from synth_ray.models import resolve_model
+from synth_ray.runtime.node_models import VAR, ensure_here, models_env
 
 
 def digest(folder: Path) -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from synth_ray import models
-from synth_ray.core.config import LoRASection
+from synth_ray.config import LoRASection
 from synth_ray.train.data import IGNORE, LengthGroupedSampler, collate, length_grouped_order
 from synth_ray.train.loss import micro_batch_loss
 from synth_ray.train.padding_free import collate_padding_free, keeps_sequences_apart

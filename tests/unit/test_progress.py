@@ -11,7 +11,7 @@ import textwrap
 
 from rich.console import Console
 
-from synth_ray.core import progress
+from synth_ray.observe import progress
 
 
 class _Clock:
@@ -89,7 +89,7 @@ def test_a_terminal_gets_a_bar_and_the_lines_go_to_the_file_only(monkeypatch) ->
 
 CHILD = textwrap.dedent("""
     import logging, os, sys, pathlib, warnings
-    from synth_ray.core.terminal import setup_logging, restore_std_streams
+    from synth_ray.observe.terminal import setup_logging, restore_std_streams
     run = pathlib.Path(sys.argv[1])
     setup_logging(run)
     logging.getLogger("synth_ray").info("ours: stage started")
@@ -132,12 +132,12 @@ def test_verbose_keeps_library_output_on_the_terminal(tmp_path) -> None:
 BUILDER = textwrap.dedent("""
     import logging, os, subprocess, sys
     from pathlib import Path
-    from synth_ray.core.terminal import child_terminal, restore_std_streams, setup_logging
+    from synth_ray.observe.terminal import child_terminal, restore_std_streams, setup_logging
     setup_logging(Path(sys.argv[1]))
     env, fds = child_terminal()  # as `run` starts a model build (toy/pretrain.py)
     child = (
         "import logging, os\\n"
-        "from synth_ray.core.terminal import setup_logging\\n"
+        "from synth_ray.observe.terminal import setup_logging\\n"
         "setup_logging()\\n"
         "logging.getLogger('synth_ray').info('[tiny] pt-x: 25/200 steps')\\n"
         "print('trainer noise')\\n"

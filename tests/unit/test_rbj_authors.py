@@ -81,10 +81,10 @@ def test_rbj_is_the_authors_1120_wrapped_prompts(tmp_path) -> None:
 
 def test_respond_writes_the_authors_set_from_the_config(tmp_path, demo_config_path) -> None:
     """The respond stage's own path from config to the run's safety set (no engine)."""
-    from synth_ray.core.config import load_config
-    from synth_ray.core.pipeline import Context
-    from synth_ray.core.rundir import RunDir
+    from synth_ray.config import load_config
     from synth_ray.design import SAFETY_REJECTS, SAFETY_SET
+    from synth_ray.runtime.pipeline import Context
+    from synth_ray.runtime.rundir import RunDir
     from synth_ray.stages.respond import inputs, safety_items
 
     write_inputs(tmp_path)

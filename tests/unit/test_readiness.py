@@ -1,4 +1,4 @@
-"""Before anything starts (core/readiness.py): a run that joins a cluster refuses a local
+"""Before anything starts (runtime/readiness.py): a run that joins a cluster refuses a local
 run.dir, a local model path and `accelerator: auto`; every input file the config names is
 read by its stage's loader; `validate` and `run` exit 2 naming the key, `plan` lists them."""
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from synth_ray.core.config import load_config
-from synth_ray.core.readiness import cluster_problems, input_problems
+from synth_ray.config import load_config
+from synth_ray.runtime.readiness import cluster_problems, input_problems
 from synth_ray.toy.paper_inputs import write_samples
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synth_ray.core.config import load_config
+from synth_ray.config import load_config
 from synth_ray.engines import standin_server
 from synth_ray.rehearse import (
     CAPS,
@@ -101,7 +101,7 @@ def test_sizes_are_capped_and_absent_inputs_sampled(tmp_path) -> None:
                       ("jailbreak_templates", "jailbreak_prompts.csv"),
                       ("articles", "cnn_dailymail_test_sample.jsonl")]:
         assert getattr(cfg.judge, key) == str(tmp_path / "inputs" / name)
-    from synth_ray.core.readiness import input_problems
+    from synth_ray.runtime.readiness import input_problems
 
     assert input_problems(cfg) == []
 
@@ -117,7 +117,7 @@ def test_a_present_input_is_used_as_it_is(tmp_path, monkeypatch) -> None:
     cfg = rehearsal_config(data, PAPER[0])
     assert cfg.judge.safety_prompts == str(bad)
     assert "judge.safety_prompts" not in {s["key"] for s in swaps}
-    from synth_ray.core.readiness import input_problems
+    from synth_ray.runtime.readiness import input_problems
 
     assert [p.key for p in input_problems(cfg)] == ["judge.safety_prompts"]
 

@@ -9,7 +9,7 @@ import textwrap
 import polars as pl
 import pytest
 
-from synth_ray.core.rundir import RunDir, atomic_open, atomic_write_text, write_parquet
+from synth_ray.runtime.rundir import RunDir, atomic_open, atomic_write_text, write_parquet
 
 
 def test_exception_mid_write_keeps_old_file(tmp_path) -> None:
@@ -29,7 +29,7 @@ def test_process_killed_mid_write_keeps_old_parquet(tmp_path) -> None:
     write_parquet(pl.DataFrame({"x": [1, 2, 3]}), p)
     script = textwrap.dedent(f"""
         import os, signal, polars as pl
-        from synth_ray.core.rundir import atomic_write_with
+        from synth_ray.runtime.rundir import atomic_write_with
         def writer(tmp):
             pl.DataFrame({{"x": list(range(100000))}}).write_parquet(tmp)
             with open(tmp, "r+b") as f:

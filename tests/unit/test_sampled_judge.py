@@ -83,7 +83,7 @@ def _judged(cfg, adapters: list[str], items: list[str], answers: pl.DataFrame,
 
 
 def test_an_item_unparsed_for_one_adapter_has_no_quality_for_any(demo_config_path) -> None:
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
     from synth_ray.stages.judge import condition_of
 
     cfg = load_config(demo_config_path, ["judge.decoding=sampled"])
@@ -106,7 +106,7 @@ def test_the_quality_rule_runs_within_each_brackets_four_conditions(tmp_path) ->
     """The authors ran the rule per bracket (vanilla, human, single, multi of one bracket):
     an item lost for corpora's single adapter keeps its quality in the mixture family,
     vanilla's and human's included, so their danger share differs by bracket."""
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
     from synth_ray.metrics.judging import danger_zone, in_family
     from synth_ray.report.paper_tables import adapter_values, values_of
     from synth_ray.stages.judge import condition_of
@@ -217,7 +217,7 @@ def test_guided_formats_hold_one_line_of_reason_within_its_bound() -> None:
 
 def test_guided_requests_carry_the_authors_prompts_and_their_forced_formats(
         demo_config_path) -> None:
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
     from synth_ray.stages.judge import judge_requests
 
     responses = pl.DataFrame([{"source": "vanilla", "id": "rb/1", "response": "No.",
@@ -239,7 +239,7 @@ def test_guided_requests_carry_the_authors_prompts_and_their_forced_formats(
 
 
 def test_a_guided_api_judge_is_refused(demo_config_path) -> None:
-    from synth_ray.core.config import ConfigError, load_config
+    from synth_ray.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="judge.decoding: guided"):
         load_config(demo_config_path, ["judge.decoding=guided", "judge.backend=http",

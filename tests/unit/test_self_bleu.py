@@ -244,7 +244,7 @@ def test_notebook_replay_same_sentences_draws_and_scores() -> None:
 
 
 def test_stream_order_is_the_notebooks_per_bracket_and_seed() -> None:
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
     from synth_ray.design import adapter_grid
     from synth_ray.stages.score import stream_order
     from tests.conftest import CONFIGS
@@ -300,7 +300,7 @@ def test_paper_config_streams_give_human_and_vanilla_a_value_per_bracket(tmp_pat
     each bracket's own, and the diversity rows hold the first bracket's."""
     import json
 
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
     from synth_ray.design import adapter_grid, score_dir
     from synth_ray.metrics.lexical import lexical_stream
     from synth_ray.report import published as pub
@@ -343,7 +343,7 @@ def test_paper_config_streams_give_human_and_vanilla_a_value_per_bracket(tmp_pat
 def test_with_seeds_vanilla_keeps_the_first_seeds_draw_per_bracket() -> None:
     """demo.yaml's 3 seeds: vanilla is drawn in every seed's stream of a bracket; its value
     for the bracket (and its items, once) is the first seed's, as its diversity row."""
-    from synth_ray.core.config import load_config
+    from synth_ray.config import load_config
     from synth_ray.design import adapter_grid
     from synth_ray.metrics.lexical import lexical_stream
     from synth_ray.stages.score import merge_streams, stream_order

@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 from typer.testing import CliRunner
 
 from synth_ray.cli import app
-from synth_ray.core.config import ConfigError, load_config
+from synth_ray.config import ConfigError, load_config
 
 # databricks-dolly-15k's categories (15,011 rows)
 DOLLY = {"open_qa": 3742, "general_qa": 2191, "classification": 2136, "closed_qa": 1773,

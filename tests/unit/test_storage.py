@@ -8,8 +8,8 @@ import polars as pl
 import pyarrow.fs as pafs
 import pytest
 
-from synth_ray.core import storage
-from synth_ray.core.storage import Remote, read_parquet, upload_tree
+from synth_ray.runtime import storage
+from synth_ray.runtime.storage import Remote, read_parquet, upload_tree
 
 
 def _listing(uri: str) -> dict[str, bytes]:

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from synth_ray.cli import app
-from synth_ray.core.config import ConfigError, load_config
-from synth_ray.core.status import run_status
-from synth_ray.core.tracking import flat_numbers
+from synth_ray.config import ConfigError, load_config
+from synth_ray.observe.tracker import flat_numbers
+from synth_ray.runtime.status import run_status
 
 runner = CliRunner()
 
@@ -88,7 +88,7 @@ def test_summary_numbers_get_keys_by_condition_and_pair() -> None:
 
 def test_a_tracking_failure_after_a_stage_keeps_the_stage_and_says_so(
         tmp_path, demo_config_path, monkeypatch) -> None:
-    from synth_ray.core.tracking import MlflowTracker
+    from synth_ray.observe.mlflow_tracking import MlflowTracker
 
     def refuse(self, stage, record):
         raise ConnectionError("tracking server went away")

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
-from synth_ray.core.config import ExperimentConfig, TargetSection
+from synth_ray.config import ExperimentConfig, TargetSection
 from synth_ray.toy import tiny
 from synth_ray.train.data import IGNORE, collate, encode_example
 from synth_ray.train.deepspeed import zero3_config
@@ -116,7 +116,7 @@ def test_autocast_runs_forward_in_bfloat16_and_keeps_fp32_weights() -> None:
 
 
 def test_autocast_is_refused_with_deepspeed() -> None:
-    from synth_ray.core.config_checks import cross_reference_problems
+    from synth_ray.config.checks import cross_reference_problems
 
     data = {"sources": [], "conditions": {"human": True}, "training": {"autocast": "bfloat16"},
             "targets": [{"name": "t", "model": "tiny://target", "strategy": "deepspeed"}]}

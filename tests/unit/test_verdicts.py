@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from synth_ray.core.config import load_config
+from synth_ray.config import load_config
 from synth_ray.metrics.claim_tests import rank_check
 from synth_ray.report import published as pub
 from synth_ray.report.paper_tables import SCHEMA, cell, pooled_danger, table

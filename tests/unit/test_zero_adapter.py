@@ -12,7 +12,7 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from synth_ray.core.sections import LoRASection
+from synth_ray.config.sections import LoRASection
 from synth_ray.engines.adapters import zero_adapter
 from synth_ray.models import resolve_model
 from synth_ray.train.lora import ADAPTER_FILE, peft_config
@@ -56,7 +56,7 @@ from pathlib import Path
 import torch, peft, transformers  # the libraries' own memory counts before, not in the build
 from peft import get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
-from synth_ray.core.sections import LoRASection
+from synth_ray.config.sections import LoRASection
 from synth_ray.engines.adapters import zero_adapter
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 zero_adapter(sys.argv[1], LoRASection(), Path(sys.argv[2]))

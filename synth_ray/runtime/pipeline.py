@@ -17,10 +17,10 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from synth_ray.core.config import ExperimentConfig, dump_config
-from synth_ray.core.rundir import DiskFullError, RunDir, atomic_write_text, hash_json
-from synth_ray.core.storage import is_uri
-from synth_ray.core.tracking import Tracker
+from synth_ray.config import ExperimentConfig, dump_config
+from synth_ray.config.uris import is_uri
+from synth_ray.observe.tracker import Tracker
+from synth_ray.runtime.rundir import DiskFullError, RunDir, atomic_write_text, hash_json
 
 log = logging.getLogger("synth_ray")
 
@@ -101,7 +101,7 @@ def open_run(cfg: ExperimentConfig) -> Context:
     remote = None
     root = cfg.run.local_root()
     if is_uri(cfg.run.dir):
-        from synth_ray.core.storage import Remote
+        from synth_ray.runtime.storage import Remote
 
         remote = Remote(cfg.run.dir, root)
     run = RunDir(root, remote)

@@ -20,7 +20,6 @@ written anywhere. `AWS_ENDPOINT_URL` points at an S3-compatible server (MinIO, m
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -31,34 +30,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from synth_ray.config.uris import check_uri, is_uri
+
 log = logging.getLogger("synth_ray")
 
-SCHEMES = ("s3", "gs")  # what both pyarrow and ray.data.llm's LoRA loader read
 CHUNK = 1 << 22  # bytes per read while copying
 INDEX = ".synced.json"  # in the mirror: what was last pushed or pulled, file by file
 SKIP_DIRS = ("ray_train", "ray_tune")  # Ray Train and Tune write to the URI themselves
 SKIP_FILES = (".lock", INDEX)
-
-
-def is_uri(path: str | Path) -> bool:
-    return "://" in str(path)
-
-
-def check_uri(uri: str) -> str:
-    scheme = uri.split("://", 1)[0].lower()
-    if scheme not in SCHEMES or not uri.split("://", 1)[1].strip("/"):
-        raise ValueError(f"{uri!r}: a run directory URI must be s3://bucket/prefix or "
-                         "gs://bucket/prefix (or a local path / a path every node mounts)")
-    return uri.rstrip("/")
-
-
-def default_mirror(uri: str) -> Path:
-    """The driver's local copy of a remote run: one folder per URI, under the cache."""
-    from synth_ray.models import cache_root
-
-    digest = hashlib.sha256(uri.encode()).hexdigest()[:12]
-    name = uri.split("://", 1)[1].strip("/").replace("/", "_")[-48:]
-    return cache_root() / "runs" / f"{name}-{digest}"
 
 
 def _fs(uri: str):
@@ -145,7 +124,7 @@ class Remote:
         return json.loads(p.read_text()) if p.exists() else {}
 
     def _save_index(self, index: dict[str, Any]) -> None:
-        from synth_ray.core.rundir import atomic_write_text
+        from synth_ray.runtime.rundir import atomic_write_text
 
         atomic_write_text(self.mirror / INDEX, json.dumps(index, sort_keys=True))
 
@@ -177,7 +156,7 @@ class Remote:
             return self._pull(under)
 
     def _pull(self, under: str) -> int:
-        from synth_ray.core.rundir import atomic_write_with
+        from synth_ray.runtime.rundir import atomic_write_with
 
         index = self._index()
         n = 0

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.config import (
+from synth_ray.config import (
     EngineSection,
     ExperimentConfig,
     ResourcesSection,
@@ -16,13 +16,14 @@ from synth_ray.core.config import (
 )
 
 log = logging.getLogger("synth_ray")
+# the names an engine process or training worker checks at its start (names, not values;
+# runtime/node_env.py)
+CHECK_VAR = "SYNTH_RAY_NODE_ENV"
 
 
 def engine_env(res: ResourcesSection) -> dict[str, str]:
     """Environment that engine actors need; names only, never secrets (the variables every
-    node must have, checked by each engine at its start: core/node_env.py)."""
-    from synth_ray.core.node_env import CHECK_VAR
-
+    node must have, checked by each engine at its start: runtime/node_env.py)."""
     env = {"VLLM_CPU_KVCACHE_SPACE": str(res.vllm_cpu_kvcache_gib)}
     if res.node_env:
         env[CHECK_VAR] = ",".join(res.node_env)
@@ -34,7 +35,7 @@ def ensure_ray(res: ResourcesSection) -> None:
     on `resources.dashboard_host` (127.0.0.1 by default, never a public interface)."""
     import ray
 
-    from synth_ray.core.terminal import quiet_libraries
+    from synth_ray.observe.terminal import quiet_libraries
 
     if ray.is_initialized():
         return

@@ -13,9 +13,8 @@ import os
 import uuid
 from typing import Any
 
-from synth_ray.core.config import ExperimentConfig
-from synth_ray.core.rundir import RunDir, atomic_write_text, hash_json
-from synth_ray.core.tracking import (
+from synth_ray.config import ExperimentConfig
+from synth_ray.observe.tracker import (
     STATE_FILE,
     Tracker,
     WorkerRun,
@@ -23,6 +22,7 @@ from synth_ray.core.tracking import (
     flat_params,
     log,
 )
+from synth_ray.runtime.rundir import RunDir, atomic_write_text, hash_json
 
 
 class WandbTracker(Tracker):

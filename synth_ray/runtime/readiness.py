@@ -5,7 +5,7 @@
   driver inside `ray job submit`) has training workers and engines on other nodes, which
   cannot read a folder on the head: `run.dir` must be a bucket URI, or the config declares
   that its local paths are on a mount every node shares (`run.shared_mount: true`, then
-  checked on every node once Ray is up: core/node_files.py). The same holds for a local
+  checked on every node once Ray is up: runtime/node_files.py). The same holds for a local
   model path (a source's, a target's, the judge's, the embedding model's).
   `resources.accelerator` must be explicit there: an autoscaling cluster has no GPUs until
   the first GPU request, so `auto` could pick CPU.
@@ -21,11 +21,10 @@ Each problem names the config key, so the fix is one override away.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from synth_ray.core.cluster import joins_cluster
-from synth_ray.core.config import ExperimentConfig
-from synth_ray.core.storage import is_uri
+from synth_ray.config import ExperimentConfig
+from synth_ray.config.uris import is_uri, local_path
+from synth_ray.runtime.cluster import joins_cluster
 
 
 @dataclass(frozen=True)
@@ -35,12 +34,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.key}: {self.message}"
-
-
-def local_path(uri: str) -> bool:
-    """A path on this machine's disk (not a bucket URI, a scheme id or a hub id)."""
-    return not is_uri(uri) and (uri.startswith(("/", ".", "~")) or Path(uri).expanduser()
-                                .exists())
 
 
 def cluster_problems(cfg: ExperimentConfig) -> list[Problem]:
@@ -56,7 +49,7 @@ def cluster_problems(cfg: ExperimentConfig) -> list[Problem]:
             "(run.dir=s3://BUCKET/PREFIX or gs://...), or, for a folder every node mounts "
             "(NFS, EFS, Filestore), set run.shared_mount=true")))
     if not cfg.run.shared_mount:
-        from synth_ray.core.node_files import worker_paths
+        from synth_ray.runtime.node_files import worker_paths
 
         out += [Problem(key, f"{path!r} is a path on this machine, and the run joins a "
                         f"cluster ({how}): engines, training workers and score tasks on "

@@ -5,7 +5,7 @@ failing deep inside an engine or a training worker, or working on its own copy.
 
 - **`run.shared_mount: true`** says that the config's local paths (a local `run.dir`, a
   model folder, the embedding model) are on a mount every node shares (NFS, EFS,
-  Filestore). Readiness takes it at its word (core/readiness.py); here each node looks for
+  Filestore). Readiness takes it at its word (runtime/readiness.py); here each node looks for
   each path the workers read, and for a marker file the driver has just written into the
   run directory (a folder of the same name on every node's own disk is not a shared mount:
   adapters written there would never reach the driver).
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from synth_ray.core.config import ExperimentConfig
+    from synth_ray.config import ExperimentConfig
 
 MARKER = ".shared-mount-check-"
 
@@ -42,7 +42,7 @@ def worker_models(cfg: ExperimentConfig) -> list[tuple[str, str]]:
 def worker_paths(cfg: ExperimentConfig) -> list[tuple[str, str]]:
     """(key, local path) for each path that engines, training workers or score tasks read
     on other nodes: the models, the embedding model."""
-    from synth_ray.core.readiness import local_path
+    from synth_ray.config.uris import local_path
 
     out = [*worker_models(cfg), ("evaluation.embedding_model", cfg.evaluation.embedding_model)]
     return [(key, path) for key, path in out if local_path(path)]
@@ -70,9 +70,9 @@ def unbuilt_here(models: dict[str, str]) -> list[str]:
 
 def unbuilt_errors(cfg: ExperimentConfig) -> list[str]:
     """One line per trained scheme model a node lacks, for a run that joins a cluster."""
-    from synth_ray.core.cluster import joins_cluster
-    from synth_ray.core.node_env import on_every_node
-    from synth_ray.core.node_models import UNBUILT_FIX
+    from synth_ray.runtime.cluster import joins_cluster
+    from synth_ray.runtime.node_env import on_every_node
+    from synth_ray.runtime.node_models import UNBUILT_FIX
 
     models = scheme_models(cfg)
     if joins_cluster(cfg.resources) is None or not models:
@@ -85,9 +85,9 @@ def unbuilt_errors(cfg: ExperimentConfig) -> list[str]:
 def shared_mount_errors(cfg: ExperimentConfig, run_root: Path) -> list[str]:
     """One line per path a node does not see, for a run with `run.shared_mount: true` that
     joins a cluster (Ray must be up); nothing to check otherwise."""
-    from synth_ray.core.cluster import joins_cluster
-    from synth_ray.core.node_env import on_every_node
-    from synth_ray.core.storage import is_uri
+    from synth_ray.config.uris import is_uri
+    from synth_ray.runtime.cluster import joins_cluster
+    from synth_ray.runtime.node_env import on_every_node
 
     if not cfg.run.shared_mount or joins_cluster(cfg.resources) is None:
         return []

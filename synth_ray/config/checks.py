@@ -1,18 +1,21 @@
 """Config checks that span sections (each problem names the key it is about); the
-per-field checks live on the models in `config.py`."""
+per-field checks live on the section models (`sections.py`, `model_sections.py`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from synth_ray.config.experiment import ExperimentConfig
+from synth_ray.config.uris import is_uri
 from synth_ray.prompts import FORCED_DECODING
-
-if TYPE_CHECKING:
-    from synth_ray.core.config import ExperimentConfig
 
 
 def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
     """Checks that span sections; each problem names the key it is about."""
+    return (_source_problems(cfg) + _target_problems(cfg) + gpu_type_problems(cfg)
+            + _judge_problems(cfg) + _tracking_problems(cfg))
+
+
+def _source_problems(cfg: ExperimentConfig) -> list[str]:
+    """Source names, and the conditions' brackets and sources."""
     problems: list[str] = []
     seen: set[str] = set()
     for i, s in enumerate(cfg.sources):
@@ -46,6 +49,12 @@ def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
                 f"split.num_parts={cfg.split.num_parts}; add sources or set "
                 f"conditions.multi_source.{bracket}"
             )
+    return problems
+
+
+def _target_problems(cfg: ExperimentConfig) -> list[str]:
+    problems: list[str] = []
+    names = {s.name for s in cfg.sources}
     seen_t: set[str] = set()
     for i, t in enumerate(cfg.targets):
         if t.name in seen_t:
@@ -64,7 +73,11 @@ def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
         if t.self_source is not None and t.self_source not in names:
             problems.append(f"targets.{i}.self_source: unknown source {t.self_source!r}; "
                             f"known: {sorted(names)}")
-    problems += gpu_type_problems(cfg)
+    return problems
+
+
+def _judge_problems(cfg: ExperimentConfig) -> list[str]:
+    problems: list[str] = []
     j = cfg.judge
     if j.backend == "http" and j.http is None:
         problems.append("judge.http: backend 'http' needs an 'http' section with base_url")
@@ -80,8 +93,11 @@ def cross_reference_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"judge.sampling.max_tokens: {j.sampling.max_tokens} cannot hold a "
                         f"reason of judge.max_reason_chars={j.max_reason_chars} plus the score "
                         f"line; set it to at least {j.max_reason_chars + 16}")
-    from synth_ray.core.storage import is_uri
+    return problems
 
+
+def _tracking_problems(cfg: ExperimentConfig) -> list[str]:
+    problems: list[str] = []
     if cfg.tracking.backend == "mlflow" and cfg.tracking.uri is None and is_uri(cfg.run.dir):
         # the default store is a file of the driver's local mirror: Train workers on other
         # nodes would write their own copies, and the bucket gets a database mid-write

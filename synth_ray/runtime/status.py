@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from synth_ray.core.config import ExperimentConfig, load_config
-from synth_ray.core.pipeline import Context, stage_table
-from synth_ray.core.rundir import MANIFEST, RunDir, hash_json
+from synth_ray.config import ExperimentConfig, load_config
+from synth_ray.runtime.pipeline import Context, stage_table
+from synth_ray.runtime.rundir import MANIFEST, RunDir, hash_json
 
 
 class NotARunDir(ValueError):
@@ -66,7 +66,7 @@ def tracking_of(root: Path) -> dict[str, Any] | None:
     """Where the run's experiment tracking went (`tracking.json`)."""
     import json
 
-    from synth_ray.core.tracking import STATE_FILE
+    from synth_ray.observe.tracker import STATE_FILE
 
     path = root / STATE_FILE
     if not path.exists():

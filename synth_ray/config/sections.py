@@ -1,7 +1,7 @@
 """The sections of an experiment's config (one pydantic model per YAML section), each frozen
-and forbidding unknown keys, with every default and its meaning. `config.py` assembles them
-into `ExperimentConfig` and loads YAML; values the paper does not publish are options with a
-documented default (see PAPER.md).
+and forbidding unknown keys, with every default and its meaning. `experiment.py` assembles
+them into `ExperimentConfig` (`load.py` reads the YAML); values the paper does not publish
+are options with a documented default (see PAPER.md).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from synth_ray.config.hash_keys import HASHED_KEYS
+
 PAPER_SYSTEM_PROMPT = "You are a helpful assistant."
 LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -25,22 +27,21 @@ LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Fields added after runs were made with this section: a stage's input hash leaves
-    # them out while they hold their defaults, so upgrading synth-ray redoes no finished
-    # stage; set to anything else, they count.
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset()
     # Fields that say where work runs, never what it computes (a GPU type): no stage input
     # hash holds them, so moving a run to other GPUs redoes no finished stage.
     PLACEMENT_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     def hashed(self) -> dict[str, Any]:
-        """The section as stage input hashes see it (JSON-safe; sub-sections alike)."""
+        """The section as stage input hashes see it (JSON-safe; sub-sections alike). A field
+        added since the hashes' keys were frozen (hash_keys.py) is left out while it holds
+        its default, so upgrading synth-ray redoes no finished stage; set, it counts."""
         out = self.model_dump(mode="json")
+        frozen = HASHED_KEYS.get(type(self).__name__, frozenset())
         for name in type(self).model_fields:
             value = getattr(self, name)
             if name in self.PLACEMENT_FIELDS:
                 out.pop(name)
-            elif name in self.ADDED_FIELDS and value == type(self).model_fields[name].get_default(
+            elif name not in frozen and value == type(self).model_fields[name].get_default(
                     call_default_factory=True):
                 out.pop(name)
             elif isinstance(value, Section):
@@ -62,20 +63,20 @@ class RunSection(Section):
     shared_mount: bool = Field(
         False, description="The config's local paths (a local `dir`, a model folder) are "
         "on a mount every node of the cluster shares (NFS, EFS, Filestore). Without it, a "
-        "run that joins a cluster refuses a local `dir` (core/readiness.py): the other "
+        "run that joins a cluster refuses a local `dir` (runtime/readiness.py): the other "
         "nodes' workers could not read or write it.")
 
     @field_validator("dir")
     @classmethod
     def _path_or_bucket(cls, v: str) -> str:
         # Path("s3://b/x") is the local folder "s3:/b/x": check a URI rather than write there
-        from synth_ray.core.storage import check_uri, is_uri
+        from synth_ray.config.uris import check_uri, is_uri
 
         return check_uri(v) if is_uri(v) else v
 
     def local_root(self) -> Path:
         """Where the driver reads and writes: `dir`, or the mirror of a URI `dir`."""
-        from synth_ray.core.storage import default_mirror, is_uri
+        from synth_ray.config.uris import default_mirror, is_uri
 
         if not is_uri(self.dir):
             return Path(self.dir)
@@ -101,7 +102,6 @@ class DatasetSection(Section):
 
 
 class SplitSection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"method"})
 
     seed: int = 42
     test_fraction: float = Field(0.1, gt=0, lt=1)
@@ -141,7 +141,6 @@ class SamplingSection(Section):
 
 
 class GenerationSection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"probe_prompts"})
 
     system_prompt: str = PAPER_SYSTEM_PROMPT
     sampling: SamplingSection = SamplingSection()
@@ -200,7 +199,6 @@ class LoRASection(Section):
 
 
 class TrainingSection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"system_prompt"})
 
     learning_rate: float = Field(5e-5, gt=0)
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
@@ -276,7 +274,6 @@ class TrainingSection(Section):
 
 
 class SelfBleuSection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"sentences", "draw"})
 
     max_order: int = Field(3, ge=1)
     individual_samples: int = Field(500, ge=1)
@@ -296,7 +293,6 @@ class SelfBleuSection(Section):
 
 
 class PerplexitySection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"end_of_turn"})
 
     outlier_rule: Literal["tukey", "none"] = "tukey"
     iqr_k: float = Field(1.5, gt=0)
@@ -306,7 +302,6 @@ class PerplexitySection(Section):
 
 
 class EvaluationSection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"semantic", "semantic_sentences"})
 
     sampling: SamplingSection = SamplingSection()
     perplexity: PerplexitySection = PerplexitySection()

@@ -7,10 +7,10 @@ from typing import Any
 
 import yaml
 
+from synth_ray.config.errors import ConfigError
+
 
 def _error(problem: str) -> Exception:
-    from synth_ray.core.config import ConfigError
-
     return ConfigError([problem], "overrides")
 
 

@@ -10,7 +10,7 @@ its start:
 - a model built from a seed (the toy scheme's random-weight models, seconds, the same
   weights on every node) is built there if it is missing;
 - a model that only a training run builds is refused (a worker would train its own, other
-  weights; core/node_files.py asks every node for those before the first stage);
+  weights; runtime/node_files.py asks every node for those before the first stage);
 - the folder must be the driver's path (the same `$SYNTH_RAY_CACHE` on every node), else
   the process fails naming both.
 """

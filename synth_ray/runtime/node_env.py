@@ -17,18 +17,10 @@ k8s/rayjob.yaml deliver them to every node (docs/cluster.md).
 from __future__ import annotations
 
 import os
-import re
 import socket
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from synth_ray.core.config import ExperimentConfig
-
-# upper case, as environment variable names are by convention: a pasted token (hf_...,
-# sk-...) is refused instead of being written into the run's config.yaml
-NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-# the names an engine process or training worker checks at its start (names, not values)
-CHECK_VAR = "SYNTH_RAY_NODE_ENV"
+from synth_ray.config import ExperimentConfig
+from synth_ray.runtime.cluster import CHECK_VAR, joins_cluster
 
 
 def required_env(cfg: ExperimentConfig) -> dict[str, str]:
@@ -87,8 +79,6 @@ def missing_on_nodes(names: list[str]) -> dict[str, list[str]]:
 def node_env_errors(cfg: ExperimentConfig) -> list[str]:
     """One line per variable a node lacks: every node of the cluster the run joins, or this
     machine for a local instance (Ray must be up)."""
-    from synth_ray.core.cluster import joins_cluster
-
     need = required_env(cfg)
     if not need:
         return []

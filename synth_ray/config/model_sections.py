@@ -5,11 +5,16 @@ keys like every section (`sections.py` has the rest and the `Section` base)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from synth_ray.core.sections import SamplingSection, Section
+from synth_ray.config.sections import SamplingSection, Section
+
+# upper case, as environment variable names are by convention: a pasted token (hf_...,
+# sk-...) is refused instead of being written into the run's config.yaml
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 class HttpSection(Section):
@@ -33,8 +38,6 @@ class HttpSection(Section):
     usd_per_million_output: float | None = Field(
         None, ge=0, description="Price per million completion tokens, in US dollars.")
 
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"usd_per_million_input", "usd_per_million_output"})
 
     def usd(self, prompt_tokens: float, completion_tokens: float) -> float | None:
         """What these tokens cost at the configured prices (None: no price set)."""
@@ -69,8 +72,6 @@ class EngineSection(Section):
 
 
 class SourceSection(EngineSection):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"gpu_memory_utilization", "max_model_len", "params_b"})
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: str = Field(description="Hub id, local path, or tiny://NAME for the embedded models.")
@@ -91,7 +92,6 @@ class SourceSection(EngineSection):
 
 
 class TargetSection(Section):
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"engine", "published"})
     PLACEMENT_FIELDS: ClassVar[frozenset[str]] = frozenset({"accelerator_type"})
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -130,10 +130,6 @@ class TargetSection(Section):
 class JudgeSection(EngineSection):
     """The LLM judge of harmfulness and quality (PAPER.md, Evaluation 4-5) and its inputs."""
 
-    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"pipeline_parallel_size", "gpu_memory_utilization", "max_model_len", "params_b",
-         "jailbreak_design", "jailbreak_prompts_per_category", "jailbreak_min_votes",
-         "decoding", "preference_design", "article_sample", "safety_rows"})
 
     model: str = Field("tiny://judge", description="Hub id, local path, tiny://judge, or the "
                        "API's model name when backend is 'http'.")
@@ -293,9 +289,7 @@ class ResourcesSection(Section):
     @field_validator("node_env")
     @classmethod
     def _names_only(cls, v: list[str]) -> list[str]:
-        from synth_ray.core.node_env import NAME
-
-        bad = [x for x in v if not NAME.match(x)]
+        bad = [x for x in v if not ENV_NAME.match(x)]
         if bad:  # a token pasted here would end up in the run's config.yaml
             raise ValueError(f"{len(bad)} entr(y/ies) not an upper-case variable name: give "
                              "the name (HF_TOKEN), never the value")

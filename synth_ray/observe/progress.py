@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from synth_ray.core.terminal import FILE_ONLY, console
+from synth_ray.observe.terminal import FILE_ONLY, console
 
 log = logging.getLogger("synth_ray")
 
