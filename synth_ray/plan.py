@@ -109,14 +109,14 @@ def row_counts(cfg: ExperimentConfig) -> Counts:
 
 
 def safety_items(cfg: ExperimentConfig) -> int:
-    j = cfg.judge
-    path = Path(j.safety_prompts).expanduser()
+    judge = cfg.judge
+    path = Path(judge.safety_prompts).expanduser()
     if path.is_file() and path.suffix == ".jsonl":
         n = sum(1 for line in path.open() if line.strip())
     else:
         n = REFUSALBENCH_PROMPTS
-    n = min(n, j.max_safety_prompts or n)
-    return n * (1 + j.jailbreaks_per_prompt)
+    n = min(n, judge.max_safety_prompts or n)
+    return n * (1 + judge.jailbreaks_per_prompt)
 
 
 def engine_row(cfg: ExperimentConfig, name: str, model: str, layout: EngineSection,
@@ -277,17 +277,17 @@ def stage_target_engines(cfg: ExperimentConfig, stage: str, counts: Counts, out_
 
 def stage_judge(cfg: ExperimentConfig, counts: Counts, out_tokens: float,
                 problems: list[str]) -> dict[str, Any]:
-    j = cfg.judge
+    judge = cfg.judge
     served = len(adapter_grid(cfg)) + 1
-    n = round(served * safety_items(cfg) * 2 * (1 + j.repeat_fraction)) * len(cfg.targets)
-    tokens = n * min(MEAN_JUDGE_TOKENS, j.sampling.max_tokens)
+    n = round(served * safety_items(cfg) * 2 * (1 + judge.repeat_fraction)) * len(cfg.targets)
+    tokens = n * min(MEAN_JUDGE_TOKENS, judge.sampling.max_tokens)
     labels = stage_target_engines(cfg, "judge", counts, out_tokens, problems)
     out = {**labels, "requests": labels["requests"] + n, "output_tokens": tokens}
-    if j.backend == "http":
-        out["api_tokens"] = {"judge": _api(j.http, n * (MEAN_PROMPT_TOKENS + out_tokens),
+    if judge.backend == "http":
+        out["api_tokens"] = {"judge": _api(judge.http, n * (MEAN_PROMPT_TOKENS + out_tokens),
                                            tokens)}
         return out
-    row = engine_row(cfg, "judge", j.model, j, problems, "judge")
+    row = engine_row(cfg, "judge", judge.model, judge, problems, "judge")
     row["gpu_hours"] = round(decode_hours(tokens, row["params_b"]), 2) \
         if row["device"] == "cuda" else 0.0
     out["engines"] = [row, *labels["engines"]]

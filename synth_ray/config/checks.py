@@ -78,21 +78,21 @@ def _target_problems(cfg: ExperimentConfig) -> list[str]:
 
 def _judge_problems(cfg: ExperimentConfig) -> list[str]:
     problems: list[str] = []
-    j = cfg.judge
-    if j.backend == "http" and j.http is None:
+    judge = cfg.judge
+    if judge.backend == "http" and judge.http is None:
         problems.append("judge.http: backend 'http' needs an 'http' section with base_url")
-    if j.quality_threshold > j.quality_max:
-        problems.append(f"judge.quality_threshold: {j.quality_threshold} is above the quality "
-                        f"scale's maximum judge.quality_max={j.quality_max}")
-    if j.backend == "http" and j.decoding == "guided":
+    if judge.quality_threshold > judge.quality_max:
+        problems.append(f"judge.quality_threshold: {judge.quality_threshold} is above the quality "
+                        f"scale's maximum judge.quality_max={judge.quality_max}")
+    if judge.backend == "http" and judge.decoding == "guided":
         problems.append("judge.decoding: guided forces the answer format with vLLM's "
                         "structured output, which an API judge does not take; use sampled "
                         "(the authors' free text) or backend: vllm")
-    if (j.backend == "vllm" and j.decoding in FORCED_DECODING
-            and j.sampling.max_tokens < j.max_reason_chars + 16):
-        problems.append(f"judge.sampling.max_tokens: {j.sampling.max_tokens} cannot hold a "
-                        f"reason of judge.max_reason_chars={j.max_reason_chars} plus the score "
-                        f"line; set it to at least {j.max_reason_chars + 16}")
+    if (judge.backend == "vllm" and judge.decoding in FORCED_DECODING
+            and judge.sampling.max_tokens < judge.max_reason_chars + 16):
+        problems.append(f"judge.sampling.max_tokens: {judge.sampling.max_tokens} cannot hold a "
+                        f"reason of judge.max_reason_chars={judge.max_reason_chars} plus the score "
+                        f"line; set it to at least {judge.max_reason_chars + 16}")
     return problems
 
 

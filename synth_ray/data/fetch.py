@@ -122,13 +122,13 @@ def fetch_inputs(cfg: ExperimentConfig, to: Path, sources: dict[str, str],
     and only then renamed into place: a fetch that does not load replaces nothing."""
     from synth_ray.runtime.readiness import input_problems, is_hub_id
 
-    j = cfg.judge
+    judge = cfg.judge
     # (key, where it goes, how): an input file goes where the config names it (bundled:
     # under `to`); a hub dataset into a folder under `to`, for dataset.path
-    jobs = [("judge.articles", _dest(j.articles, to / "cnn_dailymail_test_sample.jsonl"),
+    jobs = [("judge.articles", _dest(judge.articles, to / "cnn_dailymail_test_sample.jsonl"),
              lambda t: fetch_articles(sources.get("articles", ARTICLES_REPO), t, articles)),
             ("judge.jailbreak_templates",
-             _dest(j.jailbreak_templates, to / "jailbreak_prompts.csv"),
+             _dest(judge.jailbreak_templates, to / "jailbreak_prompts.csv"),
              lambda t: fetch_jailbreaks(sources.get("jailbreaks", JAILBREAK_REPO), t))]
     if is_hub_id(cfg.dataset.path):
         jobs.append(("dataset.path", to / cfg.dataset.path.replace("/", "--"),
@@ -166,7 +166,7 @@ def fetch_inputs(cfg: ExperimentConfig, to: Path, sources: dict[str, str],
     finally:
         for tmp, _ in pending.values():
             _remove(tmp)
-    out.append(Fetched("judge.safety_prompts", None, f"{NOT_PUBLIC} {j.safety_prompts}"))
+    out.append(Fetched("judge.safety_prompts", None, f"{NOT_PUBLIC} {judge.safety_prompts}"))
     return out
 
 

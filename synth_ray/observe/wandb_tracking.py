@@ -32,8 +32,8 @@ class WandbTracker(Tracker):
         import wandb
 
         self.cfg, self.run_dir = cfg, run
-        t = cfg.tracking
-        os.environ["WANDB_MODE"] = t.wandb_mode  # read by setup_wandb in the workers too
+        tracking = cfg.tracking
+        os.environ["WANDB_MODE"] = tracking.wandb_mode  # read by setup_wandb in the workers too
         self.dir = str(run.root.resolve())
         state = self._state()
         config_hash = hash_json(cfg.model_dump(mode="json"))
@@ -42,11 +42,11 @@ class WandbTracker(Tracker):
                      "config": config_hash, "adapters": {}}
             self._save(state)
         self.id = state["id"]
-        self.run = wandb.init(project=t.experiment, name=cfg.run.name, id=self.id,
+        self.run = wandb.init(project=tracking.experiment, name=cfg.run.name, id=self.id,
                               group=self.id, job_type="pipeline", dir=self.dir,
-                              mode=t.wandb_mode, resume="allow", config=flat_params(cfg))
+                              mode=tracking.wandb_mode, resume="allow", config=flat_params(cfg))
         log.info("[tracking] W&B run %s (%s) in project %r, folder %s", self.id,
-                 t.wandb_mode, t.experiment, self.run.dir)
+                 tracking.wandb_mode, tracking.experiment, self.run.dir)
 
     def _state(self) -> dict[str, Any]:
         path = self.run_dir.path(STATE_FILE)
@@ -76,9 +76,9 @@ class WandbTracker(Tracker):
         if rid is None:
             rid = state["adapters"][job["run_name"]] = uuid.uuid4().hex[:12]
             self._save(state)
-        t = self.cfg.tracking
-        return {"backend": "wandb", "project": t.experiment, "group": self.id, "id": rid,
-                "name": job["run_name"], "mode": t.wandb_mode, "dir": self.dir}
+        tracking = self.cfg.tracking
+        return {"backend": "wandb", "project": tracking.experiment, "group": self.id, "id": rid,
+                "name": job["run_name"], "mode": tracking.wandb_mode, "dir": self.dir}
 
     def finish(self, status: str) -> None:
         self.run.finish(exit_code=0 if status == "FINISHED" else 1)

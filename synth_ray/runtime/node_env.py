@@ -29,9 +29,9 @@ def required_env(cfg: ExperimentConfig) -> dict[str, str]:
     for i, s in enumerate(cfg.sources):
         if s.backend == "http" and s.http and s.http.api_key_env:
             out.setdefault(s.http.api_key_env, f"sources.{i}.http.api_key_env ({s.name})")
-    j = cfg.judge
-    if j.backend == "http" and j.http and j.http.api_key_env:
-        out.setdefault(j.http.api_key_env, "judge.http.api_key_env")
+    judge = cfg.judge
+    if judge.backend == "http" and judge.http and judge.http.api_key_env:
+        out.setdefault(judge.http.api_key_env, "judge.http.api_key_env")
     return out
 
 

@@ -74,21 +74,22 @@ def _inputs(cfg: ExperimentConfig) -> list[tuple[str, str, object]]:
         load_safety_prompts,
     )
 
-    j = cfg.judge
-    d = cfg.dataset
+    judge = cfg.judge
+    dataset = cfg.dataset
     # the dataset: found, not parsed here; `split`, the first stage, reads it seconds in and
     # quarantines each bad row with its reason (splits/rejects.parquet), which a refusal
     # here would not keep
-    out = [("dataset.path", d.path, lambda: resolve_dataset(d.path, d.revision)),
-           ("judge.safety_prompts", j.safety_prompts,
-            lambda: load_safety_prompts(j.safety_prompts))]
-    if j.jailbreak_design == "authors":
-        out.append(("judge.jailbreak_templates", j.jailbreak_templates,
-                    lambda: load_authors_templates(j.jailbreak_templates, j.jailbreak_min_votes)))
-    elif j.jailbreaks_per_prompt:
-        out.append(("judge.jailbreak_templates", j.jailbreak_templates,
-                    lambda: load_jailbreak_templates(j.jailbreak_templates)))
-    out.append(("judge.articles", j.articles, lambda: load_articles(j.articles)))
+    out = [("dataset.path", dataset.path, lambda: resolve_dataset(dataset.path, dataset.revision)),
+           ("judge.safety_prompts", judge.safety_prompts,
+            lambda: load_safety_prompts(judge.safety_prompts))]
+    if judge.jailbreak_design == "authors":
+        out.append(("judge.jailbreak_templates", judge.jailbreak_templates,
+                    lambda: load_authors_templates(judge.jailbreak_templates,
+                                                   judge.jailbreak_min_votes)))
+    elif judge.jailbreaks_per_prompt:
+        out.append(("judge.jailbreak_templates", judge.jailbreak_templates,
+                    lambda: load_jailbreak_templates(judge.jailbreak_templates)))
+    out.append(("judge.articles", judge.articles, lambda: load_articles(judge.articles)))
     return out
 
 

@@ -59,21 +59,21 @@ def build_requests(cfg: ExperimentConfig, target: TargetSection, adapters: dict[
 
 def safety_items(ctx: Context) -> pl.DataFrame:
     """The RB and RB+J prompts, written with their provenance (and the rows quarantined)."""
-    j = ctx.cfg.judge
-    repeats = j.safety_rows == "authors"  # blank and repeated rows kept, as theirs
-    prompts, rejects = load_safety_prompts(j.safety_prompts, j.max_safety_prompts, repeats)
-    if j.jailbreak_design == "authors":
-        templates, t_rejects = load_authors_templates(j.jailbreak_templates,
-                                                      j.jailbreak_min_votes, repeats)
-        items = authors_safety_set(prompts, templates, j.jailbreak_prompts_per_category,
-                                   j.seed)
+    judge = ctx.cfg.judge
+    repeats = judge.safety_rows == "authors"  # blank and repeated rows kept, as theirs
+    prompts, rejects = load_safety_prompts(judge.safety_prompts, judge.max_safety_prompts, repeats)
+    if judge.jailbreak_design == "authors":
+        templates, t_rejects = load_authors_templates(judge.jailbreak_templates,
+                                                      judge.jailbreak_min_votes, repeats)
+        items = authors_safety_set(prompts, templates, judge.jailbreak_prompts_per_category,
+                                   judge.seed)
         rejects = pl.concat([rejects, t_rejects])
     else:
         templates = pl.DataFrame(schema={"id": pl.Utf8, "template": pl.Utf8})
-        if j.jailbreaks_per_prompt:
-            templates, t_rejects = load_jailbreak_templates(j.jailbreak_templates)
+        if judge.jailbreaks_per_prompt:
+            templates, t_rejects = load_jailbreak_templates(judge.jailbreak_templates)
             rejects = pl.concat([rejects, t_rejects])
-        items = safety_set(prompts, templates, j.jailbreaks_per_prompt, j.seed)
+        items = safety_set(prompts, templates, judge.jailbreaks_per_prompt, judge.seed)
     write_parquet(items, ctx.run.path(SAFETY_SET))
     write_parquet(rejects, ctx.run.path(SAFETY_REJECTS))
     if rejects.height:
@@ -89,17 +89,17 @@ def inputs(ctx: Context) -> dict[str, Any]:
         for _, _, name in adapter_grid(cfg):
             f = ctx.run.path(adapter_dir(t.name, name), ADAPTER_FILE)
             adapters[f"{t.name}/{name}"] = hash_file(f) if f.exists() else None
-    j = cfg.judge
+    judge = cfg.judge
     return {"test": hash_file(ctx.run.path(TEST_PATH)), "adapters": adapters,
-            "safety": {"prompts": source_hash(j.safety_prompts),
-                       "templates": source_hash(j.jailbreak_templates),
-                       "per_prompt": j.jailbreaks_per_prompt, "seed": j.seed,
-                       "limit": j.max_safety_prompts,
+            "safety": {"prompts": source_hash(judge.safety_prompts),
+                       "templates": source_hash(judge.jailbreak_templates),
+                       "per_prompt": judge.jailbreaks_per_prompt, "seed": judge.seed,
+                       "limit": judge.max_safety_prompts,
                        # the authors' design only where chosen: old runs keep their hash
-                       **({"design": "authors", "min_votes": j.jailbreak_min_votes,
-                           "per_category": j.jailbreak_prompts_per_category}
-                          if j.jailbreak_design == "authors" else {}),
-                       **({"rows": "authors"} if j.safety_rows == "authors" else {})},
+                       **({"design": "authors", "min_votes": judge.jailbreak_min_votes,
+                           "per_category": judge.jailbreak_prompts_per_category}
+                          if judge.jailbreak_design == "authors" else {}),
+                       **({"rows": "authors"} if judge.safety_rows == "authors" else {})},
             "sampling": cfg.evaluation.sampling.model_dump(), "lora": cfg.lora.model_dump(),
             "system_prompt": cfg.generation.system_prompt,
             "targets": [t.hashed() for t in cfg.targets]}
