@@ -217,7 +217,7 @@ def test_http_source_under_faults(vllm_server, tmp_path) -> None:
     from synth_ray.core.config import load_config
     from synth_ray.core.pipeline import Context
     from synth_ray.core.rundir import RunDir
-    from synth_ray.stages.report import api_spend
+    from synth_ray.report.cost import api_spend
 
     recorded = json.loads((run_dir / "manifest.json").read_text())["stages"]
     ctx = Context(load_config(run_dir / "config.yaml"), RunDir(run_dir, None))
