@@ -68,8 +68,8 @@ def main() -> None:
 
     from synth_ray.core.cluster import ensure_ray
     from synth_ray.core.config import ResourcesSection
+    from synth_ray.data.conditions import COLUMNS
     from synth_ray.data.dolly import load_dataset
-    from synth_ray.stages.build import COLUMNS
 
     rows = load_dataset("tiny://dolly-sample").rows.head(args.rows).with_columns(
         part=pl.lit(1, pl.Int32), source=pl.lit("human"), condition=pl.lit("human"),

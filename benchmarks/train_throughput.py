@@ -143,9 +143,9 @@ def main() -> None:
 
     from synth_ray.core.config import load_config
     from synth_ray.core.pipeline import open_run
+    from synth_ray.data.conditions import COLUMNS
     from synth_ray.data.dolly import load_dataset
     from synth_ray.models import resolve_model
-    from synth_ray.stages.build import COLUMNS
     from synth_ray.stages.train import jobs
     from synth_ray.train.data import encode_rows
     from synth_ray.train.driver import fit_adapter
