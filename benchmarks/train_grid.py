@@ -27,6 +27,7 @@ def stage(seeds: int, per_run: int, poll: float, rows,
     from synth_ray.config import load_config
     from synth_ray.runtime.pipeline import open_run
     from synth_ray.stages import train as trainer
+    from synth_ray.train.jobs import jobs
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-grid-"))
     (run_dir / "datasets").mkdir()
@@ -45,7 +46,7 @@ def stage(seeds: int, per_run: int, poll: float, rows,
     trainer.run(ctx)
     took = time.perf_counter() - t0
     losses = {}
-    for j in trainer.jobs(ctx):
+    for j in jobs(ctx.cfg, ctx.run):
         s = json.loads((Path(j["output"]) / "training_summary.json").read_text())
         losses[j["run_name"]] = round(s["best_val_loss"], 5)
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -67,9 +68,9 @@ def main() -> None:
     import polars as pl
 
     from synth_ray.config import ResourcesSection
+    from synth_ray.data.conditions import COLUMNS
     from synth_ray.data.dolly import load_dataset
     from synth_ray.runtime.cluster import ensure_ray
-    from synth_ray.stages.build import COLUMNS
 
     rows = load_dataset("tiny://dolly-sample").rows.head(args.rows).with_columns(
         part=pl.lit(1, pl.Int32), source=pl.lit("human"), condition=pl.lit("human"),

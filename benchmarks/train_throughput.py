@@ -142,13 +142,13 @@ def main() -> None:
     import polars as pl
 
     from synth_ray.config import load_config
+    from synth_ray.data.conditions import COLUMNS
     from synth_ray.data.dolly import load_dataset
     from synth_ray.models import resolve_model
     from synth_ray.runtime.pipeline import open_run
-    from synth_ray.stages.build import COLUMNS
-    from synth_ray.stages.train import jobs
     from synth_ray.train.data import encode_rows
     from synth_ray.train.driver import fit_adapter
+    from synth_ray.train.jobs import jobs
 
     threads = torch.get_num_threads()
     run_dir = Path(tempfile.mkdtemp(prefix="bench-train-"))
@@ -183,7 +183,7 @@ def main() -> None:
     from synth_ray.runtime.cluster import ensure_ray
 
     ensure_ray(cfg.resources)
-    job = jobs(ctx)[0]
+    job = jobs(ctx.cfg, ctx.run)[0]
     fit_adapter(job)
     hist = json.loads((Path(job["output"]) / "training_summary.json").read_text())["history"]
     steady = hist[2:]

@@ -16,8 +16,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from synth_ray.data.conditions import COLUMNS
 from synth_ray.data.dolly import load_dataset
-from synth_ray.stages.build import COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "jobs" / "configs" / "plumbing.yaml"  # random weights: quick

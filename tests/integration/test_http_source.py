@@ -215,9 +215,9 @@ def test_http_source_under_faults(vllm_server, tmp_path) -> None:
     # what the endpoint was sent, priced: the report's spend from the manifest's counts
     # equals the kept answers' own token counts at the config's prices
     from synth_ray.config import load_config
+    from synth_ray.report.cost import api_spend
     from synth_ray.runtime.pipeline import Context
     from synth_ray.runtime.rundir import RunDir
-    from synth_ray.stages.report import api_spend
 
     recorded = json.loads((run_dir / "manifest.json").read_text())["stages"]
     ctx = Context(load_config(run_dir / "config.yaml"), RunDir(run_dir, None))

@@ -8,15 +8,12 @@ import sys
 
 if __name__ == "__main__":
     from synth_ray.config import load_config
+    from synth_ray.design import summary_sources
+    from synth_ray.engines.generation import engine_groups, generate_group
     from synth_ray.runtime.cluster import ensure_ray
     from synth_ray.runtime.pipeline import Context
     from synth_ray.runtime.rundir import RunDir
-    from synth_ray.stages.generate import (
-        engine_groups,
-        generate_group,
-        load_articles_once,
-        summary_sources,
-    )
+    from synth_ray.stages.generate import load_articles_once
 
     cfg = load_config(sys.argv[1], [f"run.dir={sys.argv[2]}"])
     ctx = Context(cfg, RunDir(cfg.run.dir))

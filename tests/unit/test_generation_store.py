@@ -125,7 +125,7 @@ def test_requests_with_the_same_content_share_one_answer(tmp_path, demo_config_p
 def test_sources_built_alike_share_one_engine(demo_config_path) -> None:
     """`engine_groups`: one model under two system-turn styles is one engine start; another
     model, or the same one with other engine arguments, is an engine of its own."""
-    from synth_ray.stages.generate import engine_groups
+    from synth_ray.engines.generation import engine_groups
 
     data = yaml.safe_load(demo_config_path.read_text())
     a, b, c, d = data["sources"]

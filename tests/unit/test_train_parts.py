@@ -125,7 +125,7 @@ def test_autocast_is_refused_with_deepspeed() -> None:
 
 
 def test_train_runs_chunk_each_targets_grid_in_order() -> None:
-    from synth_ray.stages.train import train_runs
+    from synth_ray.train.jobs import train_runs
 
     def job(target: str, name: str) -> dict:
         return {"target": target, "run_name": f"{target}--{name}", "storage": "s", "config": {}}
@@ -146,8 +146,8 @@ def test_train_runs_chunk_each_targets_grid_in_order() -> None:
 def test_a_finished_adapter_of_other_settings_is_trained_again(tmp_path) -> None:
     """The job hash follows what an adapter learns from (not how it is scheduled); an
     adapter saved with another hash is not done, and its Ray Train run gets another name."""
-    from synth_ray.stages.train import job_hash
     from synth_ray.train.driver import done, train_run
+    from synth_ray.train.jobs import job_hash
 
     def cfg(**training) -> ExperimentConfig:
         return ExperimentConfig.model_validate({
