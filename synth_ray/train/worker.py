@@ -27,6 +27,7 @@ from synth_ray.train.data import LengthGroupedSampler, collate, encode_rows
 from synth_ray.train.deepspeed import gathered, zero3_config
 from synth_ray.train.loop import (
     DeepSpeedStep,
+    LoopSettings,
     TorchStep,
     TrainState,
     build_optimizer,
@@ -276,12 +277,14 @@ def train_adapter(job: dict[str, Any], ckpt) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(d))
                              if keep else None)
 
-    state = run_loop(stepper, train_loader, sampler, val_loader, plan, state, device=device,
-                     eval_every=tr.eval_every_steps, patience=tr.early_stopping_patience,
-                     n_params=n_params, report_every=tr.report_every_steps,
+    settings = LoopSettings(device=device, eval_every=tr.eval_every_steps,
+                            patience=tr.early_stopping_patience, n_params=n_params,
+                            report_every=tr.report_every_steps, autocast=tr.autocast,
+                            loss_chunk=loss_chunk)
+    state = run_loop(stepper, train_loader, sampler, val_loader, plan, state, settings,
                      report=report, on_best=on_best,
-                     fault_hook=_fault_hook(rank, job["run_name"]), autocast=tr.autocast,
-                     loss_chunk=loss_chunk, on_step=tracked and tracked.log_step)
+                     fault_hook=_fault_hook(rank, job["run_name"]),
+                     on_step=tracked and tracked.log_step)
     final = best if best is not None else trained_state()
     if tracked is not None:
         tracked.log_final({"best_val_loss": state.best_val, "best_step": state.best_step,
