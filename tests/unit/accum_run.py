@@ -14,7 +14,7 @@ from synth_ray.core.config import TargetSection, TrainingSection
 from synth_ray.train.data import IGNORE, collate
 from synth_ray.train.deepspeed import zero3_config
 from synth_ray.train.loop import LoopSettings, TrainState, plan_steps, run_loop
-from synth_ray.train.worker import build_stepper
+from synth_ray.train.recipe import build_stepper
 
 N_EXAMPLES = 20  # micro-batches of 8 on one worker: 8, 8, 4 -> the epoch's last step is short
 EPOCHS = 2
