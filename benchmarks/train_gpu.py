@@ -102,6 +102,7 @@ def synth_ray_loop(model, data, batch: int, device: str, padding_free: bool = Fa
     here: Ray's cost is measured on CPU); padded batches and the model's loss unless
     asked (issue 22)."""
     from synth_ray.train.loop import (
+        LoopSettings,
         TorchStep,
         TrainState,
         build_optimizer,
@@ -114,9 +115,10 @@ def synth_ray_loop(model, data, batch: int, device: str, padding_free: bool = Fa
     plan = plan_steps(len(data), batch, 1, 1, epochs=1, warmup_ratio=0.03)
     opt = build_optimizer(model, 5e-5, 0.01)
     step = TorchStep(model, opt, build_scheduler(opt, "cosine", plan), 1.0)
-    state = run_loop(step, dl, sampler, None, plan, TrainState(), device=device,
-                     eval_every=10**9, patience=5, n_params=n_params(model), report_every=10,
-                     report=lambda m, save: None, on_best=lambda: None, loss_chunk=chunk)
+    settings = LoopSettings(device=device, eval_every=10**9, patience=5,
+                            n_params=n_params(model), report_every=10, loss_chunk=chunk)
+    state = run_loop(step, dl, sampler, None, plan, TrainState(), settings,
+                     report=lambda m, save: None, on_best=lambda: None)
     steady = state.history[2:]
     del opt, step
     mfus = [h["mfu"] for h in steady if "mfu" in h]

@@ -213,23 +213,35 @@ def evaluate(model, loader, device, loss_chunk: int | None = None) -> float:
     return mean_across_workers(total, count, device)
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """What `run_loop` is told, apart from the live objects it drives."""
+
+    device: Any  # where batches go: "cpu", or the worker's torch.device
+    eval_every: int  # validate (and checkpoint) every this many optimizer steps
+    patience: int  # validations without improvement before an early stop
+    n_params: int  # the model's parameter count, for MFU
+    report_every: int = 1  # report (without a checkpoint) every this many steps
+    autocast: str = "none"  # torch.autocast's dtype, or "none"
+    loss_chunk: int | None = None  # tokens at a time for the loss, or the model's own (None)
+
+
 def run_loop(
-    stepper, train_loader, sampler, val_loader, plan: Plan, state: TrainState, *,
-    device, eval_every: int, patience: int, n_params: int, report_every: int = 1,
-    report: Callable[[dict[str, float], bool], None],
+    stepper, train_loader, sampler, val_loader, plan: Plan, state: TrainState,
+    settings: LoopSettings, *, report: Callable[[dict[str, float], bool], None],
     on_best: Callable[[], None], fault_hook: Callable[[int], None] | None = None,
-    autocast: str = "none", loss_chunk: int | None = None,
     on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainState:
     """Train until `plan.total_steps` or early stop. `report(metrics, save_checkpoint)` is
-    called every `report_every` optimizer steps and at every validation (with a
+    called every `settings.report_every` optimizer steps and at every validation (with a
     checkpoint); `on_best()` when validation loss improves. Every step's metrics go into
     `state.history`. Batches are padded or padding-free (`data.collate*`); `loss_chunk`
     tokens at a time for the loss (`loss.py`), or the model's own loss (None)."""
+    device, loss_chunk = settings.device, settings.loss_chunk
     model = stepper.model
     model.train()
     peak = peak_flops()
-    amp = mixed_precision(device, autocast)
+    amp = mixed_precision(device, settings.autocast)
     world = world_size()
     while state.step < plan.total_steps and not state.stopped_early:
         sampler.set_epoch(state.epoch)  # same shuffle on resume
@@ -262,9 +274,9 @@ def run_loop(
                        "lr": stepper.lr(), "tokens": step_tokens, "step_time_s": dt,
                        "tokens_per_s": step_tokens / dt if dt else 0.0}
             tps = metrics["tokens_per_s"]
-            if (m := mfu(tps, n_params, peak)) is not None:
+            if (m := mfu(tps, settings.n_params, peak)) is not None:
                 metrics["mfu"] = m
-            save = state.step % eval_every == 0 or state.step >= plan.total_steps
+            save = state.step % settings.eval_every == 0 or state.step >= plan.total_steps
             if save:
                 with amp():
                     val = (evaluate(model, val_loader, device, loss_chunk) if val_loader
@@ -275,11 +287,11 @@ def run_loop(
                     on_best()
                 else:
                     state.bad_evals += 1
-                    state.stopped_early = state.bad_evals >= patience
+                    state.stopped_early = state.bad_evals >= settings.patience
             state.history.append(metrics)
             if on_step:  # every step's metrics (experiment tracking)
                 on_step(metrics)
-            if save or state.step % report_every == 0:
+            if save or state.step % settings.report_every == 0:
                 report(metrics, save)
             if fault_hook:
                 fault_hook(state.step)

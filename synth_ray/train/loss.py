@@ -10,7 +10,7 @@ most one chunk's logits exist, in the forward and again in the backward. The mat
 transformers' `ForCausalLMLoss`: sum of -log p(target) over targets / number of targets.
 
 Used where `lm_head` is frozen (LoRA) and not partitioned (DDP, not ZeRO-3); elsewhere the
-caller uses the model's own loss and says so (`worker.py`).
+caller uses the model's own loss and says so (`recipe.py`).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ import torch
 from synth_ray.config import TargetSection, TrainingSection
 from synth_ray.train.data import IGNORE, collate
 from synth_ray.train.deepspeed import zero3_config
-from synth_ray.train.loop import TrainState, plan_steps, run_loop
-from synth_ray.train.worker import build_stepper
+from synth_ray.train.loop import LoopSettings, TrainState, plan_steps, run_loop
+from synth_ray.train.recipe import build_stepper
 
 N_EXAMPLES = 20  # micro-batches of 8 on one worker: 8, 8, 4 -> the epoch's last step is short
 EPOCHS = 2
@@ -70,9 +70,9 @@ def run_case(path: str, case: dict, rank: int, world: int) -> dict:
     ds_cfg = zero3_config(tr, target, accum) if zero3 else None
     wrap = None if zero3 or world == 1 else torch.nn.parallel.DistributedDataParallel
     stepper, _, _ = build_stepper(model, tr, plan, ds_cfg, wrap=wrap)
-    state = run_loop(stepper, loader, sampler, None, plan, TrainState(), device="cpu",
-                     eval_every=1000, patience=5, n_params=1, report=lambda m, s: None,
-                     on_best=lambda: None)
+    settings = LoopSettings(device="cpu", eval_every=1000, patience=5, n_params=1)
+    state = run_loop(stepper, loader, sampler, None, plan, TrainState(), settings,
+                     report=lambda m, s: None, on_best=lambda: None)
     named = [(n, p) for n, p in model.named_parameters() if "lora_" in n]
     if zero3:
         import deepspeed

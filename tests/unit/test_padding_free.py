@@ -96,6 +96,7 @@ def test_a_short_run_trains_the_same_adapter_padding_free_and_chunked(target_pat
     from torch.utils.data import DataLoader, DistributedSampler
 
     from synth_ray.train.loop import (
+        LoopSettings,
         TorchStep,
         TrainState,
         build_optimizer,
@@ -115,9 +116,10 @@ def test_a_short_run_trains_the_same_adapter_padding_free_and_chunked(target_pat
         opt = build_optimizer(model, 1e-3, 0.0)
         step = TorchStep(model, opt, build_scheduler(opt, "cosine", plan), 1.0)
         torch.manual_seed(7)
-        run_loop(step, loader, sampler, None, plan, TrainState(), device="cpu", eval_every=100,
-                 patience=5, n_params=1, report=lambda m, s: None, on_best=lambda: None,
-                 loss_chunk=chunk)
+        settings = LoopSettings(device="cpu", eval_every=100, patience=5, n_params=1,
+                                loss_chunk=chunk)
+        run_loop(step, loader, sampler, None, plan, TrainState(), settings,
+                 report=lambda m, s: None, on_best=lambda: None)
         return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
 
     padded = train(False, None)
