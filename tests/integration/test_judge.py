@@ -68,7 +68,7 @@ def test_label_probabilities_equal_transformers(judged) -> None:
     """p(A) = P(A) / (P(A) + P(B)) of the first answer token, vLLM vs transformers."""
     from synth_ray.core.pipeline import Context
     from synth_ray.core.rundir import RunDir
-    from synth_ray.stages.judge import pair_requests, summaries_by_source
+    from synth_ray.judging.self_preference import pair_requests, summaries_by_source
 
     cfg, run_dir = judged
     pairs = pl.read_parquet(run_dir / "judge" / "tiny-target" / "pairs.parquet")
@@ -342,7 +342,7 @@ def _check_processed_label_probabilities(run_dir: Path, cfg) -> None:
     from synth_ray.core.pipeline import Context
     from synth_ray.core.rundir import RunDir
     from synth_ray.prompts import RANK_SYSTEM
-    from synth_ray.stages.judge import pair_requests, summaries_by_source
+    from synth_ray.judging.self_preference import pair_requests, summaries_by_source
 
     pairs = pl.read_parquet(run_dir / "judge" / "tiny-target" / "pairs.parquet")
     assert pairs.height == 3 * 6 * 4

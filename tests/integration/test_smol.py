@@ -146,7 +146,7 @@ def test_label_probabilities_equal_transformers(smol_run) -> None:
     from synth_ray.core.config import load_config
     from synth_ray.core.pipeline import Context
     from synth_ray.core.rundir import RunDir
-    from synth_ray.stages.judge import pair_requests, summaries_by_source
+    from synth_ray.judging.self_preference import pair_requests, summaries_by_source
 
     cfg, run_dir = smol_run
     pairs = pl.read_parquet(run_dir / "judge" / "smol" / "pairs.parquet")
