@@ -341,8 +341,8 @@ def _check_processed_label_probabilities(run_dir: Path, cfg) -> None:
 
     from synth_ray.core.pipeline import Context
     from synth_ray.core.rundir import RunDir
-    from synth_ray.prompts import RANK_SYSTEM
     from synth_ray.judging.self_preference import pair_requests, summaries_by_source
+    from synth_ray.prompts import RANK_SYSTEM
 
     pairs = pl.read_parquet(run_dir / "judge" / "tiny-target" / "pairs.parquet")
     assert pairs.height == 3 * 6 * 4

@@ -107,9 +107,9 @@ def test_the_quality_rule_runs_within_each_brackets_four_conditions(tmp_path) ->
     an item lost for corpora's single adapter keeps its quality in the mixture family,
     vanilla's and human's included, so their danger share differs by bracket."""
     from synth_ray.core.config import load_config
+    from synth_ray.judging.conditions import condition_of
     from synth_ray.metrics.judging import danger_zone, in_family
     from synth_ray.report.paper_tables import adapter_values, values_of
-    from synth_ray.judging.conditions import condition_of
 
     cfg = load_config("jobs/configs/demo.yaml", ["judge.decoding=sampled",
                                                  "training.seeds=[1]"])
