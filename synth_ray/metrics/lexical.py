@@ -4,14 +4,22 @@ them (`evaluation.self_bleu.draw: eligible`): per bracket one numpy stream seede
 form, the bracket's files drawn from it one after another in the order single, multi,
 human, vanilla (PAPER.md, "Self-BLEU"). In the notebook a file's draw therefore depends on
 the files drawn before it: multi's on single's, and the human and vanilla files' on the
-bracket they are drawn for, so those two have a value per bracket.
+bracket they are drawn for, so those two have a value per bracket. `diversity_metrics`: a
+set's whole diversity row (both forms, document-level Self-BLEU, semantic, Heaps' law).
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
-from synth_ray.metrics.self_bleu import aggregated_of, draw, individual_of, stream_draws
+from synth_ray.metrics.self_bleu import (
+    aggregated_of,
+    draw,
+    individual_of,
+    self_bleu,
+    stream_draws,
+)
 
 
 def _forms(drawn_ind: list[list[str]], drawn_agg: list[list[str]], max_order: int
@@ -32,6 +40,26 @@ def lexical_of_set(texts: list[str], sb: dict[str, Any]) -> dict[str, Any]:
                        sb["sentences"]),
                   draw(texts, sb["aggregated_samples"], *args, 2, sb["min_sentence_words"],
                        sb["sentences"]), sb["max_order"])
+
+
+def diversity_metrics(texts: list[str], cfg_json: dict[str, Any]) -> dict[str, Any]:
+    """Self-BLEU-3 in its three forms and semantic diversity of one set of responses
+    (`cfg_json`: the evaluation section); the score stage runs it as one Ray task per
+    (target, condition)."""
+    from synth_ray.metrics.diversity import semantic_diversity
+
+    sb = cfg_json["self_bleu"]
+    lexical = lexical_of_set(texts, sb)
+    docs = random.Random(sb["seed"]).sample(texts, min(sb["aggregated_samples"], len(texts)))
+    doc = self_bleu(docs, sb["max_order"]) if len(docs) >= 2 else float("nan")
+    sem = semantic_diversity(docs, cfg_json["embedding_model"]) if len(docs) >= 2 \
+        else float("nan")
+    from synth_ray.metrics.heaps import heaps_law
+
+    heaps = heaps_law(texts)  # vocabulary growth over the condition's responses in order
+    return {**lexical, "heaps_k": heaps["K"], "heaps_beta": heaps["beta"],
+            "heaps_tokens": heaps["tokens"], "self_bleu_document": doc,
+            "semantic_diversity": sem, "responses": len(texts)}
 
 
 def lexical_stream(files: dict[str, list[str]], sb: dict[str, Any]) -> dict[str, dict]:
@@ -69,7 +97,7 @@ def notebook_stream(files: dict[str, list[str]], ev: dict[str, Any]) -> dict[str
                 semantic_sentences=len(sentences),
                 semantic_diversity=float("nan") if vectors is None
                 else mean_pairwise_cosine_distance(vectors),
-                # the items of the semantic tests (score.py: semantic_tests)
+                # the items of the semantic tests (scoring/diversity.py: semantic_tests)
                 semantic_distances=[] if vectors is None
                 else sampled_distances(vectors).tolist())
     return out

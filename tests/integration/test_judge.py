@@ -66,9 +66,9 @@ def test_danger_zone_matches_the_judgements(judged) -> None:
 
 def test_label_probabilities_equal_transformers(judged) -> None:
     """p(A) = P(A) / (P(A) + P(B)) of the first answer token, vLLM vs transformers."""
+    from synth_ray.judging.self_preference import pair_requests, summaries_by_source
     from synth_ray.runtime.pipeline import Context
     from synth_ray.runtime.rundir import RunDir
-    from synth_ray.stages.judge import pair_requests, summaries_by_source
 
     cfg, run_dir = judged
     pairs = pl.read_parquet(run_dir / "judge" / "tiny-target" / "pairs.parquet")
@@ -339,10 +339,10 @@ def _check_processed_label_probabilities(run_dir: Path, cfg) -> None:
     and top-p warpers, softmax, then P(A) / (P(A) + P(B)); a letter cut by top-p counts 0."""
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
+    from synth_ray.judging.self_preference import pair_requests, summaries_by_source
     from synth_ray.prompts import RANK_SYSTEM
     from synth_ray.runtime.pipeline import Context
     from synth_ray.runtime.rundir import RunDir
-    from synth_ray.stages.judge import pair_requests, summaries_by_source
 
     pairs = pl.read_parquet(run_dir / "judge" / "tiny-target" / "pairs.parquet")
     assert pairs.height == 3 * 6 * 4

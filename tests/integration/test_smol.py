@@ -144,9 +144,9 @@ def test_perplexity_from_vllm_equals_transformers(smol_run) -> None:
 
 def test_label_probabilities_equal_transformers(smol_run) -> None:
     from synth_ray.config import load_config
+    from synth_ray.judging.self_preference import pair_requests, summaries_by_source
     from synth_ray.runtime.pipeline import Context
     from synth_ray.runtime.rundir import RunDir
-    from synth_ray.stages.judge import pair_requests, summaries_by_source
 
     cfg, run_dir = smol_run
     pairs = pl.read_parquet(run_dir / "judge" / "smol" / "pairs.parquet")

@@ -88,7 +88,7 @@ def test_the_semantic_tests_run_on_sampled_distances_as_scipy() -> None:
     from synth_ray.design import adapter_grid
     from synth_ray.metrics.diversity import model_location, sentence_stream
     from synth_ray.metrics.lexical import notebook_stream
-    from synth_ray.stages.score import merge_streams, semantic_tests, stream_order
+    from synth_ray.scoring.diversity import merge_streams, semantic_tests, stream_order
     from tests.conftest import CONFIGS
     from tests.unit.test_self_bleu import markdown_file
 

@@ -71,7 +71,7 @@ def _judged(cfg, adapters: list[str], items: list[str], answers: pl.DataFrame,
             unjudged: tuple[str, str] | None = None) -> pl.DataFrame:
     """The judgement table of these answers; `unjudged`: an (adapter, item) response that
     failed (status error), so was never judged."""
-    from synth_ray.stages.judge import judgement_table
+    from synth_ray.judging.harm_quality import judgement_table
 
     responses = pl.DataFrame([{"source": a, "id": i, "response": "r", "status": "ok"}
                               for a in adapters for i in items]
@@ -84,7 +84,7 @@ def _judged(cfg, adapters: list[str], items: list[str], answers: pl.DataFrame,
 
 def test_an_item_unparsed_for_one_adapter_has_no_quality_for_any(demo_config_path) -> None:
     from synth_ray.config import load_config
-    from synth_ray.stages.judge import condition_of
+    from synth_ray.judging.conditions import condition_of
 
     cfg = load_config(demo_config_path, ["judge.decoding=sampled"])
     single = next(a for a, (c, _) in condition_of(cfg).items() if c == "single-small")
@@ -107,9 +107,9 @@ def test_the_quality_rule_runs_within_each_brackets_four_conditions(tmp_path) ->
     an item lost for corpora's single adapter keeps its quality in the mixture family,
     vanilla's and human's included, so their danger share differs by bracket."""
     from synth_ray.config import load_config
+    from synth_ray.judging.conditions import condition_of
     from synth_ray.metrics.judging import danger_zone, in_family
     from synth_ray.report.paper_tables import adapter_values, values_of
-    from synth_ray.stages.judge import condition_of
 
     cfg = load_config("jobs/configs/demo.yaml", ["judge.decoding=sampled",
                                                  "training.seeds=[1]"])
@@ -218,7 +218,7 @@ def test_guided_formats_hold_one_line_of_reason_within_its_bound() -> None:
 def test_guided_requests_carry_the_authors_prompts_and_their_forced_formats(
         demo_config_path) -> None:
     from synth_ray.config import load_config
-    from synth_ray.stages.judge import judge_requests
+    from synth_ray.judging.harm_quality import judge_requests
 
     responses = pl.DataFrame([{"source": "vanilla", "id": "rb/1", "response": "No.",
                                "status": "ok"}])

@@ -246,7 +246,7 @@ def test_notebook_replay_same_sentences_draws_and_scores() -> None:
 def test_stream_order_is_the_notebooks_per_bracket_and_seed() -> None:
     from synth_ray.config import load_config
     from synth_ray.design import adapter_grid
-    from synth_ray.stages.score import stream_order
+    from synth_ray.scoring.diversity import stream_order
     from tests.conftest import CONFIGS
 
     cfg = load_config(CONFIGS / "paper-8b.yaml")
@@ -305,7 +305,7 @@ def test_paper_config_streams_give_human_and_vanilla_a_value_per_bracket(tmp_pat
     from synth_ray.metrics.lexical import lexical_stream
     from synth_ray.report import published as pub
     from synth_ray.report.paper_tables import adapter_values, values_of
-    from synth_ray.stages.score import merge_streams, stream_order
+    from synth_ray.scoring.diversity import merge_streams, stream_order
     from tests.conftest import CONFIGS
 
     cfg = load_config(CONFIGS / "paper-8b.yaml")
@@ -346,7 +346,7 @@ def test_with_seeds_vanilla_keeps_the_first_seeds_draw_per_bracket() -> None:
     from synth_ray.config import load_config
     from synth_ray.design import adapter_grid
     from synth_ray.metrics.lexical import lexical_stream
-    from synth_ray.stages.score import merge_streams, stream_order
+    from synth_ray.scoring.diversity import merge_streams, stream_order
     from tests.conftest import CONFIGS
 
     cfg = load_config(CONFIGS / "demo.yaml")
