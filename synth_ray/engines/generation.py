@@ -25,7 +25,7 @@ from synth_ray.engines.store import (
     GenerationStore,
     build_requests,
     parts_per_source,
-    request_row,
+    source_row,
 )
 from synth_ray.prompts import summarise_messages
 from synth_ray.runtime.pipeline import Context
@@ -43,10 +43,9 @@ def summary_requests(cfg: ExperimentConfig, source: SourceSection,
     gen = cfg.generation.sampling
     sampling = {**gen.model_dump(), "max_tokens": cfg.judge.summary_max_tokens,
                 "min_tokens": min(gen.min_tokens, cfg.judge.summary_max_tokens)}
-    rows = [request_row(a["id"], 0, source.name, source.model, source.model, source.revision,
-                        source.bracket, source.backend, sampling,
-                        summarise_messages(a["article"], cfg.generation.system_prompt,
-                                           source.system_turn, cfg.judge.preference_design))
+    rows = [source_row(a["id"], 0, source, sampling,
+                       summarise_messages(a["article"], cfg.generation.system_prompt,
+                                          source.system_turn, cfg.judge.preference_design))
             for a in articles.iter_rows(named=True)]
     return pl.DataFrame(rows, schema=REQUEST_SCHEMA)
 

@@ -77,7 +77,7 @@ def row_seed(key: str, base: int | None) -> int | None:
     return None if base is None else (int(key[:8], 16) + base) % (2**31 - 1)
 
 
-def request_row(row_id: str, part: int, source: str, key_model: str, model_id: str,
+def request_row(row_id: str, part: int, *, source: str, key_model: str, model_id: str,
                 revision: str | None, bracket: str | None, backend: str, sampling: dict,
                 messages: list[dict]) -> dict:
     """One request in REQUEST_SCHEMA. `key_model` is what the answer depends on (for an
@@ -90,16 +90,23 @@ def request_row(row_id: str, part: int, source: str, key_model: str, model_id: s
             "seed": row_seed(key, sampling["seed"])}
 
 
+def source_row(row_id: str, part: int, source: SourceSection, sampling: dict,
+               messages: list[dict]) -> dict:
+    """A request that `source` answers with its own model."""
+    return request_row(row_id, part, source=source.name, key_model=source.model,
+                       model_id=source.model, revision=source.revision, bracket=source.bracket,
+                       backend=source.backend, sampling=sampling, messages=messages)
+
+
 def build_requests(
     cfg: ExperimentConfig, source: SourceSection, parts: dict[int, pl.DataFrame]
 ) -> pl.DataFrame:
     """One request per row of the parts this source answers."""
     sampling = cfg.generation.sampling.model_dump()
     rows = [
-        request_row(r["id"], k, source.name, source.model, source.model, source.revision,
-                    source.bracket, source.backend, sampling,
-                    chat_messages(r["instruction"], r["context"], cfg.generation.system_prompt,
-                                  source.system_turn))
+        source_row(r["id"], k, source, sampling,
+                   chat_messages(r["instruction"], r["context"], cfg.generation.system_prompt,
+                                 source.system_turn))
         for k in sorted(parts) for r in parts[k].iter_rows(named=True)
     ]
     return pl.DataFrame(rows, schema=REQUEST_SCHEMA)

@@ -42,32 +42,35 @@ def judge_requests(cfg: ExperimentConfig, responses: pl.DataFrame,
     """Two requests (harm, quality) per judged response, a second copy of a share of them.
     The judge sees the safety set's `prompt`: the bare request (it rates what was asked),
     or with `judge.jailbreak_design: authors` the wrapped one, as the authors' judge did."""
-    j = cfg.judge
-    sampling = j.sampling.model_dump()
+    judge = cfg.judge
+    sampling = judge.sampling.model_dump()
     bare = dict(items.select("item_id", "prompt").iter_rows())
-    top = {"harm": 5, "quality": j.quality_max}
-    regex = {kind: answer_regex(j.decoding, kind, top[kind], j.max_reason_chars)
+    top = {"harm": 5, "quality": judge.quality_max}
+    regex = {kind: answer_regex(judge.decoding, kind, top[kind], judge.max_reason_chars)
              for kind in KINDS}
-    forced = j.backend == "vllm" and j.decoding in FORCED_DECODING
+    forced = judge.backend == "vllm" and judge.decoding in FORCED_DECODING
     rows = []
     for r in responses.filter(pl.col("status").is_in(JUDGED)).iter_rows(named=True):
         prompt = bare[r["id"]]
-        msgs = {"harm": harm_messages(prompt, r["response"], j.decoding),
-                "quality": quality_messages(prompt, r["response"], j.quality_max, j.decoding)}
-        twice = repeated(f"{r['source']}/{r['id']}", j.repeat_fraction, j.seed)
+        msgs = {"harm": harm_messages(prompt, r["response"], judge.decoding),
+                "quality": quality_messages(prompt, r["response"], judge.quality_max,
+                                            judge.decoding)}
+        twice = repeated(f"{r['source']}/{r['id']}", judge.repeat_fraction, judge.seed)
         for kind in KINDS:
             for rep in (1, 2) if twice else (1,):
                 who = "judge" if rep == 1 else "judge-repeat"  # a distinct key: sent again
-                row = request_row(f"{kind}|{r['source']}|{r['id']}|{rep}", 0, who, j.model,
-                                  j.model, j.revision, None, j.backend, sampling, msgs[kind])
+                row = request_row(f"{kind}|{r['source']}|{r['id']}|{rep}", 0, source=who,
+                                  key_model=judge.model, model_id=judge.model,
+                                  revision=judge.revision, bracket=None, backend=judge.backend,
+                                  sampling=sampling, messages=msgs[kind])
                 rows.append({**row, "guide_regex": regex[kind] if forced else ""})
     return pl.DataFrame(rows, schema={**REQUEST_SCHEMA, "guide_regex": pl.Utf8})
 
 
 def parse_answers(cfg: ExperimentConfig, raw: pl.DataFrame) -> pl.DataFrame:
     """One row per judge answer: kind, adapter, item, repeat, score or the failure."""
-    j = cfg.judge
-    constrained = j.backend == "vllm" and j.decoding == "constrained"
+    judge = cfg.judge
+    constrained = judge.backend == "vllm" and judge.decoding == "constrained"
     rows = []
     for r in raw.iter_rows(named=True):
         kind, adapter, rest = r["id"].split("|", 2)  # item ids may hold "|" themselves
@@ -76,7 +79,7 @@ def parse_answers(cfg: ExperimentConfig, raw: pl.DataFrame) -> pl.DataFrame:
         if r["status"] == "error":
             score, err = None, f"judge call failed: {r['error']}"
         else:
-            p = (parse_score(r["response"], top, constrained) if j.decoding == "constrained"
+            p = (parse_score(r["response"], top, constrained) if judge.decoding == "constrained"
                  else parse_harm_tags(r["response"]) if kind == "harm"
                  else parse_quality_line(r["response"], top))
             score, err = p.score, p.error

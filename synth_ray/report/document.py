@@ -19,15 +19,15 @@ from synth_ray.runtime.rundir import hash_file
 
 def rehearsal_section(cfg) -> list[str]:
     """A rehearsal's report opens with what was swapped: its numbers are the stand-ins'."""
-    r = cfg.rehearsal
-    if r is None:
+    rehearsal = cfg.rehearsal
+    if rehearsal is None:
         return []
-    return ["## Rehearsal", f"A rehearsal of `{r.config}` (`synth-ray rehearse`): every stage "
-            "ran with the config's own settings except these swaps; the numbers below are "
+    return ["## Rehearsal", f"A rehearsal of `{rehearsal.config}` (`synth-ray rehearse`): every "
+            "stage ran with the config's own settings except these swaps; the numbers below are "
             "the stand-ins', not the study's.",
             md_table(["key", "config", "rehearsal", "why"],
                      [[f"`{w.key}`", f"`{w.real}`", f"`{w.stand_in}`", w.why]
-                      for w in r.swaps])]
+                      for w in rehearsal.swaps])]
 
 
 def build_markdown(ctx: Context, plots: Path) -> tuple[str, list[str]]:

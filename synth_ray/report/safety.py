@@ -149,7 +149,7 @@ def harm_tests(table: pl.DataFrame, brackets: list[str]) -> str | None:
 
 
 def safety_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
-    j = ctx.cfg.judge
+    judge = ctx.cfg.judge
     parts, images = [], []
     for target in ctx.cfg.targets:
         base = ctx.run.path(judge_dir(target.name))
@@ -167,13 +167,15 @@ def safety_section(ctx: Context, plots: Path) -> tuple[str, list[str]]:
                        s["consistency"]["mean_abs_diff"]]
                       for k, s in summary["judge"].items()]
         name = f"danger_{target.name}.png"
-        scatter_plot(table, j.harm_threshold, j.quality_threshold, j.quality_max, plots / name,
-                     f"{target.name}: quality vs harm ({j.model})", list(ctx.cfg.brackets()))
+        scatter_plot(table, judge.harm_threshold, judge.quality_threshold, judge.quality_max,
+                     plots / name, f"{target.name}: quality vs harm ({judge.model})",
+                     list(ctx.cfg.brackets()))
         images.append(name)
         text = [
             f"### {target.name}",
-            f"Judge `{j.model}` ({j.backend}). Danger zone: harm >= {j.harm_threshold} and "
-            f"quality >= {j.quality_threshold}; share of responses whose two scores parsed "
+            f"Judge `{judge.model}` ({judge.backend}). Danger zone: harm >= "
+            f"{judge.harm_threshold} and "
+            f"quality >= {judge.quality_threshold}; share of responses whose two scores parsed "
             "(mean and SD over seeds):",
             md_table(["condition", "prompt set", "harm", "quality", "danger share", "adapters"],
                 rows),

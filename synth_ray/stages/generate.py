@@ -43,18 +43,18 @@ log = logging.getLogger("synth_ray")
 
 
 def load_articles_once(ctx: Context) -> pl.DataFrame:
-    j = ctx.cfg.judge
-    articles, rejects = load_articles(j.articles, j.max_articles, j.article_sample)
+    judge = ctx.cfg.judge
+    articles, rejects = load_articles(judge.articles, judge.max_articles, judge.article_sample)
     write_parquet(articles, ctx.run.path(ARTICLES))
     write_parquet(rejects, ctx.run.path(ARTICLE_REJECTS))
     if rejects.height:
         log.warning("[generate] %d article row(s) quarantined in %s", rejects.height,
                     ARTICLE_REJECTS)
-    if j.max_articles and articles.height < j.max_articles:  # no sample drawn: all of them
+    if judge.max_articles and articles.height < judge.max_articles:  # no sample drawn: all of them
         log.warning("[generate] %s holds %d usable article(s), fewer than judge.max_articles "
-                    "= %d: all of them are summarised%s", j.articles, articles.height,
-                    j.max_articles, " (no authors' sample drawn)"
-                    if j.article_sample == "authors" else "")
+                    "= %d: all of them are summarised%s", judge.articles, articles.height,
+                    judge.max_articles, " (no authors' sample drawn)"
+                    if judge.article_sample == "authors" else "")
     return articles
 
 

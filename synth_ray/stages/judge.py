@@ -49,15 +49,15 @@ log = logging.getLogger("synth_ray")
 
 
 def judge_spec(cfg: ExperimentConfig) -> EngineSpec:
-    j = cfg.judge
-    return EngineSpec.of("judge", j.model, j.revision, j.trust_remote_code, j)
+    judge = cfg.judge
+    return EngineSpec.of("judge", judge.model, judge.revision, judge.trust_remote_code, judge)
 
 
 def judge_processor(cfg: ExperimentConfig):
-    j = cfg.judge
-    if j.backend == "http":
-        return http_processor(cfg, j.http, j.model, j.sampling, "judge")
-    return vllm_processor(cfg, judge_spec(cfg), j.sampling)
+    judge = cfg.judge
+    if judge.backend == "http":
+        return http_processor(cfg, judge.http, judge.model, judge.sampling, "judge")
+    return vllm_processor(cfg, judge_spec(cfg), judge.sampling)
 
 
 def judge_target(ctx: Context, target: TargetSection, items: pl.DataFrame) -> dict[str, Any]:
@@ -65,9 +65,9 @@ def judge_target(ctx: Context, target: TargetSection, items: pl.DataFrame) -> di
     responses = pl.read_parquet(ctx.run.path(responses_path(target.name, "safety")))
     requests = hq.judge_requests(cfg, responses, items)
     store = GenerationStore(ctx.run.path(judge_dir(target.name)), "raw")
-    j = cfg.judge
-    window = None if j.backend == "http" else EngineWindow.of(cfg, judge_spec(cfg))
-    raw, stats = answer_many(ctx, "judge", f"judge of {target.name!r} ({j.model})",
+    judge = cfg.judge
+    window = None if judge.backend == "http" else EngineWindow.of(cfg, judge_spec(cfg))
+    raw, stats = answer_many(ctx, "judge", f"judge of {target.name!r} ({judge.model})",
                              [(requests, store)], lambda: judge_processor(cfg), window)
     answers = hq.parse_answers(cfg, raw[0])
     table = hq.judgement_table(cfg, target.name, responses, items, answers)

@@ -51,8 +51,9 @@ def build_requests(cfg: ExperimentConfig, target: TargetSection, adapters: dict[
         weights = hash_file(path / ADAPTER_FILE)  # a retrained adapter answers again
         for r in prompts.iter_rows(named=True):
             msgs = chat_messages(r["instruction"], r["context"], cfg.generation.system_prompt)
-            row = request_row(r["id"], 0, name, f"{target.model}+lora:{weights}", target.model,
-                              target.revision, None, "vllm", sampling, msgs)
+            row = request_row(r["id"], 0, source=name, key_model=f"{target.model}+lora:{weights}",
+                              model_id=target.model, revision=target.revision, bracket=None,
+                              backend="vllm", sampling=sampling, messages=msgs)
             rows.append({**row, "lora_path": str(path.resolve())})
     return pl.DataFrame(rows, schema={**REQUEST_SCHEMA, "lora_path": pl.Utf8})
 
