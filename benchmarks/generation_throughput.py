@@ -48,7 +48,8 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     import ray
 
     from synth_ray.engines.answering import EngineWindow, _normalise, _stream, chat_prompts
-    from synth_ray.engines.processors import EngineSpec, vllm_processor
+    from synth_ray.engines.layout import EngineRun, EngineSpec
+    from synth_ray.engines.processors import vllm_processor
     from synth_ray.engines.store import GenerationStore, build_requests
     from synth_ray.engines.tokenizers import engine_tokenizer
     from synth_ray.runtime.cluster import ensure_ray
@@ -58,14 +59,15 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     source = cfg.sources[0]
     requests = build_requests(cfg, source, {1: rows})
     spec = EngineSpec.of_source(source)
-    prompts, _ = chat_prompts(requests, EngineWindow.of(cfg, spec))  # as the generate stage
+    # as the generate stage
+    prompts, _ = chat_prompts(requests, EngineWindow.of(cfg.generation, spec))
     requests = requests.with_columns(prompt=pl.col("gen_key").replace_strict(prompts))
-    proc = vllm_processor(cfg, spec)
+    proc = vllm_processor(EngineRun.of(cfg), spec)
     ds = proc(ray.data.from_arrow(requests.rename({"messages": "messages_json"}).to_arrow()))
     store = GenerationStore(Path(tempfile.mkdtemp()), source.name)
     tokens = 0
     for batch in _stream(ds, cfg.generation.shard_rows, 3600):
-        frame = _normalise(batch, engine_tokenizer(EngineWindow.of(cfg, spec).model))
+        frame = _normalise(batch, engine_tokenizer(EngineWindow.of(cfg.generation, spec).model))
         store.write_shard(frame)  # the real path writes every shard to disk
         tokens += int(frame["completion_tokens"].sum())
     t_end = time.perf_counter()

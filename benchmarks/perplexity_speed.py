@@ -73,7 +73,7 @@ def main() -> None:
     del llm
 
     from synth_ray.engines.answering import score_rows
-    from synth_ray.engines.processors import EngineSpec
+    from synth_ray.engines.layout import EngineRun, EngineSpec
     from synth_ray.runtime.cluster import ensure_ray
 
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "jobs", "configs",
@@ -86,7 +86,7 @@ def main() -> None:
                        schema={"score_key": pl.Utf8, "token_ids": pl.List(pl.Int64),
                                "start": pl.Int64, "lora_path": pl.Utf8})
     t = time.perf_counter()
-    got = score_rows(cfg, EngineSpec(cfg.targets[0].model), req).sort(
+    got = score_rows(EngineRun.of(cfg), EngineSpec(cfg.targets[0].model), req).sort(
         pl.col("score_key").cast(pl.Int64))
     t_pipe = time.perf_counter() - t
     worst = max(abs(a - b) / b for a, b in zip(raw, hf))

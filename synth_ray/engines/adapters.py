@@ -15,7 +15,7 @@ from pathlib import Path
 
 from synth_ray.config import LoRASection, TargetSection
 from synth_ray.design import VANILLA, adapter_dir, adapter_grid
-from synth_ray.engines.processors import EngineSpec
+from synth_ray.engines.layout import EngineSpec
 from synth_ray.models import resolve_model
 from synth_ray.runtime.pipeline import Context
 from synth_ray.train.lora import ADAPTER_FILE, peft_config

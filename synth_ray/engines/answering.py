@@ -16,9 +16,9 @@ from typing import Any
 
 import polars as pl
 
-from synth_ray.config import ExperimentConfig
+from synth_ray.config import GenerationSection
+from synth_ray.engines.layout import EngineRun, EngineSpec
 from synth_ray.engines.processors import (
-    EngineSpec,
     _finish,
     _py,
     decode_rows,
@@ -112,9 +112,9 @@ class EngineWindow:
     trust_remote_code: bool = False
 
     @classmethod
-    def of(cls, cfg: ExperimentConfig, spec: EngineSpec) -> EngineWindow:
+    def of(cls, generation: GenerationSection, spec: EngineSpec) -> EngineWindow:
         model = resolve_model(spec.model)
-        return cls(model, engine_context(cfg.generation.max_model_len, spec.engine_kwargs,
+        return cls(model, engine_context(generation.max_model_len, spec.engine_kwargs,
                                          model, spec.trust_remote_code),
                    spec.trust_remote_code)
 
@@ -182,7 +182,8 @@ def answer_many(ctx: Context, stage: str, label: str,
                               for r in bad.iter_rows(named=True)]))
             todo = todo.filter(~pl.col("gen_key").is_in(list(refused)))
     with track(stage, label, todo.height) as bar:
-        _, resent = _send(cfg, todo, make_processor, tokenizer, write, bar, stage, label)
+        _, resent = _send(cfg.generation, todo, make_processor, tokenizer, write, bar, stage,
+                          label)
     finals = [store.consolidate(req) for req, store in jobs]
     final = pl.concat(finals)
     wall = time.time() - t0
@@ -210,7 +211,7 @@ def answer_many(ctx: Context, stage: str, label: str,
     return finals, summary
 
 
-def _send(cfg: ExperimentConfig, send: pl.DataFrame, make_processor, tokenizer, write,
+def _send(gen: GenerationSection, send: pl.DataFrame, make_processor, tokenizer, write,
           bar, stage: str, label: str) -> tuple[int, int]:
     """Stream `send` through fresh pipelines until every row came back (or the retries of
     lost blocks ran out). Returns (rows written, rows sent again)."""
@@ -218,7 +219,7 @@ def _send(cfg: ExperimentConfig, send: pl.DataFrame, make_processor, tokenizer, 
 
     written, resent = 0, 0
     seen: set[str] = set()
-    for attempt in range(cfg.generation.block_retries + 1):
+    for attempt in range(gen.block_retries + 1):
         if not send.height:
             break
         if attempt:
@@ -228,7 +229,7 @@ def _send(cfg: ExperimentConfig, send: pl.DataFrame, make_processor, tokenizer, 
             # error rows at consolidation and is retried by a rerun.
             log.warning("[%s] %s: %d row(s) lost with a failed block; sending them again "
                         "(pass %d of %d, generation.block_retries)", stage, label,
-                        send.height, attempt + 1, cfg.generation.block_retries + 1)
+                        send.height, attempt + 1, gen.block_retries + 1)
             resent += send.height
             bar.set_total(bar.total + send.height)
         # A failed block must not kill the rest of the work (see above).
@@ -240,12 +241,12 @@ def _send(cfg: ExperimentConfig, send: pl.DataFrame, make_processor, tokenizer, 
         table = send.rename({"messages": "messages_json"}).to_arrow()
         ds = processor(ray.data.from_arrow(
             [table.slice(i, n) for i in range(0, table.num_rows, n)]))
-        for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
+        for batch in _stream(ds, gen.shard_rows, gen.stall_timeout_s):
             rows = _normalise(batch, tokenizer)
             write(rows)
             seen.update(rows["gen_key"])
             written += len(batch)
-            _crash_point(written // cfg.generation.shard_rows)
+            _crash_point(written // gen.shard_rows)
             bar.update(written)
         send = send.filter(~pl.col("gen_key").is_in(list(seen)))
     return written, resent
@@ -257,7 +258,7 @@ LABEL_SCHEMA = {"pair_key": pl.Utf8, "logprob_a": pl.Float64, "logprob_b": pl.Fl
                 "p_a": pl.Float64, "error": pl.Utf8}
 
 
-def read_rows(cfg: ExperimentConfig, processor, requests: pl.DataFrame,
+def read_rows(gen: GenerationSection, processor, requests: pl.DataFrame,
               schema: dict[str, pl.DataType], stage: str, label: str) -> pl.DataFrame:
     """Run requests through a reading processor (log-probs, not text) and collect its rows
     in `schema`, whose first column is the row key. A failed row keeps its key and error."""
@@ -268,7 +269,7 @@ def read_rows(cfg: ExperimentConfig, processor, requests: pl.DataFrame,
     ds = processor(ray.data.from_arrow(requests.to_arrow()))
     out = []
     with track(stage, label, requests.height) as bar:
-        for batch in _stream(ds, cfg.generation.shard_rows, cfg.generation.stall_timeout_s):
+        for batch in _stream(ds, gen.shard_rows, gen.stall_timeout_s):
             out += [_read_row(r, schema, key) for r in batch]
             bar.update(len(out))
     return pl.DataFrame(out, schema=schema)
@@ -281,17 +282,18 @@ def _read_row(r: dict[str, Any], schema: dict[str, pl.DataType], key: str) -> di
     return row
 
 
-def score_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame) -> pl.DataFrame:
+def score_rows(run: EngineRun, spec: EngineSpec, requests: pl.DataFrame) -> pl.DataFrame:
     """Perplexity of every request (score_key, token_ids, start, lora_path) in one engine."""
-    rows = read_rows(cfg, scoring_processor(cfg, spec), requests, SCORE_SCHEMA, "score",
+    rows = read_rows(run.generation, scoring_processor(run, spec), requests, SCORE_SCHEMA,
+                     "score",
                      f"perplexity ({Path(spec.model).name})")
     return rows.with_columns(pl.col("n_tokens").fill_null(0))
 
 
-def label_rows(cfg: ExperimentConfig, spec: EngineSpec, requests: pl.DataFrame,
+def label_rows(run: EngineRun, spec: EngineSpec, requests: pl.DataFrame,
                label_ids: list[int], sampling: dict[str, float] | None = None) -> pl.DataFrame:
     """Renormalised first-token label probability p_a of every pairwise request
     (pair_key, prompt: the templated text, messages_json, lora_path) in one engine."""
-    return read_rows(cfg, label_processor(cfg, spec, label_ids, sampling), requests,
+    return read_rows(run.generation, label_processor(run, spec, label_ids, sampling), requests,
                      LABEL_SCHEMA,
                      "judge", f"self-preference labels ({Path(spec.model).name})")

@@ -19,7 +19,8 @@ from synth_ray.config import ExperimentConfig, SourceSection
 from synth_ray.design import generation_path, part_path, probe_path, summary_path, summary_sources
 from synth_ray.engines.answering import EngineWindow, answer_many
 from synth_ray.engines.http import http_processor
-from synth_ray.engines.processors import EngineSpec, vllm_processor
+from synth_ray.engines.layout import EngineRun, EngineSpec
+from synth_ray.engines.processors import vllm_processor
 from synth_ray.engines.store import (
     REQUEST_SCHEMA,
     GenerationStore,
@@ -105,15 +106,15 @@ def generate_group(ctx: Context, names: list[str], plan: dict[str, list[int]],
 
     def make():
         if first.backend == "http":
-            return http_processor(cfg, first.http, first.model, cfg.generation.sampling,
+            return http_processor(first.http, first.model, cfg.generation.sampling,
                                   f"source {first.name!r}")
-        return vllm_processor(cfg, group_spec(cfg, names))
+        return vllm_processor(EngineRun.of(cfg), group_spec(cfg, names))
 
     who = f"source {first.name!r}" if len(names) == 1 else \
         f"sources {', '.join(repr(n) for n in names)} (one engine)"
     label = f"{who} ({first.backend}, {first.model})"
     window = None if first.backend == "http" else EngineWindow.of(
-        cfg, EngineSpec.of_source(first))
+        cfg.generation, EngineSpec.of_source(first))
     finals, whole = answer_many(ctx, "generate", label, [(r, st) for _, _, r, st in owned],
                                 make, window)
     out = {}

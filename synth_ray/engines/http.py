@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from synth_ray.config import ExperimentConfig, HttpSection, SamplingSection
+from synth_ray.config import HttpSection, SamplingSection
 from synth_ray.engines.processors import LIGHT, _finish, _row_sampling, light_map
 
 
@@ -63,8 +63,8 @@ def api_key(http: HttpSection | None, who: str) -> str | None:
     return key
 
 
-def http_processor(cfg: ExperimentConfig, http: HttpSection | None, model: str,
-                   sampling: SamplingSection, who: str):
+def http_processor(http: HttpSection | None, model: str, sampling: SamplingSection,
+                   who: str):
     """An OpenAI-compatible chat endpoint: a source (`who`: "source 'x'") or the judge."""
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
 

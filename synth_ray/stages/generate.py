@@ -34,7 +34,7 @@ from synth_ray.design import (
 )
 from synth_ray.engines.generation import engine_groups, generate_groups, group_spec, work_plan
 from synth_ray.engines.http import api_key
-from synth_ray.engines.processors import engine_record
+from synth_ray.engines.layout import EngineRun, engine_record
 from synth_ray.runtime.cluster import check_resources, ensure_ray
 from synth_ray.runtime.pipeline import Context, StageOutput
 from synth_ray.runtime.rundir import hash_file, write_parquet
@@ -124,6 +124,6 @@ def run(ctx: Context) -> StageOutput:
         outputs, rows,
         f"{len(plan)} source(s), {sum(rows.values())} rows, {total_err} error rows",
         {"sources": summaries,
-         "engines": [engine_record(cfg, group_spec(cfg, g)) for g in groups
+         "engines": [engine_record(EngineRun.of(cfg), group_spec(cfg, g)) for g in groups
                      if cfg.source(g[0]).backend == "vllm"]},
     )

@@ -34,7 +34,8 @@ from synth_ray.design import (
 from synth_ray.engines.adapters import adapters_of, lora_engine
 from synth_ray.engines.answering import EngineWindow, answer_many, chat_prompts, label_rows
 from synth_ray.engines.http import api_key, http_processor
-from synth_ray.engines.processors import EngineSpec, engine_record, vllm_processor
+from synth_ray.engines.layout import EngineRun, EngineSpec, engine_record
+from synth_ray.engines.processors import vllm_processor
 from synth_ray.engines.store import GenerationStore
 from synth_ray.engines.tokenizers import engine_tokenizer
 from synth_ray.judging import harm_quality as hq
@@ -48,16 +49,11 @@ from synth_ray.runtime.rundir import atomic_write_text, hash_file, write_parquet
 log = logging.getLogger("synth_ray")
 
 
-def judge_spec(cfg: ExperimentConfig) -> EngineSpec:
-    judge = cfg.judge
-    return EngineSpec.of("judge", judge.model, judge.revision, judge.trust_remote_code, judge)
-
-
 def judge_processor(cfg: ExperimentConfig):
     judge = cfg.judge
     if judge.backend == "http":
-        return http_processor(cfg, judge.http, judge.model, judge.sampling, "judge")
-    return vllm_processor(cfg, judge_spec(cfg), judge.sampling)
+        return http_processor(judge.http, judge.model, judge.sampling, "judge")
+    return vllm_processor(EngineRun.of(cfg), EngineSpec.of_judge(judge), judge.sampling)
 
 
 def judge_target(ctx: Context, target: TargetSection, items: pl.DataFrame) -> dict[str, Any]:
@@ -66,7 +62,8 @@ def judge_target(ctx: Context, target: TargetSection, items: pl.DataFrame) -> di
     requests = hq.judge_requests(cfg, responses, items)
     store = GenerationStore(ctx.run.path(judge_dir(target.name)), "raw")
     judge = cfg.judge
-    window = None if judge.backend == "http" else EngineWindow.of(cfg, judge_spec(cfg))
+    window = (None if judge.backend == "http"
+              else EngineWindow.of(cfg.generation, EngineSpec.of_judge(judge)))
     raw, stats = answer_many(ctx, "judge", f"judge of {target.name!r} ({judge.model})",
                              [(requests, store)], lambda: judge_processor(cfg), window)
     answers = hq.parse_answers(cfg, raw[0])
@@ -96,8 +93,8 @@ def spb_target(ctx: Context, target: TargetSection) -> dict[str, Any]:
              requests.height, len(adapters))
     spec = lora_engine(ctx, target, len(adapters))
     prompts, refused = chat_prompts(requests.select("pair_key", messages="messages_json"),
-                                    EngineWindow.of(cfg, spec), key="pair_key")
-    got = label_rows(cfg, spec, sp.with_prompts(requests, prompts), ids,
+                                    EngineWindow.of(cfg.generation, spec), key="pair_key")
+    got = label_rows(EngineRun.of(cfg), spec, sp.with_prompts(requests, prompts), ids,
                      RANK_SAMPLING if design == "authors" else None)
     pairs = sp.judged_pairs(requests, got, refused)
     table = sp.spb_table(cfg, pairs, target.self_source)
@@ -144,7 +141,10 @@ def run(ctx: Context) -> StageOutput:
                           json.dumps(extra[target.name], indent=2, default=float) + "\n")
         outputs.append(f"{base}/judge_summary.json")
         rows[target.name] = extra[target.name]["calls"]["rows"]
-    engines = [engine_record(cfg, judge_spec(cfg))] if cfg.judge.backend == "vllm" else []
-    engines += [engine_record(cfg, lora_engine(ctx, t, 1)) for t in cfg.targets if t.self_source]
+    run = EngineRun.of(cfg)
+    engines = ([engine_record(run, EngineSpec.of_judge(cfg.judge))]
+               if cfg.judge.backend == "vllm" else [])
+    engines += [engine_record(run, lora_engine(ctx, t, 1)) for t in cfg.targets
+                if t.self_source]
     return StageOutput(outputs, rows, f"{sum(rows.values())} judge answers for "
                        f"{len(cfg.targets)} target(s)", {"targets": extra, "engines": engines})

@@ -32,7 +32,8 @@ from synth_ray.design import (
 )
 from synth_ray.engines.adapters import adapters_of, lora_engine
 from synth_ray.engines.answering import EngineWindow, answer_many
-from synth_ray.engines.processors import engine_record, vllm_processor
+from synth_ray.engines.layout import EngineRun, engine_record
+from synth_ray.engines.processors import vllm_processor
 from synth_ray.engines.store import REQUEST_SCHEMA, GenerationStore, request_row
 from synth_ray.prompts import chat_messages
 from synth_ray.runtime.pipeline import Context, StageOutput
@@ -121,11 +122,11 @@ def run(ctx: Context) -> StageOutput:
         jobs = [(build_requests(cfg, target, adapters, test), GenerationStore(folder, "test")),
                 (build_requests(cfg, target, adapters, safety), GenerationStore(folder, "safety"))]
         spec = lora_engine(ctx, target, len(adapters))
-        engines.append(engine_record(cfg, spec))
+        engines.append(engine_record(EngineRun.of(cfg), spec))
         _, summary = answer_many(
             ctx, "respond", f"target {target.name!r} ({len(adapters)} adapters)", jobs,
-            lambda spec=spec: vllm_processor(cfg, spec, cfg.evaluation.sampling),
-            EngineWindow.of(cfg, spec))
+            lambda spec=spec: vllm_processor(EngineRun.of(cfg), spec, cfg.evaluation.sampling),
+            EngineWindow.of(cfg.generation, spec))
         outputs += [responses_path(target.name), responses_path(target.name, "safety")]
         rows[target.name] = summary["rows"]
         summaries[target.name] = summary

@@ -26,7 +26,7 @@ from synth_ray.config import TargetSection
 from synth_ray.design import SELF_BLEU_ITEMS, SEMANTIC_ITEMS, TEST_PATH, responses_path, score_dir
 from synth_ray.engines.adapters import adapters_of, lora_engine
 from synth_ray.engines.answering import EngineWindow, score_rows
-from synth_ray.engines.processors import EngineSpec, engine_record
+from synth_ray.engines.layout import EngineRun, EngineSpec, engine_record
 from synth_ray.engines.tokenizers import engine_tokenizer
 from synth_ray.metrics.lexical import diversity_metrics
 from synth_ray.models import resolve_model
@@ -48,9 +48,9 @@ log = logging.getLogger("synth_ray")
 def perplexities(ctx: Context, spec: EngineSpec, requests: pl.DataFrame) -> pl.DataFrame:
     # a sequence with no room in the engine's context is refused here, not by vLLM (a
     # batch mixing refused and scored rows is lost to Ray Data; see answering.chat_prompts)
-    context = EngineWindow.of(ctx.cfg, spec).max_model_len  # the engine's own window
+    context = EngineWindow.of(ctx.cfg.generation, spec).max_model_len  # the engine's own window
     fits = requests["token_ids"].list.len() < context
-    scored = score_rows(ctx.cfg, spec, requests.filter(fits).select(
+    scored = score_rows(EngineRun.of(ctx.cfg), spec, requests.filter(fits).select(
         "score_key", "token_ids", "start", "lora_path"))
     scored = pl.concat([scored, too_long(requests.filter(~fits), context)],
                        how="diagonal_relaxed")
@@ -79,7 +79,7 @@ def score_target(ctx: Context, target: TargetSection, test: pl.DataFrame,
     log.info("[score] %s: %d perplexity requests, %d diversity tasks", target.name,
              requests.height, len(pending))
     spec = lora_engine(ctx, target, len(adapters))
-    engine = engine_record(cfg, spec)
+    engine = engine_record(EngineRun.of(cfg), spec)
     scores = perplexities(ctx, spec, requests)
     diversity = diversity_of(cfg, target.name, {c: ray.get(r) for c, r in pending.items()},
                              None if streams is None

@@ -25,9 +25,9 @@ from ray.util import remove_placement_group
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table
 
 from synth_ray.config import load_config
-from synth_ray.engines.processors import EngineSpec, _reading_engine, laid_out
+from synth_ray.engines.layout import EngineRun, EngineSpec, laid_out
+from synth_ray.engines.processors import _reading_engine
 from synth_ray.runtime.cluster import train_scaling
-from synth_ray.stages.judge import judge_spec
 
 
 def nodes() -> dict[str, dict]:
@@ -57,8 +57,8 @@ def engine_requests(cfg, specs: list[EngineSpec]) -> list[tuple]:
     is the actor itself, with the bundle's resources and the accelerator type."""
     out = []
     for spec in specs:
-        spec, _ = laid_out(cfg, spec)
-        built = _reading_engine(cfg, spec)
+        spec, _ = laid_out(EngineRun.of(cfg), spec)
+        built = _reading_engine(EngineRun.of(cfg), spec)
         stage = vLLMEngineStage(
             fn_constructor_kwargs={"engine_kwargs": dict(built.engine_kwargs),
                                    "placement_group_config": dict(built.placement_group_config)},
@@ -98,7 +98,7 @@ def stage_requests(cfg) -> list[tuple[str, list[tuple]]]:
     sources = [EngineSpec.of_source(s) for s in cfg.sources if s.backend == "vllm"]
     return [("generate", engine_requests(cfg, sources)), ("train", train_requests(cfg)),
             ("respond", engine_requests(cfg, targets)),
-            ("judge", engine_requests(cfg, [judge_spec(cfg)]))]
+            ("judge", engine_requests(cfg, [EngineSpec.of_judge(cfg.judge)]))]
 
 
 def placed(handles: list) -> tuple[list[dict], str, list[list[str]]]:

@@ -144,12 +144,8 @@ def test_engines_are_built_as_the_plan_says() -> None:
     """The processor config each engine gets (what Ray is asked for) against `plan`'s row:
     GPU bundles per tensor x pipeline parallel worker for the paper, one CPU bundle for the
     demo; no fp32 CPU settings on a GPU engine."""
-    from synth_ray.engines.processors import (
-        EngineSpec,
-        _engine_config,
-        _engine_kwargs,
-        laid_out,
-    )
+    from synth_ray.engines.layout import EngineRun, EngineSpec, laid_out
+    from synth_ray.engines.processors import _engine_config, _engine_kwargs
     from synth_ray.plan import make_plan
 
     # plumbing: random-weight toy models, built in seconds (demo's are pre-trained)
@@ -163,10 +159,10 @@ def test_engines_are_built_as_the_plan_says() -> None:
         specs += [EngineSpec.of(f"target {t.name}", t.model, None, False, t.engine)
                   for t in cfg.targets]
         for spec in specs:
-            spec, on_gpu = laid_out(cfg, spec)
+            spec, on_gpu = laid_out(EngineRun.of(cfg), spec)
             assert on_gpu == gpu
-            kwargs = _engine_kwargs(cfg, spec, gpu)
-            built = _engine_config(cfg, spec, dict(kwargs), gpu)
+            kwargs = _engine_kwargs(EngineRun.of(cfg), spec, gpu)
+            built = _engine_config(EngineRun.of(cfg), spec, dict(kwargs), gpu)
             row = rows[spec.name]
             asked = [{k: v for k, v in b.items() if v} for b in
                      built.placement_group_config["bundles"]]  # Ray adds "GPU": 0.0

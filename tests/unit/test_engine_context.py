@@ -15,7 +15,8 @@ import pytest
 
 from synth_ray.config import load_config
 from synth_ray.engines.answering import EngineWindow, chat_prompts
-from synth_ray.engines.processors import EngineSpec, _engine_kwargs
+from synth_ray.engines.layout import EngineRun, EngineSpec
+from synth_ray.engines.processors import _engine_kwargs
 from synth_ray.engines.tokenizers import model_window
 from synth_ray.models import resolve_model
 
@@ -52,10 +53,10 @@ def test_paper_configs_give_each_engine_its_models_own_window(tmp_path, path) ->
         if s.backend == "http":
             continue
         spec = replace(EngineSpec.of_source(s), model=str(llama))
-        window = EngineWindow.of(cfg, spec)
+        window = EngineWindow.of(cfg.generation, spec)
         assert window.max_model_len == 131072, s.name
         # what vLLM is given is what the driver checked prompts against
-        assert _engine_kwargs(cfg, spec, gpu=True)["max_model_len"] == 131072, s.name
+        assert _engine_kwargs(EngineRun.of(cfg), spec, gpu=True)["max_model_len"] == 131072, s.name
 
 
 def test_a_long_context_row_fits_the_models_window_not_a_fixed_4096(tmp_path) -> None:
@@ -63,10 +64,10 @@ def test_a_long_context_row_fits_the_models_window_not_a_fixed_4096(tmp_path) ->
     spec = replace(EngineSpec.of_source(cfg.source("llama-3.1-8b")),
                    model=str(with_window(tmp_path, "llama-3.1", 131072)))
     row = long_row(6000)  # a long-context row: with a 1,024-token answer, past 4,096
-    prompts, refused = chat_prompts(row, EngineWindow.of(cfg, spec))
+    prompts, refused = chat_prompts(row, EngineWindow.of(cfg.generation, spec))
     assert list(prompts) == ["k"] and refused == {}
     fixed = load_config(PAPER[0], ["generation.max_model_len=4096"])
-    prompts, refused = chat_prompts(row, EngineWindow.of(fixed, spec))
+    prompts, refused = chat_prompts(row, EngineWindow.of(fixed.generation, spec))
     assert prompts == {} and "the engine's context is 4096" in refused["k"]
 
 
@@ -74,12 +75,12 @@ def test_the_window_caps_the_context_and_a_section_number_wins(tmp_path) -> None
     cfg = load_config(PAPER[0])
     gemma = replace(EngineSpec.of_source(cfg.source("gemma-2-9b")),
                     model=str(with_window(tmp_path, "gemma-2", 8192)))
-    _, refused = chat_prompts(long_row(9000), EngineWindow.of(cfg, gemma))
+    _, refused = chat_prompts(long_row(9000), EngineWindow.of(cfg.generation, gemma))
     assert "the engine's context is 8192" in refused["k"]  # past the model's own window
     # a model section's own number is that engine's context, "model" elsewhere
     own = replace(gemma, engine_kwargs={**gemma.engine_kwargs, "max_model_len": 2048})
-    assert EngineWindow.of(cfg, own).max_model_len == 2048
-    assert _engine_kwargs(cfg, own, gpu=True)["max_model_len"] == 2048
+    assert EngineWindow.of(cfg.generation, own).max_model_len == 2048
+    assert _engine_kwargs(EngineRun.of(cfg), own, gpu=True)["max_model_len"] == 2048
 
 
 def test_a_model_without_a_stated_window_is_a_clear_error(tmp_path) -> None:

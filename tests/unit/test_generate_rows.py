@@ -144,7 +144,8 @@ def test_light_stages_run_one_task_per_engine() -> None:
     from synth_ray.config import load_config
     from synth_ray.config.model_sections import HttpSection
     from synth_ray.engines.http import http_processor
-    from synth_ray.engines.processors import EngineSpec, scoring_processor, vllm_processor
+    from synth_ray.engines.layout import EngineRun, EngineSpec
+    from synth_ray.engines.processors import scoring_processor, vllm_processor
 
     cfg = load_config("jobs/configs/plumbing.yaml")
     spec = replace(EngineSpec.of_source(cfg.sources[0]), replicas=3)
@@ -154,11 +155,10 @@ def test_light_stages_run_one_task_per_engine() -> None:
              log_to_driver=False)
     try:
         for build in (vllm_processor, scoring_processor):
-            p = build(cfg, spec)
+            p = build(EngineRun.of(cfg), spec)
             for kwargs in (p.preprocess_map_kwargs, p.postprocess_map_kwargs):
                 assert kwargs == {"num_cpus": 0, "compute": TaskPoolStrategy(size=3)}, build
-        p = http_processor(cfg, HttpSection(base_url="http://127.0.0.1:9/v1",
-                                            concurrency=4),
+        p = http_processor(HttpSection(base_url="http://127.0.0.1:9/v1", concurrency=4),
                            "m", cfg.generation.sampling, "source 'x'")
         for kwargs in (p.preprocess_map_kwargs, p.postprocess_map_kwargs):
             assert kwargs == {"num_cpus": 0, "compute": TaskPoolStrategy(size=1)}
