@@ -42,7 +42,7 @@ __all__ = [
     "DatasetSection", "EngineSection", "EvaluationSection", "ExperimentConfig",
     "GenerationSection", "HttpSection", "JudgeSection", "LoRASection", "PerplexitySection",
     "RehearsalSection", "ResourcesSection", "RunSection", "SamplingSection", "Section",
-    "SelfBleuSection", "SourceSection", "SplitSection", "SourceSection", "TargetSection",
+    "SelfBleuSection", "SourceSection", "SplitSection", "TargetSection",
     "TrackingSection", "TrainingSection", "apply_overrides", "dump_config", "load_config",
     "parse_overrides", "validate_config",
 ]

@@ -1,6 +1,6 @@
-"""The keys each section's stage input hash held when this list was frozen (commit after
-6c885e5, from the sections' fields then, less those added after runs were made and those
-that only say where work runs). Never edited: a field that is not here, i.e. any field
+"""The keys each section's stage input hash held when this list was frozen (dde2d6a): the
+sections' fields then, less those added after runs were made and those that only say
+where work runs. Never edited: a field that is not here, i.e. any field
 added since, is left out of the hash while it holds its default (`Section.hashed`), so
 upgrading synth-ray redoes no finished stage and a new field needs no list; set to anything
 else, it counts. tests/unit/test_config.py pins the shipped configs' section hashes."""

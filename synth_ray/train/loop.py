@@ -148,13 +148,6 @@ def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def sum_across_workers(x: float, device) -> float:
-    t = torch.tensor([x], dtype=torch.float64, device=device)
-    if _distributed():
-        torch.distributed.all_reduce(t)
-    return float(t[0])
-
-
 def sums_across_workers(values: list[float], device) -> list[float]:
     """Each value summed over every worker, in one all-reduce."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
