@@ -21,11 +21,12 @@ from typing import Any
 from synth_ray.config import (
     SamplingSection,
 )
+from synth_ray.engines.batching import concurrent_batches, with_offline_limits
 from synth_ray.engines.layout import EngineRun, EngineSpec, laid_out
 from synth_ray.engines.store import classify
 from synth_ray.engines.tokenizers import engine_context
 from synth_ray.models import resolve_model
-from synth_ray.runtime.cluster import engine_env, engine_placement
+from synth_ray.runtime.cluster import engine_env, engine_placement, gpu_type
 from synth_ray.runtime.node_models import models_env
 
 # The light map stages around an engine (pre/postprocess: dict shuffling) ask for no CPU.
@@ -181,15 +182,19 @@ def _engine_config(run: EngineRun, spec: EngineSpec, engine_kwargs: dict[str, An
     placement = engine_placement(run.resources, spec.tensor_parallel_size,
                                  spec.pipeline_parallel_size, spec.accelerator_type, gpu)
     accelerator_type = placement.pop("accelerator_type")
+    seqs = engine_kwargs.get("max_num_seqs")
     log.info("engine %s: %s on %s, tensor x pipeline parallel %d x %d, %d replica(s), "
-             "bundles per replica %s (%s) on %s", spec.name or "?", spec.model,
+             "bundles per replica %s (%s) on %s; %s", spec.name or "?", spec.model,
              "cuda" if gpu else "cpu (vLLM-cpu, fp32)", spec.tensor_parallel_size,
              spec.pipeline_parallel_size, spec.replicas, placement["bundles"],
-             placement["strategy"], accelerator_type or ("any GPU" if gpu else "CPU"))
+             placement["strategy"], accelerator_type or ("any GPU" if gpu else "CPU"),
+             f"{seqs} sequences and {engine_kwargs.get('max_num_batched_tokens')} tokens a "
+             "step at most" if seqs else "vLLM's engine batch defaults")
     return vLLMEngineProcessorConfig(
         model_source=model_source,
         engine_kwargs=engine_kwargs,
         batch_size=run.generation.batch_size,
+        max_concurrent_batches=concurrent_batches(seqs, run.generation.batch_size),
         concurrency=spec.replicas,
         should_continue_on_error=True,
         log_engine_metrics=False,
@@ -237,6 +242,9 @@ def vllm_processor(run: EngineRun, spec: EngineSpec,
     # offset"): seed the engine once instead; rows then depend on batch composition.
     if not gpu and sampling.seed is not None:
         engine_kwargs.setdefault("seed", sampling.seed)
+    world = spec.tensor_parallel_size * spec.pipeline_parallel_size
+    engine_kwargs = with_offline_limits(engine_kwargs, gpu,
+                                        gpu_type(run.resources, spec.accelerator_type), world)
     config = _engine_config(run, spec, engine_kwargs, gpu)
     return build_processor(
         config,

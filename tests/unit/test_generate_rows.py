@@ -158,6 +158,12 @@ def test_light_stages_run_one_task_per_engine() -> None:
             p = build(EngineRun.of(cfg), spec)
             for kwargs in (p.preprocess_map_kwargs, p.postprocess_map_kwargs):
                 assert kwargs == {"num_cpus": 0, "compute": TaskPoolStrategy(size=3)}, build
+        # a generating engine schedules as vLLM's LLM class on a CPU (engines/batching.py),
+        # with Ray keeping twice that many rows in flight; a reading one keeps vLLM's own
+        made = vllm_processor(EngineRun.of(cfg), spec).config
+        assert made.engine_kwargs["max_num_seqs"] == 256
+        assert made.max_concurrent_batches * made.batch_size >= 2 * 256
+        assert "max_num_seqs" not in scoring_processor(EngineRun.of(cfg), spec).config.engine_kwargs
         p = http_processor(HttpSection(base_url="http://127.0.0.1:9/v1", concurrency=4),
                            "m", cfg.generation.sampling, "source 'x'")
         for kwargs in (p.preprocess_map_kwargs, p.postprocess_map_kwargs):
