@@ -63,11 +63,15 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     prompts, _ = chat_prompts(requests, EngineWindow.of(cfg.generation, spec))
     requests = requests.with_columns(prompt=pl.col("gen_key").replace_strict(prompts))
     proc = vllm_processor(EngineRun.of(cfg), spec)
-    ds = proc(ray.data.from_arrow(requests.rename({"messages": "messages_json"}).to_arrow()))
+    # as answering.answer_many: the engine gets the templated prompt, the messages stay on
+    # the driver and go back on each answer before its shard is written
+    ds = proc(ray.data.from_arrow(requests.drop("messages").to_arrow()))
+    messages = requests.select("gen_key", "messages")
     store = GenerationStore(Path(tempfile.mkdtemp()), source.name)
+    tokenizer = engine_tokenizer(EngineWindow.of(cfg.generation, spec).model)
     tokens = 0
     for batch in _stream(ds, cfg.generation.shard_rows, 3600):
-        frame = _normalise(batch, engine_tokenizer(EngineWindow.of(cfg.generation, spec).model))
+        frame = _normalise(batch, tokenizer).drop("messages").join(messages, on="gen_key")
         store.write_shard(frame)  # the real path writes every shard to disk
         tokens += int(frame["completion_tokens"].sum())
     t_end = time.perf_counter()

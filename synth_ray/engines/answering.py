@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from synth_ray.config import GenerationSection
+from synth_ray.engines import processors
 from synth_ray.engines.layout import EngineRun, EngineSpec
 from synth_ray.engines.processors import (
     _finish,
@@ -139,6 +140,24 @@ def chat_prompts(todo: pl.DataFrame, window: EngineWindow,
     return prompts, refused
 
 
+def _unanswered(jobs: list[tuple[pl.DataFrame, GenerationStore]]
+                ) -> tuple[list[pl.DataFrame], pl.DataFrame, dict[str, list[int]]]:
+    """Each job's requests without an answer, all of them once by content key, and which
+    jobs asked for each key. The driver holds the requests' text once where it can: at the
+    paper's size the judge alone sends ~100,000 prompts of a few KB, and every copy (a
+    concat, a dedup, a dict of prompts, the messages sent through Ray and back) costs the
+    driver that much again (docs/benchmarks.md, "How the cost grows")."""
+    todos = [store.pending(req) for req, store in jobs]
+    todo = todos[0] if len(todos) == 1 else pl.concat(todos)
+    if todo["gen_key"].is_duplicated().any():
+        todo = todo.unique("gen_key", keep="first", maintain_order=True)
+    route: dict[str, list[int]] = {}
+    for i, t in enumerate(todos):
+        for k in t["gen_key"]:
+            route.setdefault(k, []).append(i)
+    return todos, todo, route
+
+
 def answer_many(ctx: Context, stage: str, label: str,
                 jobs: list[tuple[pl.DataFrame, GenerationStore]],
                 make_processor, window: EngineWindow | None = None,
@@ -148,18 +167,16 @@ def answer_many(ctx: Context, stage: str, label: str,
     that cannot fit the engine's context become error rows without being sent."""
 
     cfg = ctx.cfg
-    todos = [store.pending(req) for req, store in jobs]
-    todo = pl.concat(todos).unique("gen_key", keep="first", maintain_order=True)
-    route: dict[str, list[int]] = {}
-    for i, t in enumerate(todos):
-        for k in t["gen_key"]:
-            route.setdefault(k, []).append(i)
+    todos, todo, route = _unanswered(jobs)
     total = sum(req.height for req, _ in jobs)
     t0 = time.time()
     log.info("[%s] %s: %d requests, %d already answered, %d to send", stage, label,
              total, total - sum(t.height for t in todos), todo.height)
 
     def write(rows: pl.DataFrame) -> None:
+        if rows["messages"].is_null().any():  # sent without them (below): the driver's
+            rows = rows.drop("messages").join(todo.select("gen_key", "messages"),
+                                              on="gen_key", how="left")
         for i, (_, store) in enumerate(jobs):
             mine = rows.filter(pl.col("gen_key").is_in(
                 [k for k in rows["gen_key"] if i in route.get(k, ())]))
@@ -172,6 +189,7 @@ def answer_many(ctx: Context, stage: str, label: str,
         prompts, refused = chat_prompts(todo, window)
         todo = todo.with_columns(prompt=pl.col("gen_key").replace_strict(
             prompts, default=None, return_dtype=pl.Utf8))
+        del prompts  # in the column now
         if refused:
             log.warning("[%s] %s: %d prompt(s) too long for the context of %d tokens: "
                         "error rows, not sent", stage, label, len(refused),
@@ -181,8 +199,11 @@ def answer_many(ctx: Context, stage: str, label: str,
                                "__inference_error__": refused[r["gen_key"]]}
                               for r in bad.iter_rows(named=True)]))
             todo = todo.filter(~pl.col("gen_key").is_in(list(refused)))
+    # An engine given the templated prompt needs no messages (unless Ray's own chat template
+    # stage is on): they stay here, and `write` puts them back on each answer
+    send = todo.drop("messages") if window is not None and not processors.RAY_TEXT_STAGES else todo
     with track(stage, label, todo.height) as bar:
-        _, resent = _send(cfg.generation, todo, make_processor, tokenizer, write, bar, stage,
+        _, resent = _send(cfg.generation, send, make_processor, tokenizer, write, bar, stage,
                           label)
     finals = [store.consolidate(req) for req, store in jobs]
     final = pl.concat(finals)
@@ -238,7 +259,7 @@ def _send(gen: GenerationSection, send: pl.DataFrame, make_processor, tokenizer,
         # not every row that shared a block with it.
         processor = make_processor()
         n = processor.config.batch_size
-        table = send.rename({"messages": "messages_json"}).to_arrow()
+        table = send.rename({"messages": "messages_json"}, strict=False).to_arrow()
         ds = processor(ray.data.from_arrow(
             [table.slice(i, n) for i in range(0, table.num_rows, n)]))
         for batch in _stream(ds, gen.shard_rows, gen.stall_timeout_s):

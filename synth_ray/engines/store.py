@@ -143,6 +143,8 @@ class GenerationStore:
     def pending(self, requests: pl.DataFrame) -> pl.DataFrame:
         """Requests with no usable answer yet. Error rows count as unanswered: retried."""
         done = self.answered().filter(pl.col("status") != "error").select("gen_key").unique()
+        if not done.height:  # a fresh store: the requests themselves, not a copy
+            return requests
         return requests.join(done, on="gen_key", how="anti")
 
     def write_shard(self, rows: pl.DataFrame) -> Path:
