@@ -66,7 +66,7 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     # as answering.answer_many: the engine gets the templated prompt, the messages stay on
     # the driver and go back on each answer before its shard is written
     ds = proc(ray.data.from_arrow(requests.drop("messages").to_arrow()))
-    messages = requests.select("gen_key", "messages")
+    messages = requests.select("gen_key", "messages").unique("gen_key")
     store = GenerationStore(Path(tempfile.mkdtemp()), source.name)
     tokenizer = engine_tokenizer(EngineWindow.of(cfg.generation, spec).model)
     tokens = 0

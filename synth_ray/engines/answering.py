@@ -175,7 +175,8 @@ def answer_many(ctx: Context, stage: str, label: str,
 
     def write(rows: pl.DataFrame) -> None:
         if rows["messages"].is_null().any():  # sent without them (below): the driver's
-            rows = rows.drop("messages").join(todo.select("gen_key", "messages"),
+            theirs = todo.filter(pl.col("gen_key").is_in(rows["gen_key"].implode()))
+            rows = rows.drop("messages").join(theirs.select("gen_key", "messages"),
                                               on="gen_key", how="left")
         for i, (_, store) in enumerate(jobs):
             mine = rows.filter(pl.col("gen_key").is_in(

