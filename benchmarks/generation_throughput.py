@@ -61,7 +61,8 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     requests = build_requests(cfg, source, {1: rows})
     spec = EngineSpec.of_source(source)
     # as the generate stage
-    prompts, _ = chat_prompts(requests, EngineWindow.of(cfg.generation, spec))
+    window = EngineWindow.of(cfg.generation, spec)
+    prompts, _ = chat_prompts(requests, window)
     requests = requests.with_columns(prompt=pl.col("gen_key").replace_strict(prompts))
     proc = vllm_processor(EngineRun.of(cfg), spec)
     # as answering.answer_many: the engine gets the templated prompt, the messages stay on
@@ -69,7 +70,7 @@ def pipeline(cfg, rows, max_tokens: int) -> dict[str, float]:
     ds = proc(ray.data.from_arrow(requests.drop("messages").to_arrow()))
     messages = requests.select("gen_key", "messages").unique("gen_key")
     store = GenerationStore(Path(tempfile.mkdtemp()), source.name)
-    tokenizer = engine_tokenizer(EngineWindow.of(cfg.generation, spec).model)
+    tokenizer = engine_tokenizer(window.model)
     tokens = 0
     for batch in _stream(ds, cfg.generation.shard_rows, 3600):
         frame = _normalise(batch, tokenizer).drop("messages").join(messages, on="gen_key")
